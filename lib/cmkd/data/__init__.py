@@ -1,0 +1,1 @@
+"""Datasets: the MVD synthetic generator (and, later, embedded and real datasets)."""

@@ -1,0 +1,238 @@
+"""The modality Venn diagram (MVD) synthetic Gaussian data of MFH (ICLR 2023).
+
+Appendix B.2, Eq. (27): a latent vector of decisive features ``x* ~ N(0, I_d)`` decides the label
+``y = 1[<delta, x*> > 0]`` with ``delta ~ N(0, I_d)``.  Modality a (``x^a``, ``dim_a`` channels)
+observes the decisive features indexed by ``J1``; modality b (``x^b``, ``dim_b`` channels) those
+indexed by ``J2``.  Every other channel is fresh ``N(0, 1)`` noise.  Decisive features observed by
+neither modality act as label noise (the paper's Fig. 2 and Fig. 3 settings have them).
+
+The ground truth follows the paper's definitions over the observed decisive features:
+``alpha = 1 - |J2| / |J1 u J2|``, ``beta = 1 - |J1| / |J1 u J2|``,
+``gamma = |J1 n J2| / |J1 u J2|``, so ``alpha + beta + gamma = 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "MVDSpec",
+    "MVDData",
+    "generate",
+    "vary_gamma_spec",
+    "vary_alpha_spec",
+    "gamma_to_overlap",
+    "alpha_to_extra",
+    "VARY_GAMMA_DECISIVE",
+    "VARY_ALPHA_DECISIVE_B",
+]
+
+#: Fig. 2 setting: each modality observes this many decisive features (d = 20 in total).
+VARY_GAMMA_DECISIVE = 10
+#: Fig. 2 setting: channel counts of x^a and x^b.
+VARY_GAMMA_DIMS = (25, 50)
+#: Fig. 3 setting: x^b observes this many decisive features; x^a observes them plus ``extra``.
+VARY_ALPHA_DECISIVE_B = 10
+#: Fig. 3 setting: channel counts of x^a and x^b (and the number of latent decisive features).
+VARY_ALPHA_DIMS = (50, 50)
+
+
+@dataclass(frozen=True)
+class MVDSpec:
+    """Which latent decisive features each modality observes, and where.
+
+    Parameters
+    ----------
+    d_star : int
+        Number of latent decisive features (the length of ``x*`` and of ``delta``).
+    dim_a, dim_b : int
+        Number of channels of ``x^a`` and ``x^b``.
+    J1, J2 : tuple of int
+        Indices into ``x*`` observed by modality a and modality b.
+    pos_a, pos_b : tuple of int
+        Channel of ``x^a`` (``x^b``) that holds each entry of ``J1`` (``J2``), in the same order.
+    """
+
+    d_star: int
+    dim_a: int
+    dim_b: int
+    J1: tuple[int, ...]
+    J2: tuple[int, ...]
+    pos_a: tuple[int, ...]
+    pos_b: tuple[int, ...]
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        for label, idx, pos, dim in (("J1", self.J1, self.pos_a, self.dim_a),
+                                     ("J2", self.J2, self.pos_b, self.dim_b)):
+            if len(idx) != len(pos):
+                raise ValueError(f"{label} has {len(idx)} entries but its positions have {len(pos)}")
+            if len(set(idx)) != len(idx) or len(set(pos)) != len(pos):
+                raise ValueError(f"{label} and its positions must not repeat an index")
+            if any(not 0 <= j < self.d_star for j in idx):
+                raise ValueError(f"{label} indices must lie in [0, d_star={self.d_star})")
+            if any(not 0 <= p < dim for p in pos):
+                raise ValueError(f"{label} positions must lie in [0, {dim}) (the modality's channels)")
+        if not set(self.J1) | set(self.J2):
+            raise ValueError("at least one modality must observe a decisive feature")
+
+    @property
+    def shared(self) -> tuple[int, ...]:
+        """Indices into ``x*`` of the modality-general decisive features (``J1 n J2``)."""
+        return tuple(sorted(set(self.J1) & set(self.J2)))
+
+    @property
+    def union(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.J1) | set(self.J2)))
+
+    @property
+    def gamma(self) -> float:
+        return len(self.shared) / len(self.union)
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 - len(self.J2) / len(self.union)
+
+    @property
+    def beta(self) -> float:
+        return 1.0 - len(self.J1) / len(self.union)
+
+    def channels(self, modality: str, kind: str) -> np.ndarray:
+        """Channel positions of one modality by kind.
+
+        Parameters
+        ----------
+        modality : {'a', 'b'}
+        kind : {'general', 'specific', 'decisive', 'noise'}
+            'general': holds a modality-general decisive feature; 'specific': a decisive feature
+            the other modality does not observe; 'decisive': both; 'noise': neither.
+        """
+        if modality not in ("a", "b"):
+            raise ValueError(f"modality must be 'a' or 'b', got {modality!r}")
+        idx, pos, dim = ((self.J1, self.pos_a, self.dim_a) if modality == "a"
+                         else (self.J2, self.pos_b, self.dim_b))
+        shared = set(self.shared)
+        if kind == "general":
+            out = [p for j, p in zip(idx, pos) if j in shared]
+        elif kind == "specific":
+            out = [p for j, p in zip(idx, pos) if j not in shared]
+        elif kind == "decisive":
+            out = list(pos)
+        elif kind == "noise":
+            out = sorted(set(range(dim)) - set(pos))
+        else:
+            raise ValueError(
+                f"kind must be one of 'general', 'specific', 'decisive', 'noise', got {kind!r}")
+        return np.array(sorted(out), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class MVDData:
+    """One draw of MVD data.
+
+    Attributes
+    ----------
+    xa : (n, dim_a) float32 array
+    xb : (n, dim_b) float32 array
+    y : (n,) int64 array of labels in {0, 1}
+    x_star : (n, d_star) float32 array of latent decisive features
+    delta : (d_star,) float64 array, the separating hyperplane
+    spec : MVDSpec, with the ground truth (alpha, beta, gamma, index sets)
+    """
+
+    xa: np.ndarray
+    xb: np.ndarray
+    y: np.ndarray
+    x_star: np.ndarray
+    delta: np.ndarray
+    spec: MVDSpec
+
+
+def generate(spec: MVDSpec, n: int, rng: np.random.Generator,
+             delta: np.ndarray | None = None) -> MVDData:
+    """Draw ``n`` samples of MVD data (MFH Eq. 27).
+
+    Parameters
+    ----------
+    spec : MVDSpec
+    n : int
+        Number of samples.
+    rng : numpy.random.Generator
+        Source of every random draw.
+    delta : (d_star,) array, optional
+        The separating hyperplane; drawn from ``N(0, I)`` when omitted.  Pass the training
+        draw's ``delta`` to make a test set of the same task.
+    """
+    if n < 1:
+        raise ValueError(f"n must be a positive number of samples, got {n}")
+    if delta is None:
+        delta = rng.standard_normal(spec.d_star)
+    delta = np.asarray(delta, dtype=np.float64)
+    if delta.shape != (spec.d_star,):
+        raise ValueError(f"delta must have shape ({spec.d_star},), got {delta.shape}")
+    x_star = rng.standard_normal((n, spec.d_star))
+    y = (x_star @ delta > 0).astype(np.int64)
+    xa = rng.standard_normal((n, spec.dim_a))
+    xb = rng.standard_normal((n, spec.dim_b))
+    xa[:, list(spec.pos_a)] = x_star[:, list(spec.J1)]
+    xb[:, list(spec.pos_b)] = x_star[:, list(spec.J2)]
+    return MVDData(xa.astype(np.float32), xb.astype(np.float32), y,
+                   x_star.astype(np.float32), delta, spec)
+
+
+def vary_gamma_spec(overlap: int) -> MVDSpec:
+    """The Fig. 2 setting: d = 20 latent decisive features, x^a 25-d, x^b 50-d.
+
+    x^b observes x*[0:10] in its channels 0..9; x^a observes x*[10 - o : 20 - o] in its channels
+    10 - o .. 19 - o, so the two share ``o = overlap`` features and ``gamma = o / (20 - o)``.
+    """
+    k = VARY_GAMMA_DECISIVE
+    if not 0 <= overlap <= k:
+        raise ValueError(f"overlap must lie in [0, {k}], got {overlap}")
+    j1 = tuple(range(k - overlap, 2 * k - overlap))
+    j2 = tuple(range(k))
+    dim_a, dim_b = VARY_GAMMA_DIMS
+    return MVDSpec(2 * k, dim_a, dim_b, j1, j2, j1, j2, name=f"vary_gamma(overlap={overlap})")
+
+
+def vary_alpha_spec(extra: int) -> MVDSpec:
+    """The Fig. 3 setting: x^a and x^b 50-d, d = 50 latent decisive features.
+
+    x^b observes x*[0:10]; x^a observes x*[0 : 10 + extra] (same channels), so beta = 0,
+    ``alpha = extra / (extra + 10)`` and ``gamma = 1 - alpha``.
+    """
+    k = VARY_ALPHA_DECISIVE_B
+    dim_a, dim_b = VARY_ALPHA_DIMS
+    if not 0 <= extra <= dim_a - k:
+        raise ValueError(f"extra must lie in [0, {dim_a - k}], got {extra}")
+    j1 = tuple(range(k + extra))
+    j2 = tuple(range(k))
+    return MVDSpec(dim_a, dim_a, dim_b, j1, j2, j1, j2, name=f"vary_alpha(extra={extra})")
+
+
+def _nearest(target: float, candidates: dict[int, float], what: str, tol: float) -> int:
+    best = min(candidates, key=lambda c: abs(candidates[c] - target))
+    if abs(candidates[best] - target) > tol:
+        reachable = ", ".join(f"{v:.2f}" for v in candidates.values())
+        raise ValueError(f"{what} = {target} is not reachable in this setting; reachable values "
+                         f"(to within {tol}): {reachable}")
+    return best
+
+
+def gamma_to_overlap(gamma: float, tol: float = 0.01) -> int:
+    """Number of shared decisive features giving ``gamma`` in the Fig. 2 setting."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+    k = VARY_GAMMA_DECISIVE
+    return _nearest(gamma, {o: o / (2 * k - o) for o in range(k + 1)}, "gamma", tol)
+
+
+def alpha_to_extra(alpha: float, tol: float = 0.01) -> int:
+    """Number of extra decisive features of x^a giving ``alpha`` in the Fig. 3 setting."""
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
+    k = VARY_ALPHA_DECISIVE_B
+    dim_a = VARY_ALPHA_DIMS[0]
+    return _nearest(alpha, {e: e / (e + k) for e in range(dim_a - k + 1)}, "alpha", tol)

@@ -1,0 +1,22 @@
+"""One module per notebook: pure functions from a Config to tidy pandas DataFrames.
+
+``NOTEBOOKS`` maps each notebook's file stem to the module that backs it; ``cmkd reproduce``
+uses it to validate params files before any compute.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+NOTEBOOKS = {
+    "01_mvd_synthetic_sweeps": "cmkd.experiments.mvd_sweeps",
+}
+
+
+def module_for(notebook: str):
+    """The experiment module behind a notebook stem (for example '01_mvd_synthetic_sweeps')."""
+    try:
+        return importlib.import_module(NOTEBOOKS[notebook])
+    except KeyError:
+        raise KeyError(f"no experiment module is registered for notebook {notebook!r}; "
+                       f"known: {', '.join(NOTEBOOKS)}") from None

@@ -1,0 +1,254 @@
+"""Notebook 01: MFH Fig. 2 (vary gamma) and Fig. 3 (vary alpha) on MVD synthetic data.
+
+Per run and setting: a logistic-regression teacher on x^a, a no-KD student on x^b and a KD
+student on x^b distilled from the teacher with MFH Eq. (1) (Appendix B.2; settings of the official
+gauss/main.py, see shared/reference/official_code_audit.md).  Every run of every setting of one
+phase (teacher, no-KD, KD) trains in one batched tensor program.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from cmkd.data import mvd
+from cmkd.params import ParamError, spec
+from cmkd.train import (DEVICES, accuracy_batched, init_linear_batched, linear_logits, rng_for,
+                        seed_for, select_device, train_linear_batched)
+
+SWEEPS = {"gamma": 0, "alpha": 1}
+PHASES = {"teacher": 0, "nokd": 1, "kd": 2}
+CLASSES = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = field(metadata=spec("base seed of every draw", low=0))
+    n_runs: int = field(metadata=spec("independent runs per setting", low=1, high=1000))
+    epochs: int = field(metadata=spec("full-batch SGD steps per model", low=1, high=100_000))
+    lr: float = field(metadata=spec("SGD step size", low=0, high=10, low_open=True))
+    n_train: int = field(metadata=spec("training samples per run", low=2, high=1_000_000))
+    n_test: int = field(metadata=spec("test samples per run", low=1, high=1_000_000))
+    rho: float = field(metadata=spec("weight of the task loss in MFH Eq. (1)", low=0, high=1))
+    loss_scale: float = field(metadata=spec(
+        "factor on Eq. (1); 2 at rho 0.5 gives the official weights CE 1 + KL 1",
+        low=0, high=100, low_open=True))
+    temperature: float = field(metadata=spec("KD temperature", low=0, high=100, low_open=True))
+    kl_reduction: str = field(metadata=spec(
+        "'batchmean' (the KL divergence) or 'mean' (official code: KL / classes)",
+        choices=("batchmean", "mean")))
+    gammas: list[float] = field(metadata=spec("Fig. 2 settings: gamma values", low=0, high=1,
+                                              min_items=1))
+    alphas: list[float] = field(metadata=spec("Fig. 3 settings: alpha values", low=0, high=1,
+                                              high_open=True, min_items=1))
+    device: str = field(metadata=spec("compute device", choices=DEVICES))
+
+    def check(self) -> None:
+        """Settings must be reachable in the paper's data layout (10 + 10 decisive channels)."""
+        for name, values, convert in (("gammas", self.gammas, mvd.gamma_to_overlap),
+                                      ("alphas", self.alphas, mvd.alpha_to_extra)):
+            for v in values:
+                try:
+                    convert(v)
+                except ValueError as err:
+                    raise ParamError(name, str(err)) from None
+
+
+def settings(config: Config) -> list[tuple[str, int, mvd.MVDSpec]]:
+    """(sweep, setting parameter, spec) for every setting of both sweeps, in plot order."""
+    out = [("gamma", o, mvd.vary_gamma_spec(o))
+           for o in sorted({mvd.gamma_to_overlap(g) for g in config.gammas})]
+    out += [("alpha", e, mvd.vary_alpha_spec(e))
+            for e in sorted({mvd.alpha_to_extra(a) for a in config.alphas})]
+    return out
+
+
+def _stack(arrays: list[np.ndarray], width: int) -> torch.Tensor:
+    """Zero-pad (n, d_r) arrays to (n, width) and stack them into (R, n, width)."""
+    out = np.zeros((len(arrays), arrays[0].shape[0], width), dtype=np.float32)
+    for r, a in enumerate(arrays):
+        out[r, :, : a.shape[1]] = a
+    return torch.from_numpy(out)
+
+
+def run(config: Config) -> pd.DataFrame:
+    """Train teacher, no-KD and KD students for every run of every setting.
+
+    Returns
+    -------
+    DataFrame, one row per (sweep, setting, run): sweep, overlap or extra channels, alpha, beta,
+    gamma, run, teacher_acc, nokd_acc, kd_acc and gain = kd_acc - nokd_acc (percent).
+    ``df.attrs['seconds']`` holds the compute time of data generation plus training.
+    """
+    start = time.perf_counter()
+    device = select_device(config.device)
+    rows, xa_tr, xb_tr, y_tr, xa_te, xb_te, y_te, keys = [], [], [], [], [], [], [], []
+    for sweep, setting, spec_ in settings(config):
+        for r in range(config.n_runs):
+            key = (config.seed, SWEEPS[sweep], setting, r)
+            rng = rng_for(*key)
+            train = mvd.generate(spec_, config.n_train, rng)
+            test = mvd.generate(spec_, config.n_test, rng, delta=train.delta)
+            xa_tr.append(train.xa), xb_tr.append(train.xb), y_tr.append(train.y)
+            xa_te.append(test.xa), xb_te.append(test.xb), y_te.append(test.y)
+            keys.append(key)
+            rows.append({"sweep": sweep, "setting": setting, "alpha": spec_.alpha,
+                         "beta": spec_.beta, "gamma": spec_.gamma, "run": r,
+                         "dim_a": spec_.dim_a, "dim_b": spec_.dim_b})
+    dims_a = [a.shape[1] for a in xa_tr]
+    dims_b = [b.shape[1] for b in xb_tr]
+    width_a, width_b = max(dims_a), max(dims_b)
+    to = lambda t: t.to(device)  # noqa: E731
+    xa_tr, xa_te = to(_stack(xa_tr, width_a)), to(_stack(xa_te, width_a))
+    xb_tr, xb_te = to(_stack(xb_tr, width_b)), to(_stack(xb_te, width_b))
+    y_tr, y_te = to(torch.from_numpy(np.stack(y_tr))), to(torch.from_numpy(np.stack(y_te)))
+
+    def init(dims, width, phase):
+        w, b = init_linear_batched(dims, width, CLASSES, [seed_for(*k, PHASES[phase]) for k in keys])
+        return to(w), to(b)
+
+    common = dict(epochs=config.epochs, lr=config.lr)
+    wt, bt = train_linear_batched(xa_tr, y_tr, *init(dims_a, width_a, "teacher"), **common)
+    wn, bn = train_linear_batched(xb_tr, y_tr, *init(dims_b, width_b, "nokd"), **common)
+    with torch.no_grad():
+        teacher_train_logits = linear_logits(wt, bt, xa_tr)
+    wk, bk = train_linear_batched(
+        xb_tr, y_tr, *init(dims_b, width_b, "kd"), teacher_logits=teacher_train_logits,
+        rho=config.rho, loss_scale=config.loss_scale, temperature=config.temperature,
+        kl_reduction=config.kl_reduction, **common)
+    with torch.no_grad():
+        acc = {name: accuracy_batched(linear_logits(w, b, x), y_te).cpu().numpy() * 100
+               for name, (w, b, x) in {"teacher_acc": (wt, bt, xa_te), "nokd_acc": (wn, bn, xb_te),
+                                       "kd_acc": (wk, bk, xb_te)}.items()}
+    df = pd.DataFrame(rows)
+    for name, values in acc.items():
+        df[name] = values.astype(np.float64)
+    df["gain"] = df["kd_acc"] - df["nokd_acc"]
+    df.attrs["seconds"] = time.perf_counter() - start
+    df.attrs["device"] = str(device)
+    return df
+
+
+METRICS = ("teacher_acc", "nokd_acc", "kd_acc", "gain")
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over runs of each metric, one row per setting."""
+    keys = ["sweep", "gamma", "alpha", "beta"]
+    g = df.groupby(keys, sort=False)[list(METRICS)]
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std"))
+    out.insert(0, "runs", g.size())
+    cols = ["runs"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    return out[cols].reset_index()
+
+
+def compare_gains(first: pd.DataFrame, second: pd.DataFrame,
+                  labels: tuple[str, str]) -> pd.DataFrame:
+    """Mean (and std) KD gain per setting under two variants of the same runs, and the change."""
+    keys = ["sweep", "gamma", "alpha"]
+    parts = []
+    for df, label in zip((first, second), labels):
+        g = df.groupby(keys, sort=False).gain
+        parts.append(pd.DataFrame({f"gain_{label}_mean": g.mean(),
+                                   f"gain_{label}_std": g.std(ddof=0)}))
+    out = parts[0].join(parts[1])
+    out["change"] = out[f"gain_{labels[1]}_mean"] - out[f"gain_{labels[0]}_mean"]
+    return out.reset_index()
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of y on x and its two-sided p-value (nan when undefined)."""
+    if len(np.unique(x)) < 2:
+        return float("nan"), float("nan")
+    res = stats.linregress(x, y)
+    return float(res.slope), float(res.pvalue)
+
+
+def claims(df: pd.DataFrame, significance: float = 0.05) -> pd.DataFrame:
+    """The papers' qualitative claims about Fig. 2 and Fig. 3, each checked on the runs.
+
+    A trend "rises" when the least-squares slope over all runs is positive with p < significance;
+    "does not rise" when that is not the case.
+    """
+    out = []
+    g = df[df.sweep == "gamma"]
+    a = df[df.sweep == "alpha"]
+    if len(g):
+        slope, p = _slope(g.gamma.to_numpy(), g.gain.to_numpy())
+        out.append({"artefact": "MFH Fig. 2", "claim": "KD's gain over no-KD rises with gamma",
+                    "evidence": f"slope {slope:.2f} points per unit gamma (p = {p:.2g})",
+                    "held": bool(slope > 0 and p < significance)})
+        means = g.groupby("gamma")[["teacher_acc", "kd_acc"]].mean()
+        t_range = float(means.teacher_acc.max() - means.teacher_acc.min())
+        s_range = float(means.kd_acc.max() - means.kd_acc.min())
+        out.append({"artefact": "MFH Fig. 2",
+                    "claim": "teacher accuracy varies less with gamma than the KD student's",
+                    "evidence": f"range of means: teacher {t_range:.2f}, KD student {s_range:.2f}",
+                    "held": bool(t_range < s_range)})
+    if len(a):
+        slope, p = _slope(a.alpha.to_numpy(), a.teacher_acc.to_numpy())
+        out.append({"artefact": "MFH Fig. 3", "claim": "teacher accuracy rises with alpha",
+                    "evidence": f"slope {slope:.2f} points per unit alpha (p = {p:.2g})",
+                    "held": bool(slope > 0 and p < significance)})
+        slope, p = _slope(a.alpha.to_numpy(), a.gain.to_numpy())
+        out.append({"artefact": "MFH Fig. 3",
+                    "claim": "KD's gain over no-KD does not rise with alpha",
+                    "evidence": f"slope {slope:.2f} points per unit alpha (p = {p:.2g})",
+                    "held": bool(not (slope > 0 and p < significance))})
+    return pd.DataFrame(out, columns=["artefact", "claim", "evidence", "held"])
+
+
+def measured(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Our values of the quantities the paper publishes: id -> (mean, std over runs)."""
+    out = {}
+    top = df[(df.sweep == "gamma") & np.isclose(df.gamma, 1.0)]
+    if len(top):
+        out["mfh.fig2.kd_gain_at_gamma_1"] = (float(top.gain.mean()), float(top.gain.std(ddof=0)))
+    return out
+
+
+def plot_sweep(df: pd.DataFrame, sweep: str):
+    """Accuracy of teacher, no-KD and KD students against gamma (or alpha), +-1 std bands,
+    and KD's gain per run beside it."""
+    from cmkd.reporting import COLORS, new_figure, paper_value
+
+    if sweep not in SWEEPS:
+        raise ValueError(f"sweep must be one of {tuple(SWEEPS)}, got {sweep!r}")
+    d = df[df.sweep == sweep]
+    if d.empty:
+        raise ValueError(f"no runs of the {sweep} sweep in this DataFrame")
+    fig, (ax, ax_gain) = new_figure(ncols=2, width=9.5, height=3.6,
+                                    gridspec_kw={"width_ratios": [1.6, 1]})
+    stats_ = d.groupby(sweep)[list(METRICS)].agg(["mean", "std"])
+    x = stats_.index.to_numpy()
+    labels = {"teacher_acc": "teacher (x$^a$)", "nokd_acc": "student, no KD (x$^b$)",
+              "kd_acc": "student, crossmodal KD (x$^b$)"}
+    for metric, label in labels.items():
+        m = stats_[(metric, "mean")].to_numpy()
+        s = np.nan_to_num(stats_[(metric, "std")].to_numpy())
+        ax.plot(x, m, marker="o", color=COLORS[metric], label=label)
+        ax.fill_between(x, m - s, m + s, color=COLORS[metric], alpha=0.18, linewidth=0)
+    symbol = {"gamma": r"$\gamma$", "alpha": r"$\alpha$"}[sweep]
+    ax.set_xlabel(symbol)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="best", fontsize=8, frameon=False)
+    ax_gain.axhline(0, color="0.6", linewidth=0.8)
+    ax_gain.scatter(d[sweep], d.gain, s=9, color=COLORS["kd_acc"], alpha=0.45, label="runs")
+    gm, gs = stats_[("gain", "mean")].to_numpy(), np.nan_to_num(stats_[("gain", "std")].to_numpy())
+    ax_gain.errorbar(x, gm, yerr=gs, color="k", marker="o", capsize=3, label="mean $\\pm$ 1 std")
+    if sweep == "gamma":
+        ref = paper_value("mfh.fig2.kd_gain_at_gamma_1")
+        ax_gain.scatter([1.0], [ref["value"]], marker="*", s=120, color=COLORS["paper"],
+                        zorder=5, label=f"paper: {ref['value']:+.1f} at $\\gamma$ = 1")
+    ax_gain.set_xlabel(symbol)
+    ax_gain.set_ylabel("KD gain over no-KD (points)")
+    ax_gain.legend(loc="best", fontsize=8, frameon=False)
+    title = {"gamma": "MFH Fig. 2: crossmodal KD as gamma grows (x$^a$ 25-d, x$^b$ 50-d)",
+             "alpha": "MFH Fig. 3: crossmodal KD as alpha grows (beta = 0, both 50-d)"}[sweep]
+    fig.suptitle(title, fontsize=10)
+    return fig

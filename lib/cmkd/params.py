@@ -1,0 +1,193 @@
+"""Parameters: one loader and validator for every notebook's parameters.
+
+Each experiment module declares a frozen dataclass ``Config`` whose fields are the notebook's
+parameters (the notebook's ``parameters`` cell holds the smoke defaults).  Field metadata, made
+with :func:`spec`, say what a value may be.  :func:`load_params` reads a YAML file under params/ and
+:func:`from_mapping` checks names, types and ranges before any compute, raising
+:class:`ParamError` with a message that names the file, the parameter and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+#: Notebook parameters that every notebook has and that are not experiment settings.
+RESERVED = ("profile",)
+
+
+class ParamError(ValueError):
+    """A parameter (or a params file) that cannot be used."""
+
+    def __init__(self, name: str | None, message: str, source: str | None = None):
+        self.name, self.message, self.source = name, message, source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        what = f"parameter '{self.name}': " if self.name else ""
+        return f"{where}{what}{self.message}"
+
+
+def spec(doc: str, *, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False, choices: tuple | None = None,
+         min_items: int = 0) -> dict:
+    """Field metadata: documentation and the allowed values (checked per item for lists)."""
+    return {"doc": doc, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+            "choices": choices, "min_items": min_items}
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"list of {typing.get_args(tp)[0].__name__}"
+    return tp.__name__
+
+
+def _coerce_scalar(value: Any, tp: type, name: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a programming error in a Config
+        raise TypeError(f"unsupported parameter type {tp!r} for {name}")
+    raise ParamError(name, f"expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _check_range(value: Any, meta: Mapping, name: str) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ParamError(name, f"{value!r} is not allowed; choose one of {allowed}")
+    low, high = meta.get("low"), meta.get("high")
+    if low is None and high is None:
+        return
+    too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+    too_high = high is not None and (value >= high if meta.get("high_open") else value > high)
+    if too_low or too_high:
+        left = "(" if meta.get("low_open") else "["
+        right = ")" if meta.get("high_open") else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ParamError(name, f"{value!r} is out of range; allowed: {left}{lo}, {hi}{right}")
+
+
+def _convert(value: Any, tp, meta: Mapping, name: str) -> Any:
+    if typing.get_origin(tp) is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ParamError(name, f"expected a list of {item_tp.__name__}, got {value!r}")
+        if len(value) < meta.get("min_items", 0):
+            raise ParamError(name, f"needs at least {meta['min_items']} item(s), got {len(value)}")
+        items = [_coerce_scalar(v, item_tp, name) for v in value]
+        for v in items:
+            _check_range(v, meta, name)
+        return items
+    converted = _coerce_scalar(value, tp, name)
+    _check_range(converted, meta, name)
+    return converted
+
+
+def fields(config_cls) -> dict[str, dataclasses.Field]:
+    """The parameters of a Config class, by name."""
+    return {f.name: f for f in dataclasses.fields(config_cls)}
+
+
+def from_mapping(config_cls, values: Mapping[str, Any], source: str = "<parameters>",
+                 partial: bool = False):
+    """Validate ``values`` and build ``config_cls`` from them.
+
+    Parameters
+    ----------
+    config_cls : a dataclass whose fields carry :func:`spec` metadata.
+    values : mapping of parameter name to value (reserved names such as 'profile' are ignored).
+    source : where the values come from, for error messages (a params file path).
+    partial : if True, missing names are allowed and only the given ones are checked; the
+        result is then the dict of checked values rather than a Config.
+    """
+    if not isinstance(values, Mapping):
+        raise ParamError(None, f"expected a mapping of parameter names to values, got "
+                               f"{type(values).__name__}", source)
+    known = fields(config_cls)
+    hints = typing.get_type_hints(config_cls)
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in RESERVED:
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(str(name), list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            allowed = ", ".join(sorted(known))
+            raise ParamError(name, f"unknown parameter{hint}; known parameters: {allowed}", source)
+        try:
+            out[name] = _convert(value, hints[name], known[name].metadata, name)
+        except ParamError as err:
+            raise ParamError(err.name, err.message, source) from None
+    missing = [n for n in known if n not in out]
+    if partial:
+        return out
+    if missing:
+        raise ParamError(None, f"missing parameter(s): {', '.join(missing)}", source)
+    config = config_cls(**out)
+    check = getattr(config, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ParamError as err:
+            raise ParamError(err.name, err.message, source) from None
+    return config
+
+
+def from_namespace(config_cls, namespace: Mapping[str, Any], source: str = "notebook parameters"):
+    """Build a Config from a namespace holding its fields (a notebook's ``globals()``)."""
+    return from_mapping(config_cls, {n: namespace[n] for n in fields(config_cls) if n in namespace},
+                        source)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a params file into a dict, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(None, "params file not found", str(path))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamError(None, f"not valid YAML: {err}", str(path)) from None
+    if not isinstance(data, dict):
+        raise ParamError(None, "a params file must be a mapping of parameter names to values",
+                         str(path))
+    return data
+
+
+def load_params(path: str | Path, config_cls, display_path: str | None = None):
+    """Read and validate a params file; returns the Config."""
+    return from_mapping(config_cls, read_yaml(path), display_path or str(path))
+
+
+def describe(config_cls) -> str:
+    """One line per parameter: name, type, what it means and what is allowed."""
+    hints = typing.get_type_hints(config_cls)
+    lines = []
+    for name, f in fields(config_cls).items():
+        meta = f.metadata
+        extra = []
+        if meta.get("choices"):
+            extra.append("one of " + ", ".join(repr(c) for c in meta["choices"]))
+        if meta.get("low") is not None or meta.get("high") is not None:
+            extra.append(f"range [{meta.get('low')}, {meta.get('high')}]")
+        suffix = f" ({'; '.join(extra)})" if extra else ""
+        lines.append(f"{name}: {_type_name(hints[name])} - {meta.get('doc', '')}{suffix}")
+    return "\n".join(lines)

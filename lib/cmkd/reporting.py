@@ -1,0 +1,295 @@
+"""The one place that styles figures, saves figures and tables under reports/<profile>/, holds the
+papers' published values and writes REPORT.md.
+
+Every write is atomic (a temporary file in the same folder, then a rename) and deterministic
+(no dates, fixed SVG hash salt, rounded numbers), so rerunning a profile leaves git clean.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+
+PROFILES = ("smoke", "default", "paper")
+DECIMALS = 2
+COLORS = {"teacher_acc": "#4C72B0", "nokd_acc": "#8C8C8C", "kd_acc": "#DD8452",
+          "paper": "#C44E52"}
+_REFERENCE_DIR = Path(__file__).parent / "reference"
+
+
+# ----------------------------------------------------------------------------- paths
+def repo_root() -> Path:
+    """The project folder: $CMKD_ROOT, else the nearest folder above the working directory that
+    holds params/ and notebooks/, else the checkout this package was installed from."""
+    env = os.environ.get("CMKD_ROOT")
+    if env:
+        return Path(env).resolve()
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "params").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    here = Path(__file__).resolve().parents[2]
+    if (here / "params").is_dir():
+        return here
+    raise FileNotFoundError("cannot find the cmkd project folder (one holding params/ and "
+                            "notebooks/); run from inside it or set CMKD_ROOT")
+
+
+def reports_dir(profile: str, root: Path | None = None) -> Path:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return (root or repo_root()) / "reports" / profile
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- figures
+def style() -> None:
+    """The project's figure style, with the settings that make saved files reproducible."""
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
+    matplotlib.rcParams.update({"svg.hashsalt": "cmkd", "svg.fonttype": "path",
+                                "figure.dpi": 100, "savefig.dpi": 150,
+                                "savefig.bbox": "tight", "axes.titlesize": 10})
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, width: float = 6.0, height: float = 4.0, **kw):
+    """A styled matplotlib Figure (not registered with pyplot, so a notebook shows it only when
+    the cell returns it) and its axes."""
+    style()
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, **kw)
+    return fig, axes
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    metadata = {"svg": {"Date": None}, "png": {"Software": None}, "pdf": {"CreationDate": None}}
+    fig.savefig(buf, format=fmt, metadata=metadata.get(fmt))
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- paper values
+@lru_cache(maxsize=None)
+def paper_values() -> dict[str, dict]:
+    """Every published number under cmkd/reference/*.yaml, by id."""
+    out: dict[str, dict] = {}
+    for path in sorted(_REFERENCE_DIR.glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text()) or []:
+            if entry["id"] in out:
+                raise ValueError(f"duplicate reference id {entry['id']!r} in {path.name}")
+            out[entry["id"]] = dict(entry, file=path.name)
+    return out
+
+
+def paper_value(key: str) -> dict:
+    try:
+        return paper_values()[key]
+    except KeyError:
+        raise KeyError(f"no published value with id {key!r} under cmkd/reference/") from None
+
+
+def compare_with_paper(measured: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Ours beside the paper's value: id -> (mean, std over runs).
+
+    A difference is 'within spread' when it is no larger than our standard deviation over runs.
+    """
+    rows = []
+    for key, (mean, std) in measured.items():
+        ref = paper_value(key)
+        diff = mean - ref["value"]
+        rows.append({"artefact": ref["artefact"], "quantity": ref["quantity"],
+                     "paper": ref["value"], "ours": mean, "ours_std": std, "difference": diff,
+                     "within_spread": bool(abs(diff) <= std), "unit": ref.get("unit", ""),
+                     "id": key})
+    cols = ["artefact", "quantity", "paper", "ours", "ours_std", "difference", "within_spread",
+            "unit", "id"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------- tables
+def _rounded(df: pd.DataFrame, decimals: int = DECIMALS) -> pd.DataFrame:
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].round(decimals)
+    return out
+
+
+def markdown_table(df: pd.DataFrame, decimals: int = DECIMALS) -> str:
+    return _rounded(df, decimals).to_markdown(index=False, floatfmt=f".{decimals}f")
+
+
+# ----------------------------------------------------------------------------- the report
+class Report:
+    """Where one notebook's artefacts go, and the record REPORT.md is built from.
+
+    Parameters
+    ----------
+    notebook : the notebook's file stem, e.g. '01_mvd_synthetic_sweeps'
+    profile : 'smoke', 'default' or 'paper' (the reports/ subfolder)
+    title : a line naming the paper artefacts the notebook reproduces
+    """
+
+    def __init__(self, notebook: str, profile: str, title: str, root: Path | None = None):
+        self.root = root or repo_root()
+        self.dir = reports_dir(profile, self.root)
+        self.notebook, self.profile = notebook, profile
+        self.record = {"notebook": notebook, "title": title, "profile": profile,
+                       "source": f"notebooks/{notebook}.ipynb",
+                       "params": f"params/{profile}/{notebook}.yaml",
+                       "figures": [], "tables": [], "comparisons": [], "claims": []}
+        self._write_record()
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _add(self, kind: str, entry: dict) -> None:
+        items = [e for e in self.record[kind] if e.get("name") != entry.get("name")]
+        self.record[kind] = items + [entry]
+        self._write_record()
+
+    def _write_record(self) -> None:
+        path = self.dir / "manifest" / f"{self.notebook}.json"
+        atomic_write_text(path, json.dumps(self.record, indent=1, sort_keys=True) + "\n")
+
+    def save_figure(self, fig: Figure, name: str, caption: str, reproduces: str,
+                    formats: tuple[str, ...] = ("png", "svg")) -> str:
+        """Save ``fig`` as reports/<profile>/figures/<name>.<fmt>; returns a line naming them."""
+        paths = []
+        for fmt in formats:
+            path = self.dir / "figures" / f"{name}.{fmt}"
+            atomic_write_bytes(path, figure_bytes(fig, fmt))
+            paths.append(path)
+        self._add("figures", {"name": name, "caption": caption, "reproduces": reproduces,
+                              "files": [p.relative_to(self.dir).as_posix() for p in paths]})
+        return "saved " + ", ".join(self._rel(p) for p in paths)
+
+    def save_table(self, df: pd.DataFrame, name: str, caption: str, reproduces: str,
+                   decimals: int = DECIMALS) -> pd.DataFrame:
+        """Save ``df`` rounded to ``decimals`` as CSV and Markdown; returns the rounded table."""
+        rounded = _rounded(df, decimals)
+        csv = self.dir / "tables" / f"{name}.csv"
+        md = self.dir / "tables" / f"{name}.md"
+        atomic_write_text(csv, rounded.to_csv(index=False, float_format=f"%.{decimals}f"))
+        atomic_write_text(md, f"{caption}\n\n{markdown_table(df, decimals)}\n")
+        self._add("tables", {"name": name, "caption": caption, "reproduces": reproduces,
+                             "files": [csv.relative_to(self.dir).as_posix(),
+                                       md.relative_to(self.dir).as_posix()]})
+        return rounded
+
+    def compare(self, measured: dict[str, tuple[float, float]]) -> pd.DataFrame:
+        """Record ours beside the paper's published values; returns the rounded comparison."""
+        table = compare_with_paper(measured)
+        self.record["comparisons"] = json.loads(_rounded(table).to_json(orient="records"))
+        self._write_record()
+        return _rounded(table)
+
+    def claims(self, claims: pd.DataFrame) -> pd.DataFrame:
+        """Record qualitative claims checked as held / not held; returns them for display."""
+        self.record["claims"] = json.loads(claims.to_json(orient="records"))
+        self._write_record()
+        out = claims.copy()
+        out["held"] = np.where(out["held"], "held", "NOT held")
+        return out
+
+
+def _nb_section(rec: dict, profile: str) -> list[str]:
+    nb = rec["notebook"]
+    lines = [f'<a id="{nb}"></a>', "", f"## {nb}: {rec['title']}", "",
+             f"Notebook: [{rec['source']}](../../{rec['source']}) · params: "
+             f"[{rec['params']}](../../{rec['params']}) · executed copy: "
+             f"`reports/{profile}/notebooks/{nb}.ipynb` (made by `cmkd reproduce`, not committed)",
+             ""]
+    for fig in rec["figures"]:
+        png = next((f for f in fig["files"] if f.endswith(".png")), fig["files"][0])
+        others = ", ".join(f"[{Path(f).suffix[1:]}]({f})" for f in fig["files"])
+        lines += [f"**{fig['reproduces']}**: {fig['caption']} ({others})", "",
+                  f"![{fig['caption']}]({png})", ""]
+    for tab in rec["tables"]:
+        lines += [f"**{tab['reproduces']}**: {tab['caption']} "
+                  f"({', '.join(f'[{Path(f).suffix[1:]}]({f})' for f in tab['files'])})", ""]
+    if rec["comparisons"]:
+        lines += ["Paper beside ours:", "", _comparison_md(rec["comparisons"]), ""]
+    if rec["claims"]:
+        lines += ["Claims checked:", "", _claims_md(rec["claims"]), ""]
+    return lines
+
+
+def _comparison_md(rows: list[dict]) -> str:
+    df = pd.DataFrame(rows)
+    df["ours"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(df.ours, df.ours_std)]
+    df["within spread"] = np.where(df.within_spread, "yes", "no")
+    df = df[["artefact", "quantity", "paper", "ours", "difference", "within spread", "unit"]]
+    return markdown_table(df)
+
+
+def _claims_md(rows: list[dict]) -> str:
+    df = pd.DataFrame(rows)
+    df["held"] = np.where(df.held, "held", "NOT held")
+    return df[["artefact", "claim", "evidence", "held"]].to_markdown(index=False)
+
+
+def write_report(profile: str, notebooks: list[str], root: Path | None = None,
+                 failed: dict[str, str] | None = None) -> Path:
+    """Write reports/<profile>/REPORT.md from the records of ``notebooks`` (in that order)."""
+    out_dir = reports_dir(profile, root)
+    failed = failed or {}
+    records = []
+    for nb in notebooks:
+        path = out_dir / "manifest" / f"{nb}.json"
+        if path.is_file():
+            records.append(json.loads(path.read_text()))
+    lines = [f"# cmkd report: profile `{profile}`", "",
+             f"Regenerate with `cmkd reproduce --profile {profile}` (or `make reproduce "
+             f"PROFILE={profile}`). Every artefact below names the notebook and params file that "
+             "made it; where a paper publishes a number, the paper's value stands beside ours. "
+             "A difference is *within spread* when it is no larger than our standard deviation "
+             "over runs.", ""]
+    if failed:
+        lines += ["**Failed in the last run** (artefacts below may be stale):", ""]
+        lines += [f"- {nb}: {why}" for nb, why in failed.items()] + [""]
+    comps = [c for r in records for c in r["comparisons"]]
+    claims = [c for r in records for c in r["claims"]]
+    lines += ["## Scorecard", ""]
+    if comps:
+        lines += ["Published numbers:", "", _comparison_md(comps), ""]
+    if claims:
+        lines += ["Qualitative claims:", "", _claims_md(claims), ""]
+    if not comps and not claims:
+        lines += ["(nothing recorded yet)", ""]
+    lines += ["## Contents", ""]
+    lines += [f"- [{r['notebook']}](#{r['notebook']}): {r['title']}" for r in records] + [""]
+    for rec in records:
+        lines += _nb_section(rec, profile)
+    path = out_dir / "REPORT.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path

@@ -1,0 +1,161 @@
+"""Training loops, device selection and seeding.
+
+Small models (the logistic regressions of MFH's synthetic experiments) are trained *batched*:
+``R`` independent runs, each with its own data, initialisation and loss, are stacked into one
+tensor program, so a whole sweep of seeds and settings costs one loop over epochs.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cmkd.distill.kd import KL_REDUCTIONS, kd_loss
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """The device to compute on: cuda, then mps, then cpu for 'auto'; otherwise as asked.
+
+    Raises a clear error when the requested device is not available here.
+    """
+    if preference not in DEVICES and not preference.startswith("cuda:"):
+        raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', got {preference!r}")
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {preference!r} was requested but CUDA is not available; "
+                           "use device: auto or cpu")
+    if preference == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("device 'mps' was requested but MPS is not available; "
+                           "use device: auto or cpu")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (for code that uses them)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_for(*key: int) -> np.random.Generator:
+    """A NumPy generator determined by a tuple of non-negative integers (seed, setting, run...)."""
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
+
+
+def seed_for(*key: int) -> int:
+    """A 63-bit integer seed determined by a tuple of non-negative integers."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def init_linear_batched(n_features: list[int], width: int, classes: int,
+                        seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's default ``nn.Linear`` initialisation for ``R`` runs, zero-padded to ``width``.
+
+    Run ``r`` has ``n_features[r]`` real input channels; weights and bias are uniform in
+    ``+-1/sqrt(n_features[r])`` drawn from a generator seeded with ``seeds[r]``; the padded
+    channels get zero weight.
+
+    Returns
+    -------
+    weight : (R, width, classes) float32, bias : (R, classes) float32
+    """
+    if len(n_features) != len(seeds):
+        raise ValueError("n_features and seeds must have one entry per run")
+    weight = torch.zeros(len(seeds), width, classes)
+    bias = torch.zeros(len(seeds), classes)
+    for r, (d, s) in enumerate(zip(n_features, seeds)):
+        if not 0 < d <= width:
+            raise ValueError(f"run {r}: n_features must lie in [1, {width}], got {d}")
+        g = torch.Generator().manual_seed(s)
+        bound = 1.0 / d**0.5
+        # drawn in nn.Linear's (out, in) layout, then transposed to (in, out)
+        weight[r, :d] = (torch.rand(classes, d, generator=g) * 2 - 1).mul_(bound).T
+        bias[r] = (torch.rand(classes, generator=g) * 2 - 1).mul_(bound)
+    return weight, bias
+
+
+def linear_logits(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Logits of ``R`` linear models: x (R, n, D), weight (R, D, C), bias (R, C) -> (R, n, C)."""
+    return torch.baddbmm(bias.unsqueeze(1), x, weight)
+
+
+def accuracy_batched(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Accuracy of each run: logits (R, n, C), y (R, n) -> (R,)."""
+    return (logits.argmax(-1) == y).float().mean(-1)
+
+
+def train_linear_batched(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                         bias: torch.Tensor, *, epochs: int, lr: float,
+                         teacher_logits: torch.Tensor | None = None, rho: float = 0.5,
+                         loss_scale: float = 1.0, temperature: float = 1.0,
+                         kl_reduction: str = "batchmean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-batch SGD (no momentum) on ``R`` independent linear softmax classifiers at once.
+
+    Without a teacher each run minimises its mean cross entropy.  With ``teacher_logits`` each run
+    minimises MFH Eq. (1) times ``loss_scale``:
+    ``loss_scale * (rho * CE(student, y) + (1 - rho) * kd_loss(student, teacher))`` with
+    :func:`cmkd.distill.kd_loss` (temperature, reduction).  Autograd differentiates the losses
+    with respect to the logits; the linear layer's own backward (``dW = X^T dlogits``) is written
+    out.  Tensors are laid out class-major, so each step is a few large elementwise operations
+    rather than many tiny matrix products (tests check the result against ``nn.Linear`` trained
+    with ``torch.optim.SGD``).
+
+    Parameters
+    ----------
+    x : (R, n, D) inputs; y : (R, n) labels; weight : (R, D, C); bias : (R, C) (initial values)
+    epochs, lr : number of full-batch steps and the step size
+    teacher_logits : (R, n, C), optional; fixed soft targets
+    rho, loss_scale, temperature, kl_reduction : see above
+
+    Returns
+    -------
+    The trained weight (R, D, C) and bias (R, C).
+    """
+    if x.dim() != 3 or y.shape != x.shape[:2]:
+        raise ValueError(f"expected x (R, n, D) and y (R, n), got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    runs, n, dim = x.shape
+    classes = weight.shape[-1]
+    if weight.shape != (runs, dim, classes) or bias.shape != (runs, classes):
+        raise ValueError(f"expected weight (R, D, C) = ({runs}, {dim}, C) and bias (R, C), got "
+                         f"{tuple(weight.shape)} and {tuple(bias.shape)}")
+    if teacher_logits is not None and teacher_logits.shape != (runs, n, classes):
+        raise ValueError(f"teacher_logits must have shape (R, n, C) = ({runs}, {n}, {classes}), "
+                         f"got {tuple(teacher_logits.shape)}")
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"rho must lie in [0, 1], got {rho}")
+    if kl_reduction not in KL_REDUCTIONS[:2]:
+        raise ValueError(f"kl_reduction must be 'batchmean' or 'mean', got {kl_reduction!r}")
+
+    w = weight.detach().permute(2, 0, 1).contiguous()  # (C, R, D)
+    b = bias.detach().T.contiguous()  # (C, R)
+    target = y.unsqueeze(0)  # (1, R, n)
+    teacher = None
+    if teacher_logits is not None:
+        teacher = teacher_logits.detach().permute(2, 0, 1).contiguous()  # (C, R, n)
+    for _ in range(epochs):
+        with torch.no_grad():
+            logits = torch.stack([(x * w[c].unsqueeze(1)).sum(-1) for c in range(classes)])
+            logits += b.unsqueeze(-1)  # (C, R, n)
+        logits.requires_grad_(True)
+        ce = -F.log_softmax(logits, dim=0).gather(0, target).squeeze(0).mean(-1)  # (R,)
+        if teacher is None:
+            loss = ce
+        else:
+            kd = kd_loss(logits, teacher, temperature, kl_reduction, dim=0)
+            loss = loss_scale * (rho * ce + (1.0 - rho) * kd)
+        (grad,) = torch.autograd.grad(loss.sum(), logits)  # (C, R, n)
+        with torch.no_grad():
+            w -= lr * torch.stack([(x * grad[c].unsqueeze(-1)).sum(1) for c in range(classes)])
+            b -= lr * grad.sum(-1)
+    return w.permute(1, 2, 0).contiguous(), b.T.contiguous()

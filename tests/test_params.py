@@ -1,0 +1,144 @@
+"""Parameter files: validation messages, and agreement between notebooks and params/."""
+import ast
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cmkd.experiments import NOTEBOOKS, module_for
+from cmkd.params import RESERVED, ParamError, fields, from_mapping, load_params
+from cmkd.reproduce import reproduce
+
+PROFILES = ("smoke", "default", "paper")
+
+
+def parameters_cell(root, notebook):
+    """(name -> value, name -> has type annotation and comment) of a notebook's parameters cell."""
+    nb = json.loads((root / "notebooks" / f"{notebook}.ipynb").read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{notebook} needs exactly one cell tagged 'parameters'"
+    source = "".join(cells[0]["source"])
+    values, documented = {}, {}
+    for node in ast.parse(source).body:
+        assert isinstance(node, ast.AnnAssign), f"{notebook}: write 'name: type = value  # meaning'"
+        name = node.target.id
+        values[name] = ast.literal_eval(node.value)
+        line = source.splitlines()[node.lineno - 1]
+        documented[name] = "#" in line
+    return values, documented
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOKS))
+def test_parameters_cell_mirrors_smoke_params_and_config(root, notebook):
+    values, documented = parameters_cell(root, notebook)
+    assert all(documented.values()), f"undocumented parameters: {documented}"
+    config_names = set(fields(module_for(notebook).Config))
+    assert set(values) == config_names | set(RESERVED)
+    smoke = yaml.safe_load((root / "params" / "smoke" / f"{notebook}.yaml").read_text())
+    assert values["profile"] == "smoke"
+    assert {k: v for k, v in values.items() if k not in RESERVED} == smoke
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOKS))
+def test_papermill_reads_every_parameter(root, notebook):
+    import papermill
+
+    found = papermill.inspect_notebook(str(root / "notebooks" / f"{notebook}.ipynb"))
+    assert set(found) == set(fields(module_for(notebook).Config)) | set(RESERVED)
+    assert all(p["help"] for p in found.values()), "each parameter needs a '# meaning' comment"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_params_file_is_valid_and_names_a_notebook(root, profile):
+    files = sorted((root / "params" / profile).glob("*.yaml"))
+    assert files
+    notebooks = {p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert {f.stem for f in files} == notebooks, "each notebook needs one params file per profile"
+    for f in files:
+        load_params(f, module_for(f.stem).Config)
+
+
+@pytest.fixture
+def good(root):
+    return yaml.safe_load((root / "params/smoke/01_mvd_synthetic_sweeps.yaml").read_text())
+
+
+Config = module_for("01_mvd_synthetic_sweeps").Config
+
+
+@pytest.mark.parametrize("change, pattern", [
+    ({"n_run": 3}, r"parameter 'n_run': unknown parameter \(did you mean 'n_runs'\?\)"),
+    ({"epochs": "many"}, r"parameter 'epochs': expected int, got 'many'"),
+    ({"epochs": 2.5}, r"parameter 'epochs': expected int"),
+    ({"n_runs": True}, r"parameter 'n_runs': expected int, got True"),
+    ({"n_runs": 0}, r"parameter 'n_runs': 0 is out of range; allowed: \[1, 1000\]"),
+    ({"gammas": [0.0, 1.5]}, r"parameter 'gammas': 1.5 is out of range; allowed: \[0, 1\]"),
+    ({"gammas": [0.3]}, r"parameter 'gammas': gamma = 0.3 is not reachable.*0.25, 0.33"),
+    ({"alphas": [1.0]}, r"parameter 'alphas': 1.0 is out of range; allowed: \[0, 1\)"),
+    ({"alphas": []}, r"parameter 'alphas': needs at least 1 item"),
+    ({"kl_reduction": "sum"}, r"parameter 'kl_reduction': 'sum' is not allowed; choose one of "
+                              r"'batchmean', 'mean'"),
+    ({"lr": 0}, r"parameter 'lr': 0.0 is out of range; allowed: \(0, 10\]"),
+    ({"device": "gpu"}, r"parameter 'device': 'gpu' is not allowed"),
+])
+def test_bad_values_are_named(tmp_path, good, change, pattern):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(dict(good, **change)))
+    with pytest.raises(ParamError, match=pattern) as err:
+        load_params(path, Config)
+    assert str(err.value).startswith(str(path))
+
+
+def test_missing_malformed_and_absent_files(tmp_path, good):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in good.items() if k != "seed"}))
+    with pytest.raises(ParamError, match="missing parameter.*seed"):
+        load_params(path, Config)
+    path.write_text("seed: [1,\n")
+    with pytest.raises(ParamError, match="not valid YAML"):
+        load_params(path, Config)
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ParamError, match="must be a mapping"):
+        load_params(path, Config)
+    with pytest.raises(ParamError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml", Config)
+
+
+def test_ints_are_accepted_for_floats(good):
+    cfg = from_mapping(Config, dict(good, lr=1, gammas=[0, 1]))
+    assert isinstance(cfg.lr, float) and cfg.gammas == [0.0, 1.0]
+
+
+def _project_copy(root, tmp_path):
+    dst = tmp_path / "project"
+    for sub in ("notebooks", "params"):
+        shutil.copytree(root / sub, dst / sub)
+    return dst
+
+
+def test_reproduce_refuses_bad_params_before_running_anything(root, tmp_path):
+    proj = _project_copy(root, tmp_path)
+    bad = proj / "params/default/01_mvd_synthetic_sweeps.yaml"
+    bad.write_text(bad.read_text().replace("gammas: [0.0,", "gammas: [-0.5,"))
+    with pytest.raises(SystemExit) as err:
+        reproduce("default", None, False, root=proj)
+    msg = str(err.value)
+    assert "params/default/01_mvd_synthetic_sweeps.yaml: parameter 'gammas': -0.5 is out of " \
+           "range" in msg and "nothing was run" in msg
+    assert not (proj / "reports").exists()
+
+
+def test_cli_exit_code_and_message(root, tmp_path):
+    proj = _project_copy(root, tmp_path)
+    bad = proj / "params/smoke/01_mvd_synthetic_sweeps.yaml"
+    bad.write_text(bad.read_text() + "learning_rate: 0.1\n")
+    res = subprocess.run([sys.executable, "-m", "cmkd.cli", "reproduce", "--profile", "smoke"],
+                         cwd=proj, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "parameter 'learning_rate': unknown parameter" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "cmkd.cli", "reproduce", "--only", "99"],
+                         cwd=proj, capture_output=True, text=True)
+    assert res.returncode != 0 and "no notebook matches --only '99'" in res.stderr

@@ -1,0 +1,60 @@
+"""The project's shape: environment.yml agrees with pyproject, notebooks are paired and clean."""
+import json
+import re
+import tomllib
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+
+def test_environment_yml_agrees_with_pyproject(root):
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    deps = env["dependencies"]
+    python = [d for d in deps if isinstance(d, str) and d.startswith("python")]
+    assert python == ["python=3.11"]
+    minimum = re.match(r">=\s*(\d+)\.(\d+)", project["requires-python"]).groups()
+    assert (3, 11) >= tuple(map(int, minimum))
+    pip = [d for d in deps if isinstance(d, dict)][0]["pip"]
+    assert pip == ["-e .[dev]"], "environment.yml installs the project; pyproject lists the deps"
+    conda_pkgs = {d.split("=")[0] for d in deps if isinstance(d, str)}
+    assert conda_pkgs == {"python", "pip"}, "dependencies belong in pyproject.toml only"
+    names = {re.split(r"[<>=!~\[ ]", d)[0].lower() for d in project["dependencies"]}
+    required = {"torch", "torchvision", "torchaudio", "jupyterlab", "papermill", "matplotlib",
+                "seaborn", "scikit-learn", "pandas", "pyyaml", "tqdm"}
+    assert required <= names
+    dev = {re.split(r"[<>=!~\[ ]", d)[0].lower() for d in project["optional-dependencies"]["dev"]}
+    assert {"pytest", "nbval", "jupytext", "nbstripout", "ruff"} <= dev
+    pins = {d.split("==")[0]: d.split("==")[1] for d in project["dependencies"] if "==" in d}
+    assert pins == {"torch": "2.11.*", "torchvision": "0.26.*", "torchaudio": "2.11.*"}
+
+
+def notebooks(root):
+    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_notebooks_exist(root):
+    assert notebooks(root)
+
+
+@pytest.mark.parametrize("name", ["01_mvd_synthetic_sweeps"])
+def test_notebook_and_its_py_pair_agree(root, name):
+    ipynb = nbformat.read(root / "notebooks" / f"{name}.ipynb", 4)
+    py = jupytext.read(root / "notebooks" / f"{name}.py")
+    strip = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    assert strip(ipynb) == strip(py), "run `make notebooks` after editing the .py"
+
+
+@pytest.mark.parametrize("name", ["01_mvd_synthetic_sweeps"])
+def test_stored_outputs_are_clean(root, name):
+    nb = json.loads((root / "notebooks" / f"{name}.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("outputs") is not None for c in code)
+    assert any(c["outputs"] for c in code), "stored outputs are nbval's baseline"
+    errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors
+    text = json.dumps(nb)
+    assert not re.search(r'"/(work|tmp|root|home)/', text), "no absolute paths of this machine"
+    assert "image/png" in text, "figures are shown in the notebook"
