@@ -97,20 +97,8 @@ report.save_table(mvd_sweeps.summarize(runs), "mfh_fig2_fig3_summary",
                   "MFH Fig. 2, Fig. 3")
 
 # %% [markdown]
-# ## Paper beside ours, and the paper's claims checked
-# The paper publishes one number for these figures (the gain at γ = 1). Its qualitative claims
-# are checked on all runs: a trend "rises" when the least-squares slope over runs is positive
-# with p < 0.05.
-
-# %%
-report.compare(mvd_sweeps.measured(runs))
-
-# %%
-report.claims(mvd_sweeps.claims(runs))
-
-# %% [markdown]
 # ## The official code's KL reduction
-# The same sweep with `kl_reduction = "mean"` (the official script's `nn.KLDivLoss()` default),
+# The same runs with `kl_reduction = "mean"` (the official script's `nn.KLDivLoss()` default),
 # everything else equal: with two classes it halves the weight of the KD term.
 
 # %%
@@ -119,6 +107,20 @@ report.save_table(mvd_sweeps.compare_gains(runs, official, ("batchmean", "mean")
                   "mfh_fig2_fig3_kl_reduction",
                   "KD gain (points) with the KL divergence ('batchmean') and the official 'mean'",
                   "MFH Fig. 2, Fig. 3 (official-code option)")
+
+# %% [markdown]
+# ## Paper beside ours, and the paper's claims checked
+# The paper publishes one number for these figures (the gain at γ = 1); it was produced with the
+# official code, so both of our variants stand beside it. Its qualitative claims are checked on
+# all runs of the main variant: a trend "rises" when the least-squares slope over runs is positive
+# with p < 0.05.
+
+# %%
+report.compare({f"kl_reduction={config.kl_reduction}": mvd_sweeps.measured(runs),
+                "kl_reduction=mean (official code)": mvd_sweeps.measured(official)})
+
+# %%
+report.claims(mvd_sweeps.claims(runs))
 
 # %% [markdown]
 # **Reading.** In the paper and here, the KD student's gain grows with γ: a teacher whose

@@ -117,21 +117,28 @@ def paper_value(key: str) -> dict:
         raise KeyError(f"no published value with id {key!r} under cmkd/reference/") from None
 
 
-def compare_with_paper(measured: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    """Ours beside the paper's value: id -> (mean, std over runs).
+def compare_with_paper(measured: dict[str, dict[str, tuple[float, float]]]) -> pd.DataFrame:
+    """Ours beside the paper's value.
+
+    Parameters
+    ----------
+    measured : variant -> {reference id -> (mean, std over runs)}; the variant names how ours
+        was computed (for example the paper's equation or an official-code option).
 
     A difference is 'within spread' when it is no larger than our standard deviation over runs.
     """
     rows = []
-    for key, (mean, std) in measured.items():
-        ref = paper_value(key)
-        diff = mean - ref["value"]
-        rows.append({"artefact": ref["artefact"], "quantity": ref["quantity"],
-                     "paper": ref["value"], "ours": mean, "ours_std": std, "difference": diff,
-                     "within_spread": bool(abs(diff) <= std), "unit": ref.get("unit", ""),
-                     "id": key})
-    cols = ["artefact", "quantity", "paper", "ours", "ours_std", "difference", "within_spread",
-            "unit", "id"]
+    for variant, values in measured.items():
+        for key, (mean, std) in values.items():
+            ref = paper_value(key)
+            diff = mean - ref["value"]
+            rows.append({"artefact": ref["artefact"], "quantity": ref["quantity"],
+                         "ours_variant": variant, "paper": ref["value"], "ours": mean,
+                         "ours_std": std, "difference": diff,
+                         "within_spread": bool(abs(diff) <= std), "unit": ref.get("unit", ""),
+                         "id": key})
+    cols = ["artefact", "quantity", "ours_variant", "paper", "ours", "ours_std", "difference",
+            "within_spread", "unit", "id"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -206,8 +213,9 @@ class Report:
                                        md.relative_to(self.dir).as_posix()]})
         return rounded
 
-    def compare(self, measured: dict[str, tuple[float, float]]) -> pd.DataFrame:
-        """Record ours beside the paper's published values; returns the rounded comparison."""
+    def compare(self, measured: dict[str, dict[str, tuple[float, float]]]) -> pd.DataFrame:
+        """Record ours beside the paper's published values (see :func:`compare_with_paper`);
+        returns the rounded comparison."""
         table = compare_with_paper(measured)
         self.record["comparisons"] = json.loads(_rounded(table).to_json(orient="records"))
         self._write_record()
@@ -222,7 +230,7 @@ class Report:
         return out
 
 
-def _nb_section(rec: dict, profile: str) -> list[str]:
+def _nb_section(rec: dict, profile: str, root: Path | None) -> list[str]:
     nb = rec["notebook"]
     lines = [f'<a id="{nb}"></a>', "", f"## {nb}: {rec['title']}", "",
              f"Notebook: [{rec['source']}](../../{rec['source']}) · params: "
@@ -237,6 +245,9 @@ def _nb_section(rec: dict, profile: str) -> list[str]:
     for tab in rec["tables"]:
         lines += [f"**{tab['reproduces']}**: {tab['caption']} "
                   f"({', '.join(f'[{Path(f).suffix[1:]}]({f})' for f in tab['files'])})", ""]
+        csv = reports_dir(profile, root) / next(f for f in tab["files"] if f.endswith(".csv"))
+        if csv.is_file():
+            lines += [markdown_table(pd.read_csv(csv)), ""]
     if rec["comparisons"]:
         lines += ["Paper beside ours:", "", _comparison_md(rec["comparisons"]), ""]
     if rec["claims"]:
@@ -248,7 +259,9 @@ def _comparison_md(rows: list[dict]) -> str:
     df = pd.DataFrame(rows)
     df["ours"] = [f"{m:.2f} ± {s:.2f}" for m, s in zip(df.ours, df.ours_std)]
     df["within spread"] = np.where(df.within_spread, "yes", "no")
-    df = df[["artefact", "quantity", "paper", "ours", "difference", "within spread", "unit"]]
+    df = df.rename(columns={"ours_variant": "how ours was computed"})
+    df = df[["artefact", "quantity", "how ours was computed", "paper", "ours", "difference",
+             "within spread", "unit"]]
     return markdown_table(df)
 
 
@@ -289,7 +302,7 @@ def write_report(profile: str, notebooks: list[str], root: Path | None = None,
     lines += ["## Contents", ""]
     lines += [f"- [{r['notebook']}](#{r['notebook']}): {r['title']}" for r in records] + [""]
     for rec in records:
-        lines += _nb_section(rec, profile)
+        lines += _nb_section(rec, profile, root)
     path = out_dir / "REPORT.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
