@@ -29,6 +29,7 @@ reproduce: $(STAMP)
 	$(VENV)/bin/cmkd reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(FORCE),--force)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check lib tests
 	TQDM_DISABLE=1 MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 

@@ -1,6 +1,7 @@
 """`cmkd reproduce` end to end on a copy of the project: papermill, reports, skipping, failures."""
 import hashlib
 import json
+import os
 import shutil
 import sys
 import types
@@ -35,6 +36,7 @@ def _digests(folder):
 
 def test_reproduce_writes_report_skips_and_is_bit_identical(project, capsys):
     assert reproduce("smoke", ["01"], root=project) == 0
+    assert "CMKD_ROOT" not in os.environ or os.environ["CMKD_ROOT"] != str(project)
     out = project / "reports/smoke"
     report = (out / "REPORT.md").read_text()
     for name in ("mfh_fig2_vary_gamma.png", "mfh_fig2_vary_gamma.svg", "mfh_fig3_vary_alpha.png"):
@@ -71,10 +73,12 @@ class _BrokenConfig:
 
 def test_a_failing_notebook_is_named_and_the_others_still_run(project, capsys, monkeypatch):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell('profile = "smoke"\nx = 1', metadata={"tags": ["parameters"]}),
+    nb.cells = [nbformat.v4.new_code_cell('profile = "smoke"\nx = 1',
+                                          metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("y = x + 1"),
                 nbformat.v4.new_code_cell("raise RuntimeError('planted failure')")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
     nbformat.write(nb, project / "notebooks/00_broken.ipynb")
     (project / "params/smoke/00_broken.yaml").write_text("x: 1\n")
     module = types.ModuleType("cmkd_test_broken")

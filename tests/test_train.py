@@ -7,8 +7,13 @@ import torch.nn.functional as F
 from cmkd.distill import kd_loss
 from cmkd.experiments import mvd_sweeps
 from cmkd.params import from_mapping
-from cmkd.train import (init_linear_batched, linear_logits, select_device, seed_for,
-                        train_linear_batched)
+from cmkd.train import (
+    init_linear_batched,
+    linear_logits,
+    seed_for,
+    select_device,
+    train_linear_batched,
+)
 
 
 def _reference(x, y, w0, b0, epochs, lr, teacher=None, rho=0.5, scale=1.0, T=1.0, red="batchmean"):
@@ -136,4 +141,5 @@ def test_claims_detect_a_planted_trend():
     assert c["teacher accuracy rises with alpha"]
     assert c["KD's gain over no-KD does not rise with alpha"]
     flat = pd.DataFrame(rows).assign(gain=lambda d: np.where(d.sweep == "gamma", -d.gamma, d.gain))
-    assert not mvd_sweeps.claims(flat).set_index("claim").held["KD's gain over no-KD rises with gamma"]
+    held = mvd_sweeps.claims(flat).set_index("claim").held
+    assert not held["KD's gain over no-KD rises with gamma"]

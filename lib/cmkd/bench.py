@@ -64,6 +64,7 @@ def bench_mvd_sweeps(repeats: int = 3, loop_runs: int = 2) -> list[dict]:
         times.append(df.attrs["seconds"])
     batched = min(times)
     spec = mvd.vary_alpha_spec(10)
+    _loop_one_run(spec, config, 0, None)  # warm-up
     rows = [{"benchmark": "notebook 01 paper profile, batched (cmkd)",
              "runs": total_runs, "seconds": batched, "speed-up": 1.0}]
     for label, every in (("per-run loop, evaluated at the end", None),

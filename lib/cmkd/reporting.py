@@ -11,7 +11,7 @@ import io
 import json
 import os
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import matplotlib
@@ -98,7 +98,7 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
 
 
 # ----------------------------------------------------------------------------- paper values
-@lru_cache(maxsize=None)
+@cache
 def paper_values() -> dict[str, dict]:
     """Every published number under cmkd/reference/*.yaml, by id."""
     out: dict[str, dict] = {}

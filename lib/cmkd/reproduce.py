@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from cmkd.params import ParamError, load_params
@@ -46,7 +47,8 @@ def select(available: list[str], only: list[str] | None) -> list[str]:
 def inputs_hash(root: Path, notebook: str, profile: str) -> str:
     """Hash of what a notebook's results depend on: the notebook, its params file and cmkd."""
     h = hashlib.sha256()
-    files = [root / "notebooks" / f"{notebook}.ipynb", root / "params" / profile / f"{notebook}.yaml"]
+    files = [root / "notebooks" / f"{notebook}.ipynb",
+             root / "params" / profile / f"{notebook}.yaml"]
     lib = Path(__file__).resolve().parent
     files += sorted(p for p in lib.rglob("*") if p.suffix in (".py", ".yaml", ".csv")
                     and "__pycache__" not in p.parts)
@@ -55,6 +57,21 @@ def inputs_hash(root: Path, notebook: str, profile: str) -> str:
                   else path.name).encode())
         h.update(path.read_bytes() if path.is_file() else b"<missing>")
     return h.hexdigest()
+
+
+@contextmanager
+def _environment(**values: str):
+    """Set environment variables (inherited by the kernels started inside), then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _state_path(root: Path, profile: str, notebook: str) -> Path:
@@ -128,7 +145,6 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
         raise SystemExit(f"cmkd reproduce: no notebooks under {root / 'notebooks'}")
     chosen = select(available, only)
     params = validate_all(root, profile, chosen)
-    os.environ["CMKD_ROOT"] = str(root)
     failed: dict[str, str] = {}
     summary = []
     bar = tqdm(chosen, desc=f"reproduce [{profile}]", unit="notebook", file=sys.stdout)
@@ -142,7 +158,8 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
             continue
         start = time.perf_counter()
         try:
-            _run_one(root, profile, nb, params[nb])
+            with _environment(CMKD_ROOT=str(root)):
+                _run_one(root, profile, nb, params[nb])
         except Exception as err:  # noqa: BLE001 - report and go on with the others
             failed[nb] = _describe_failure(err)
             summary.append((nb, f"FAILED at {failed[nb]}"))
@@ -176,8 +193,6 @@ def refresh_notebooks(only: list[str] | None = None, root: Path | None = None) -
     root = root or repo_root()
     sources = sorted((root / "notebooks").glob("[0-9][0-9]_*.py"))
     stems = select([p.stem for p in sources], only)
-    os.environ["TQDM_DISABLE"] = "1"
-    os.environ["CMKD_ROOT"] = str(root)
     for stem in stems:
         py = root / "notebooks" / f"{stem}.py"
         ipynb = py.with_suffix(".ipynb")
@@ -185,8 +200,9 @@ def refresh_notebooks(only: list[str] | None = None, root: Path | None = None) -
         nb = jupytext.read(py)
         nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
                                      "name": KERNEL}
-        NotebookClient(nb, kernel_name=KERNEL, timeout=1800,
-                       resources={"metadata": {"path": str(py.parent)}}).execute()
+        with _environment(TQDM_DISABLE="1", CMKD_ROOT=str(root)):
+            NotebookClient(nb, kernel_name=KERNEL, timeout=1800,
+                           resources={"metadata": {"path": str(py.parent)}}).execute()
         nbformat.write(nb, ipynb)
         subprocess.run([sys.executable, "-m", "nbstripout", "--keep-output", "--keep-count",
                         str(ipynb)], check=True)

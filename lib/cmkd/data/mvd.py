@@ -68,13 +68,15 @@ class MVDSpec:
         for label, idx, pos, dim in (("J1", self.J1, self.pos_a, self.dim_a),
                                      ("J2", self.J2, self.pos_b, self.dim_b)):
             if len(idx) != len(pos):
-                raise ValueError(f"{label} has {len(idx)} entries but its positions have {len(pos)}")
+                raise ValueError(f"{label} has {len(idx)} entries but its positions have "
+                                 f"{len(pos)}")
             if len(set(idx)) != len(idx) or len(set(pos)) != len(pos):
                 raise ValueError(f"{label} and its positions must not repeat an index")
             if any(not 0 <= j < self.d_star for j in idx):
                 raise ValueError(f"{label} indices must lie in [0, d_star={self.d_star})")
             if any(not 0 <= p < dim for p in pos):
-                raise ValueError(f"{label} positions must lie in [0, {dim}) (the modality's channels)")
+                raise ValueError(f"{label} positions must lie in [0, {dim}) "
+                                 "(the modality's channels)")
         if not set(self.J1) | set(self.J2):
             raise ValueError("at least one modality must observe a decisive feature")
 

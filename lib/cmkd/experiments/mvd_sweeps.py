@@ -18,8 +18,16 @@ from scipy import stats
 
 from cmkd.data import mvd
 from cmkd.params import ParamError, spec
-from cmkd.train import (DEVICES, accuracy_batched, init_linear_batched, linear_logits, rng_for,
-                        seed_for, select_device, train_linear_batched)
+from cmkd.train import (
+    DEVICES,
+    accuracy_batched,
+    init_linear_batched,
+    linear_logits,
+    rng_for,
+    seed_for,
+    select_device,
+    train_linear_batched,
+)
 
 SWEEPS = {"gamma": 0, "alpha": 1}
 PHASES = {"teacher": 0, "nokd": 1, "kd": 2}
@@ -109,7 +117,8 @@ def run(config: Config) -> pd.DataFrame:
     y_tr, y_te = to(torch.from_numpy(np.stack(y_tr))), to(torch.from_numpy(np.stack(y_te)))
 
     def init(dims, width, phase):
-        w, b = init_linear_batched(dims, width, CLASSES, [seed_for(*k, PHASES[phase]) for k in keys])
+        seeds = [seed_for(*k, PHASES[phase]) for k in keys]
+        w, b = init_linear_batched(dims, width, CLASSES, seeds)
         return to(w), to(b)
 
     common = dict(epochs=config.epochs, lr=config.lr)
