@@ -18,6 +18,7 @@ from scipy import stats
 
 from cmkd.data import mvd
 from cmkd.params import ParamError, spec
+from cmkd.reporting import COLORS, new_figure, paper_value
 from cmkd.train import (
     DEVICES,
     accuracy_batched,
@@ -224,8 +225,6 @@ def measured(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
 def plot_sweep(df: pd.DataFrame, sweep: str):
     """Accuracy of teacher, no-KD and KD students against gamma (or alpha), +-1 std bands,
     and KD's gain per run beside it."""
-    from cmkd.reporting import COLORS, new_figure, paper_value
-
     if sweep not in SWEEPS:
         raise ValueError(f"sweep must be one of {tuple(SWEEPS)}, got {sweep!r}")
     d = df[df.sweep == sweep]
