@@ -131,6 +131,14 @@ def test_reproduce_refuses_bad_params_before_running_anything(root, tmp_path):
     assert not (proj / "reports").exists()
 
 
+def test_reproduce_refuses_a_notebook_without_a_config(root, tmp_path):
+    proj = _project_copy(root, tmp_path)
+    shutil.copy(proj / "notebooks/01_mvd_synthetic_sweeps.ipynb", proj / "notebooks/09_new.ipynb")
+    with pytest.raises(SystemExit, match="09_new has no experiment module registered"):
+        reproduce("smoke", ["09"], root=proj)
+    assert not (proj / "reports").exists()
+
+
 def test_cli_exit_code_and_message(root, tmp_path):
     proj = _project_copy(root, tmp_path)
     bad = proj / "params/smoke/01_mvd_synthetic_sweeps.yaml"

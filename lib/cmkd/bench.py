@@ -82,7 +82,6 @@ def bench_mvd_sweeps(repeats: int = 3, loop_runs: int = 2) -> list[dict]:
 
 
 def main() -> int:
-    torch.set_num_threads(torch.get_num_threads())
     print("benchmark: notebook 01 (MFH Fig. 2 and Fig. 3), paper profile ...", flush=True)
     table = pd.DataFrame(bench_mvd_sweeps())
     text = markdown_table(table)

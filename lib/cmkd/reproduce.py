@@ -86,13 +86,13 @@ def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, di
     errors, values = [], {}
     for nb in notebooks:
         rel = f"params/{profile}/{nb}.yaml"
-        path = root / rel
+        if nb not in NOTEBOOKS:
+            errors.append(f"{rel}: notebook {nb} has no experiment module registered in "
+                          "cmkd.experiments.NOTEBOOKS, so its parameters cannot be checked")
+            continue
         try:
-            if nb in NOTEBOOKS:
-                load_params(path, module_for(nb).Config, rel)
-            values[nb] = read_yaml(path) if path.is_file() else {}
-            if not path.is_file():
-                raise ParamError(None, "params file not found", rel)
+            load_params(root / rel, module_for(nb).Config, rel)
+            values[nb] = read_yaml(root / rel)
         except ParamError as err:
             errors.append(str(err))
     if errors:
