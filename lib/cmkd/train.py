@@ -228,6 +228,7 @@ def train_minibatch(loss_fn, parameters, data: dict[str, torch.Tensor], *, epoch
         if unique else None
     gen = torch.Generator().manual_seed(seed)
     device = next(iter(data.values())).device
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
     history = []
     for m in modules:
         m.train()
@@ -236,7 +237,8 @@ def train_minibatch(loss_fn, parameters, data: dict[str, torch.Tensor], *, epoch
             for group in opt.param_groups:
                 group["lr"] = lr * (1 - epoch / epochs) ** 0.9
         perm = torch.randperm(n, generator=gen).to(device)
-        total, steps = 0.0, 0
+        # summed on the device (a float() per step would wait for it); float64 where it exists
+        total, steps = torch.zeros((), dtype=acc_dtype, device=device), 0
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]
             if len(idx) < 2:  # batch norm needs two samples
@@ -247,9 +249,10 @@ def train_minibatch(loss_fn, parameters, data: dict[str, torch.Tensor], *, epoch
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            total += float(loss.detach())
+            total += loss.detach()
             steps += 1
         history.append(total / max(steps, 1))
+    history = [float(h) for h in history]
     for m in modules:
         m.eval()
     return history

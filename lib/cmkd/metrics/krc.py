@@ -146,7 +146,6 @@ def kendall_tau(x: torch.Tensor, y: torch.Tensor, variant: str = "a",
         s, n1, n2 = _merge(xs, ys)
     n0 = classes * (classes - 1) / 2
     tau = s / n0 if variant == "a" else s / torch.sqrt((n0 - n1) * (n0 - n2))
-    bad = xs.isnan().any(-1) | ys.isnan().any(-1)
-    if bad.any():
-        tau = tau.masked_fill(bad, float("nan"))
+    # no `if bad.any()`: that would wait for the device at every training step
+    tau = tau.masked_fill(xs.isnan().any(-1) | ys.isnan().any(-1), float("nan"))
     return tau.reshape(lead)
