@@ -128,6 +128,16 @@ def test_every_method_runs_and_is_deterministic():
     assert gamma_c2kd.summarize(a).shape[0] == len(gamma_c2kd.METHODS)
 
 
+def test_methods_in_worker_processes_give_the_same_numbers():
+    # the path CUDA takes by default (spawned workers, one per method), here forced on the CPU
+    cfg = from_mapping(gamma_c2kd.Config, dict(SMALL, methods=["nokd", "kd", "c2kd", "dml"]))
+    serial = gamma_c2kd.run(cfg, workers=1)
+    parallel = gamma_c2kd.run(cfg, workers=2)
+    assert parallel.attrs["workers"] == 2
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert gamma_c2kd.default_workers(torch.device("cpu"), 14) == 1
+
+
 def test_config_errors():
     with pytest.raises(ParamError, match="'methods': must include 'nokd' and 'kd'"):
         from_mapping(gamma_c2kd.Config, dict(SMALL, methods=["kd", "c2kd"]))

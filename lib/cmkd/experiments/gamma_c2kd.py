@@ -15,12 +15,20 @@ teacher and keeps learning) and its ablations (Table 5): 'c2kd' (proxy + OFS + N
 removed, masked KL averaged over the whole batch rather than the kept samples),
 'c2kd_noproxy' (OFS + NT + BD), 'c2kd_bd_nt' (NT + BD), 'c2kd_bd_ofs' (OFS + BD), 'c2kd_bd'
 (BD only: bidirectional KD).
+
+On a CUDA device the methods train in parallel worker processes (one per method, up to the number
+of CPU cores): these small models keep the GPU waiting on each process's kernel launches, so
+several processes share it well.  Each worker rebuilds the same seeded data and receives the
+trained teacher's weights; a method's numbers do not depend on where it ran (a test checks).
 """
 
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -262,8 +270,51 @@ def train_method(method: str, config: Config, data: Data, teacher: BatchedMLP
     return acc_s, acc_t, keep, student
 
 
-def run(config: Config) -> pd.DataFrame:
+def _train_method_worker(method: str, config: Config, device: str, teacher_state: dict
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """One method in a worker process: the same data (seeded), the given teacher weights.
+    Returns train_method's results with the student as a CPU state dict."""
+    torch.set_num_threads(1)
+    dev = torch.device(device)
+    data = make_data(config, dev)
+    teacher = _mlp(config, data, data.xa.shape[-1], "teacher")
+    teacher.load_state_dict(teacher_state)
+    teacher.eval()
+    acc_s, acc_t, keep, student = train_method(method, config, data, teacher)
+    return acc_s, acc_t, keep, {k: v.cpu() for k, v in student.state_dict().items()}
+
+
+def _train_methods(methods: list[str], config: Config, data: Data, teacher: BatchedMLP,
+                   workers: int) -> dict[str, tuple]:
+    """train_method for each method: in this process, or in ``workers`` spawned processes."""
+    if workers <= 1 or len(methods) <= 1:
+        return {m: train_method(m, config, data, teacher) for m in methods}
+    state = {k: v.cpu() for k, v in teacher.state_dict().items()}
+    device = str(data.xa.device)
+    with ProcessPoolExecutor(min(workers, len(methods)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {m: pool.submit(_train_method_worker, m, config, device, state)
+                   for m in methods}
+        done = {m: f.result() for m, f in futures.items()}
+    out = {}
+    for m, (acc_s, acc_t, keep, student_state) in done.items():
+        student = _mlp(config, data, data.xb.shape[-1], m)
+        student.load_state_dict(student_state)
+        out[m] = (acc_s, acc_t, keep, student.eval())
+    return out
+
+
+def default_workers(device: torch.device, methods: int) -> int:
+    """Worker processes for the methods: one per method (up to the CPU count) on CUDA, else 1."""
+    if device.type != "cuda":
+        return 1
+    return max(1, min(methods, os.cpu_count() or 1))
+
+
+def run(config: Config, workers: int | None = None) -> pd.DataFrame:
     """Teacher, then every method's students, for every gamma and run.
+
+    ``workers``: processes training the methods in parallel (default: :func:`default_workers`).
 
     Returns
     -------
@@ -272,23 +323,26 @@ def run(config: Config) -> pd.DataFrame:
     by online methods), keep (C2KD: fraction of samples its filter kept in the last epoch),
     krc_nokd and keep_nokd (mean KRC between the pretrained teacher's and the no-KD student's
     test logits, and the fraction above omega: how aligned the two modalities' soft labels are
-    before any distillation).  ``attrs``: seconds, device.
+    before any distillation).  ``attrs``: seconds, device, workers.
     """
     start = time.perf_counter()
     device = select_device(config.device)
+    methods = list(dict.fromkeys(["nokd", *config.methods]))
+    workers = default_workers(device, len(methods)) if workers is None else workers
     with torch_threads(1 if device.type == "cpu" else None):
-        df = _run(config, device)
+        df = _run(config, device, methods, workers)
     df.attrs["seconds"] = time.perf_counter() - start
     df.attrs["device"] = str(device)
+    df.attrs["workers"] = workers
     return df
 
 
-def _run(config: Config, device: torch.device) -> pd.DataFrame:
+def _run(config: Config, device: torch.device, methods: list[str], workers: int
+         ) -> pd.DataFrame:
     data = make_data(config, device)
     teacher = train_teacher(config, data)
     teacher_acc = _accuracy(teacher, data.xa_te, data.y_te)
-    results = {m: train_method(m, config, data, teacher)
-               for m in dict.fromkeys(["nokd", *config.methods])}
+    results = _train_methods(methods, config, data, teacher, workers)
     # alignment of soft labels before distillation: the teacher vs the no-KD student
     nokd_student = results["nokd"][3]
     with torch.no_grad():
