@@ -51,6 +51,7 @@ def test_kendall_tau_chunking_and_leading_dims(monkeypatch):
     whole = kendall_tau(x, y, "b")
     monkeypatch.setattr(krc_module, "CHUNK_ELEMENTS", 30 * 30 * 2)
     assert torch.equal(kendall_tau(x, y, "b", "pairs"), whole)
+    assert torch.equal(kendall_tau(x, y, "a", "pairs"), kendall_tau(x, y, "a", "merge"))
     assert torch.allclose(kendall_tau(x, y, "b", "merge"), whole, atol=1e-6)
     assert whole.shape == (3, 7)
     ref = stats.kendalltau(x[2, 4].numpy(), y[2, 4].numpy()).statistic

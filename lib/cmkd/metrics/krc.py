@@ -18,18 +18,21 @@ VARIANTS = ("a", "b")
 METHODS = ("auto", "pairs", "merge")
 #: 'auto' uses 'pairs' up to this many classes on a CPU (always on other devices), else 'merge'.
 PAIRWISE_MAX_CLASSES = 96
-#: Largest number of (row, class, class) entries the 'pairs' method holds at once.
+#: Largest number of (row, class, class) entries the 'pairs' method holds at once, on a CPU and
+#: on other devices (a GPU has the memory, and each extra chunk costs kernel launches).
 CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS_DEVICE = 1 << 26
 
 
 def _pairs(x: torch.Tensor, y: torch.Tensor, ties: bool = True) -> tuple[torch.Tensor, ...]:
     """(S, n1, n2) per row: S = concordant - discordant pairs, n1 / n2 pairs tied in x / y.
 
-    Without ``ties`` n1 and n2 are None (tau-a does not need them).  A NaN in a row makes its S
-    NaN (the sign of a NaN difference is NaN).
+    Without ``ties`` n1 and n2 are None (tau-a does not need them).  NaN entries are not
+    handled here (torch.sign(nan) is 0): the caller masks such rows.
     """
     rows, classes = x.shape
-    step = max(1, CHUNK_ELEMENTS // (classes * classes))
+    chunk = CHUNK_ELEMENTS if x.device.type == "cpu" else CHUNK_ELEMENTS_DEVICE
+    step = max(1, chunk // (classes * classes))
     out = []
     for i in range(0, rows, step):
         xs, ys = x[i:i + step], y[i:i + step]
@@ -42,6 +45,8 @@ def _pairs(x: torch.Tensor, y: torch.Tensor, ties: bool = True) -> tuple[torch.T
             out.append((s, n1.to(s.dtype), n2.to(s.dtype)))
         else:
             out.append((s,))
+    if len(out) == 1:
+        return out[0] if ties else (out[0][0], None, None)
     if not ties:
         return torch.cat([o[0] for o in out]), None, None
     s, n1, n2 = (torch.cat(p) for p in zip(*out))
@@ -147,5 +152,5 @@ def kendall_tau(x: torch.Tensor, y: torch.Tensor, variant: str = "a",
     n0 = classes * (classes - 1) / 2
     tau = s / n0 if variant == "a" else s / torch.sqrt((n0 - n1) * (n0 - n2))
     # no `if bad.any()`: that would wait for the device at every training step
-    tau = tau.masked_fill(xs.isnan().any(-1) | ys.isnan().any(-1), float("nan"))
+    tau = tau.masked_fill((xs.isnan() | ys.isnan()).any(-1), float("nan"))
     return tau.reshape(lead)
