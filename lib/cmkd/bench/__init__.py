@@ -16,7 +16,7 @@ import torch
 BENCHMARKS = {
     "mvd_sweeps": "notebook 01 (MFH Fig. 2 and Fig. 3), paper profile",
     "mfh": "MFH Algorithm 1 salience (Table 2 setting) vs a loop; notebook 02, paper profile",
-    "c2kd": "one C2KD training step against one KD step (ResNet-18 teacher and student, CPU)",
+    "c2kd": "one C2KD training step against one KD step (ResNet-18 teacher and student)",
     "krc": "Kendall tau of logit rows (C2KD's OFSD filter) against a per-sample scipy loop",
     "embedded_data": "embedded data: AV-digits file load, RGB-D scene generation",
 }
