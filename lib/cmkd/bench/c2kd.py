@@ -80,12 +80,14 @@ VARIANTS = {"kd": "KD step (fixed teacher)",
             "c2kd_full": "C2KD step, teacher fully updated (Table 3, Ours-double-dagger)"}
 
 
-def run(repeats: int = 5, device: str = "cpu") -> list[dict]:
+def run(repeats: int = 15, device: str = "cpu") -> list[dict]:
     """Rows: benchmark, seconds per step (best of ``repeats``), cost vs KD, speed-up, device.
 
     The variants are timed round-robin (one step of each per round) with one torch thread, so a
-    change of load on a shared machine affects them alike.  On a GPU each round runs 10 steps of
-    a variant between device synchronisations (best of ``repeats`` rounds, per step).
+    change of load on a shared machine affects them alike; 15 rounds, because on the shared
+    2-core machine 5 once gave a KD minimum 35% too high (and ratios far off).  On a GPU each
+    round runs 10 steps of a variant between device synchronisations (best of ``repeats``
+    rounds, per step).
     """
     cuda = str(device).startswith("cuda")
     batch, size, inner = (64, 112, 10) if cuda else (BATCH, SIZE, 1)

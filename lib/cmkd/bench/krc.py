@@ -29,8 +29,6 @@ def run(repeats: int = 5, device: str = "cpu") -> list[dict]:
         _time_shapes(rows, repeats, device)
     finally:
         torch.set_num_threads(threads)
-    for row in rows:
-        row["device"] = "cpu, 1 thread" if row["speed-up"] == 1.0 else device_label(device)
     return rows
 
 
@@ -47,9 +45,11 @@ def _time_shapes(rows: list[dict], repeats: int, device: str) -> None:
 
         ref = best_seconds(loop, repeats, warmup=True)
         rows.append({"benchmark": "scipy.stats.kendalltau per sample (official code's way)",
-                     "shape": f"{batch}x{classes}", "seconds": ref, "speed-up": 1.0})
+                     "shape": f"{batch}x{classes}", "seconds": ref, "speed-up": 1.0,
+                     "device": device_label("cpu")})
         for variant, method in methods:
             ours = best_seconds(lambda v=variant, m=method, t=t, s=s: kendall_tau(t, s, v, m),
                                 repeats, warmup=True, device=device)
             rows.append({"benchmark": f"cmkd.metrics.kendall_tau, tau-{variant}, method {method}",
-                         "shape": f"{batch}x{classes}", "seconds": ours, "speed-up": ref / ours})
+                         "shape": f"{batch}x{classes}", "seconds": ours, "speed-up": ref / ours,
+                         "device": device_label(device)})
