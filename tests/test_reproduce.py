@@ -88,8 +88,8 @@ def test_a_failing_notebook_is_named_and_the_others_still_run(project, capsys, m
 
     assert reproduce("smoke", None, root=project) == 1
     captured = capsys.readouterr()
-    assert "00_broken: FAILED at cell 3 `raise RuntimeError('planted failure')`: RuntimeError: " \
-           "planted failure" in captured.out
+    assert "00_broken: FAILED at cell 3, line 1 `raise RuntimeError('planted failure')`: " \
+           "RuntimeError: planted failure" in captured.out
     assert "01_mvd_synthetic_sweeps: ok" in captured.out
     report = (project / "reports/smoke/REPORT.md").read_text()
     assert "Failed in the last run" in report and "00_broken" in report

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,10 +38,15 @@ class ParamError(ValueError):
 
 def spec(doc: str, *, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False, choices: tuple | None = None,
-         min_items: int = 0) -> dict:
-    """Field metadata: documentation and the allowed values (checked per item for lists)."""
+         min_items: int = 0, validate: Callable[[Any], Any] | None = None) -> dict:
+    """Field metadata: documentation and the allowed values (checked per item for lists).
+
+    ``validate`` is called on the (converted) value after the other checks; a ValueError or
+    RuntimeError it raises becomes a :class:`ParamError` naming the parameter (for example
+    :func:`cmkd.train.device_available`: a device this machine lacks is refused before compute).
+    """
     return {"doc": doc, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "choices": choices, "min_items": min_items}
+            "choices": choices, "min_items": min_items, "validate": validate}
 
 
 def check_each(name: str, values, convert: Callable[[Any], Any]) -> None:
@@ -70,6 +76,9 @@ def _coerce_scalar(value: Any, tp: type, name: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ParamError(name, f"{value!r} is not a finite number (NaN and infinities "
+                                       "are not allowed)")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -107,10 +116,22 @@ def _convert(value: Any, tp, meta: Mapping, name: str) -> Any:
         items = [_coerce_scalar(v, item_tp, name) for v in value]
         for v in items:
             _check_range(v, meta, name)
+            _run_validator(v, meta, name)
         return items
     converted = _coerce_scalar(value, tp, name)
     _check_range(converted, meta, name)
+    _run_validator(converted, meta, name)
     return converted
+
+
+def _run_validator(value: Any, meta: Mapping, name: str) -> None:
+    validate = meta.get("validate")
+    if validate is None:
+        return
+    try:
+        validate(value)
+    except (ValueError, RuntimeError) as err:
+        raise ParamError(name, str(err)) from None
 
 
 def fields(config_cls) -> dict[str, dataclasses.Field]:
@@ -169,13 +190,31 @@ def from_namespace(config_cls, namespace: Mapping[str, Any], source: str = "note
                         source)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last
+    value silently, so a params file could say one thing and run another)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ParamError(str(key), f"given twice (lines {seen[key]} and "
+                                           f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a params file into a dict, with a clear error for a missing or malformed file."""
+    """Read a params file into a dict, with a clear error for a missing or malformed file or a
+    key given twice."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(None, "params file not found", str(path))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except ParamError as err:
+        raise ParamError(err.name, err.message, str(path)) from None
     except yaml.YAMLError as err:
         raise ParamError(None, f"not valid YAML: {err}", str(path)) from None
     if not isinstance(data, dict):

@@ -51,14 +51,24 @@ def reports_dir(profile: str, root: Path | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The file gets the mode an ordinary write would give it (0666 less the umask), not the
+    0600 of a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -156,6 +166,12 @@ def markdown_table(df: pd.DataFrame, decimals: int = DECIMALS) -> str:
 
 
 # ----------------------------------------------------------------------------- the report
+#: Set by ``cmkd reproduce`` for the kernel: the folder a run's artefacts are staged in (laid
+#: out as reports/<profile>/), published only when the notebook finishes.
+STAGING_ENV = "CMKD_STAGING"
+RUN_FILE = "run.json"
+
+
 class Report:
     """Where one notebook's artefacts go, and the record REPORT.md is built from.
 
@@ -164,20 +180,29 @@ class Report:
     notebook : the notebook's file stem, e.g. '01_mvd_synthetic_sweeps'
     profile : 'smoke', 'default' or 'paper' (the reports/ subfolder)
     title : a line naming the paper artefacts the notebook reproduces
+
+    Under ``cmkd reproduce`` (``$CMKD_STAGING`` set) every file goes to the staging folder and
+    the kernel's peak memory is noted beside it; reproduce publishes them when the notebook has
+    finished.  Interactively, files go straight to reports/<profile>/.  Nothing is written
+    before the first figure or table, so an interrupted run leaves no empty record behind.
     """
 
     def __init__(self, notebook: str, profile: str, title: str, root: Path | None = None):
         self.root = root or repo_root()
         self.dir = reports_dir(profile, self.root)
+        staging = os.environ.get(STAGING_ENV)
+        self.write_dir = Path(staging) if staging else self.dir
+        self.staged = bool(staging)
         self.notebook, self.profile = notebook, profile
         self.record = {"notebook": notebook, "title": title, "profile": profile,
                        "source": f"notebooks/{notebook}.ipynb",
                        "params": f"params/{profile}/{notebook}.yaml",
                        "figures": [], "tables": [], "comparisons": [], "claims": []}
-        self._write_record()
 
     def _rel(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        """Where a written file is published, relative to the project (what a reader opens)."""
+        published = self.dir / path.relative_to(self.write_dir)
+        return published.relative_to(self.root).as_posix()
 
     def _add(self, kind: str, entry: dict) -> None:
         items = [e for e in self.record[kind] if e.get("name") != entry.get("name")]
@@ -185,32 +210,37 @@ class Report:
         self._write_record()
 
     def _write_record(self) -> None:
-        path = self.dir / "manifest" / f"{self.notebook}.json"
+        path = self.write_dir / "manifest" / f"{self.notebook}.json"
         atomic_write_text(path, json.dumps(self.record, indent=1, sort_keys=True) + "\n")
+        if self.staged:
+            from cmkd.provenance import peak_memory
+
+            atomic_write_text(self.write_dir / RUN_FILE, json.dumps(peak_memory()) + "\n")
 
     def save_figure(self, fig: Figure, name: str, caption: str, reproduces: str,
                     formats: tuple[str, ...] = ("png", "svg")) -> str:
         """Save ``fig`` as reports/<profile>/figures/<name>.<fmt>; returns a line naming them."""
         paths = []
         for fmt in formats:
-            path = self.dir / "figures" / f"{name}.{fmt}"
+            path = self.write_dir / "figures" / f"{name}.{fmt}"
             atomic_write_bytes(path, figure_bytes(fig, fmt))
             paths.append(path)
         self._add("figures", {"name": name, "caption": caption, "reproduces": reproduces,
-                              "files": [p.relative_to(self.dir).as_posix() for p in paths]})
+                              "files": [p.relative_to(self.write_dir).as_posix()
+                                        for p in paths]})
         return "saved " + ", ".join(self._rel(p) for p in paths)
 
     def save_table(self, df: pd.DataFrame, name: str, caption: str, reproduces: str,
                    decimals: int = DECIMALS) -> pd.DataFrame:
         """Save ``df`` rounded to ``decimals`` as CSV and Markdown; returns the rounded table."""
         rounded = _rounded(df, decimals)
-        csv = self.dir / "tables" / f"{name}.csv"
-        md = self.dir / "tables" / f"{name}.md"
+        csv = self.write_dir / "tables" / f"{name}.csv"
+        md = self.write_dir / "tables" / f"{name}.md"
         atomic_write_text(csv, rounded.to_csv(index=False, float_format=f"%.{decimals}f"))
         atomic_write_text(md, f"{caption}\n\n{markdown_table(df, decimals)}\n")
         self._add("tables", {"name": name, "caption": caption, "reproduces": reproduces,
-                             "files": [csv.relative_to(self.dir).as_posix(),
-                                       md.relative_to(self.dir).as_posix()]})
+                             "files": [csv.relative_to(self.write_dir).as_posix(),
+                                       md.relative_to(self.write_dir).as_posix()]})
         return rounded
 
     def compare(self, measured: dict[str, dict[str, tuple[float, float]]]) -> pd.DataFrame:
@@ -271,6 +301,37 @@ def _claims_md(rows: list[dict]) -> str:
     return df[["artefact", "claim", "evidence", "held"]].to_markdown(index=False)
 
 
+def _environment_md(records: list[dict]) -> list[str]:
+    """REPORT.md's environment section: what produced each notebook's artefacts."""
+    rows = []
+    for rec in records:
+        prov = rec.get("provenance")
+        if not prov:
+            rows.append({"notebook": rec["notebook"], "commit": "not recorded (not made by "
+                         "cmkd reproduce)"})
+            continue
+        commit = (prov.get("commit") or "no git")[:10] + (" (dirty)" if prov.get("dirty") else "")
+        mem = f"{prov['peak_rss_mib']:.0f}" if prov.get("peak_rss_mib") is not None else ""
+        if prov.get("peak_cuda_mib") is not None:
+            mem += f" (CUDA {prov['peak_cuda_mib']:.0f})"
+        rows.append({"notebook": rec["notebook"], "commit": commit,
+                     "lock": (prov.get("lock_sha256") or "none")[:12],
+                     "python": prov.get("python"), "torch": prov.get("torch"),
+                     "CUDA build": prov.get("cuda") or "none", "device": prov.get("device"),
+                     "platform": prov.get("platform"),
+                     "wall time (s)": f"{prov['wall_seconds']:.1f}",
+                     "peak memory (MiB)": mem})
+    if not rows:
+        return []
+    return ["## Environment", "",
+            "What produced each notebook's artefacts (recorded by `cmkd reproduce`): the commit "
+            "(*dirty*: the checkout had uncommitted changes), the first 12 hex digits of "
+            "requirements.lock's sha256, the versions, the device, and the run's wall time and "
+            "peak resident memory of its kernel. A rerun that reproduces every artefact "
+            "byte for byte keeps the record of the run that first made them.", "",
+            pd.DataFrame(rows).fillna("").to_markdown(index=False), ""]
+
+
 def write_report(profile: str, notebooks: list[str], root: Path | None = None,
                  failed: dict[str, str] | None = None) -> Path:
     """Write reports/<profile>/REPORT.md from the records of ``notebooks`` (in that order)."""
@@ -301,6 +362,7 @@ def write_report(profile: str, notebooks: list[str], root: Path | None = None,
         lines += ["(nothing recorded yet)", ""]
     lines += ["## Contents", ""]
     lines += [f"- [{r['notebook']}](#{r['notebook']}): {r['title']}" for r in records] + [""]
+    lines += _environment_md(records)
     for rec in records:
         lines += _nb_section(rec, profile, root)
     path = out_dir / "REPORT.md"

@@ -1,26 +1,46 @@
 """`cmkd reproduce`: run the numbered notebooks with papermill on a profile and write REPORT.md.
 
 For each selected notebook: validate params/<profile>/<notebook>.yaml (all of them, before any
-compute), skip it when its inputs (notebook, params file, cmkd source) are unchanged since its last
-successful run, else execute it with papermill into reports/<profile>/notebooks/.  A failing
-notebook is reported by name and cell while the others still run; the exit code says whether all
-succeeded.  ``refresh_notebooks`` (``make notebooks``) regenerates the stored smoke outputs.
+compute), skip it when its inputs (notebook, params file, the cmkd package with its data files,
+requirements.lock) are unchanged since its last successful run, else execute it with papermill
+into reports/<profile>/notebooks/.  A failing notebook is reported by name, cell and failing
+statement while the others still run; the exit code says whether all succeeded.
+
+A run survives interruption: one reproduce per profile at a time (a lock file); the notebook's
+state is invalidated before it starts; its figures, tables and manifest are staged in
+reports/<profile>/.staging/<notebook>/ and published only when it finishes, with the run's
+provenance (:mod:`cmkd.provenance`); Ctrl-C (or SIGTERM) stops the notebook's process group and
+leaves the previous artefacts and REPORT.md as they were; leftovers of a killed run are removed
+by the next one.  ``refresh_notebooks`` (``make notebooks``) regenerates the stored smoke outputs.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from cmkd.params import ParamError, load_params
-from cmkd.reporting import PROFILES, atomic_write_text, repo_root, reports_dir, write_report
+from cmkd.reporting import (
+    PROFILES,
+    RUN_FILE,
+    STAGING_ENV,
+    atomic_write_bytes,
+    atomic_write_text,
+    repo_root,
+    reports_dir,
+    write_report,
+)
 
 KERNEL = "python3"
 
@@ -45,13 +65,14 @@ def select(available: list[str], only: list[str] | None) -> list[str]:
 
 
 def inputs_hash(root: Path, notebook: str, profile: str) -> str:
-    """Hash of what a notebook's results depend on: the notebook, its params file and cmkd."""
+    """Hash of what a notebook's results depend on: the notebook, its params file, every file of
+    the cmkd package (code, reference values, embedded data) and requirements.lock."""
     h = hashlib.sha256()
     files = [root / "notebooks" / f"{notebook}.ipynb",
-             root / "params" / profile / f"{notebook}.yaml"]
+             root / "params" / profile / f"{notebook}.yaml", root / "requirements.lock"]
     lib = Path(__file__).resolve().parent
-    files += sorted(p for p in lib.rglob("*") if p.suffix in (".py", ".yaml", ".csv")
-                    and "__pycache__" not in p.parts)
+    files += sorted(p for p in lib.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                    and p.suffix not in (".pyc", ".tmp"))
     for path in files:
         h.update((path.relative_to(lib.parent).as_posix() if lib in path.parents
                   else path.name).encode())
@@ -78,6 +99,13 @@ def _state_path(root: Path, profile: str, notebook: str) -> Path:
     return reports_dir(profile, root) / ".state" / f"{notebook}.json"
 
 
+def stray_params(root: Path, profile: str, notebooks: list[str]) -> list[str]:
+    """params/<profile>/*.yaml files that match no notebook (a typo in a file name would
+    otherwise be ignored silently)."""
+    return sorted(f"params/{profile}/{p.name}" for p in (root / "params" / profile).glob("*.y*ml")
+                  if p.stem not in notebooks)
+
+
 def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, dict]:
     """Read and validate every selected params file; returns the raw values per notebook."""
     from cmkd.experiments import NOTEBOOKS, module_for
@@ -101,42 +129,218 @@ def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, di
     return values
 
 
-def _run_one(root: Path, profile: str, nb: str, params: dict) -> None:
-    import papermill as pm
+# ----------------------------------------------------------------------------- one run at a time
+@contextmanager
+def profile_lock(root: Path, profile: str):
+    """Hold reports/<profile>/.lock for the run; refuse to start while another process holds it.
+    The lock is the kernel's (fcntl), so it is released however the holder ends, SIGKILL too."""
+    out = reports_dir(profile, root)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise SystemExit(f"cmkd reproduce: cannot write under {out}: {err.strerror}; "
+                         "check the folder's permissions") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise SystemExit(f"cmkd reproduce: another reproduce of profile '{profile}' is "
+                             f"running (pid {holder}); wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
+
+def _check_writable(folder: Path) -> None:
+    """One clear line instead of a traceback when reports/ cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise SystemExit(f"cmkd reproduce: cannot write under {folder}: {err.strerror}; "
+                         "check the folder's permissions") from None
+
+
+def remove_leftovers(root: Path, profile: str) -> list[str]:
+    """Remove what a killed run may have left: staging folders and temporary notebooks."""
+    out = reports_dir(profile, root)
+    removed = []
+    staging = out / ".staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+        removed.append(staging.relative_to(root).as_posix())
+    for tmp in (out / "notebooks").glob(".*.ipynb"):
+        tmp.unlink()
+        removed.append(tmp.relative_to(root).as_posix())
+    return removed
+
+
+# ----------------------------------------------------------------------------- running one
+class Interrupted(Exception):
+    """The user stopped the run (SIGINT or SIGTERM) while ``notebook`` was executing."""
+
+    def __init__(self, notebook: str):
+        self.notebook = notebook
+        super().__init__(notebook)
+
+
+class NotebookFailed(Exception):
+    def __init__(self, description: str):
+        self.description = description
+        super().__init__(description)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the papermill child gets SIGKILL when cmkd reproduce dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def describe_error_cell(executed: Path) -> str:
+    """The failing cell of an executed notebook: its number, the statement that raised (the
+    line IPython's traceback marks with an arrow) and the error."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    # papermill adds markdown cells announcing the error; the count is of the notebook's own
+    cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    for index, cell in enumerate(cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "error":
+                continue
+            where = ""
+            for line in out.get("traceback", []):
+                for text in _ANSI.sub("", line).splitlines():
+                    m = re.match(r"^-*>\s*(\d+)\s(.*)$", text)
+                    if m:
+                        where = f", line {m.group(1)} `{m.group(2).strip()[:80]}`"
+                        break
+                if where:
+                    break
+            if not where:
+                first = cell.source.strip().splitlines()[:1]
+                where = f" `{first[0][:80]}`" if first else ""
+            return f"cell {index}{where}: {out.get('ename')}: {out.get('evalue')}"
+    return "no cell recorded an error (see the executed notebook)"
+
+
+def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> None:
+    """Execute one notebook with papermill in its own process group, artefacts to ``staging``.
+    Raises Interrupted on SIGINT / SIGTERM and NotebookFailed when a cell fails."""
     out_dir = reports_dir(profile, root) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{nb}.", suffix=".ipynb")
-    os.close(fd)
-    try:
-        pm.execute_notebook(str(root / "notebooks" / f"{nb}.ipynb"), tmp,
-                            parameters=dict(params, profile=profile), kernel_name=KERNEL,
-                            cwd=str(root / "notebooks"), progress_bar=False, log_output=False)
-        os.replace(tmp, out_dir / f"{nb}.ipynb")
-    except BaseException:
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{nb}.{os.getpid()}.ipynb"
+    log = staging.parent / f"{nb}.log"
+    params_file = staging.parent / f"{nb}.params.json"
+    params_file.write_text(json.dumps(dict(params, profile=profile)))
+    cmd = [sys.executable, "-m", "papermill", str(root / "notebooks" / f"{nb}.ipynb"), str(tmp),
+           "-f", str(params_file), "-k", KERNEL, "--cwd", str(root / "notebooks"),
+           "--no-progress-bar", "--no-log-output"]
+    env = dict(os.environ, CMKD_ROOT=str(root), **{STAGING_ENV: str(staging)},
+               PYTHONWARNINGS="ignore")
+    with open(log, "wb") as log_fh:
+        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            _stop_group(proc)
+            raise Interrupted(nb) from None
+    if code != 0:
         failed = out_dir / f"{nb}.failed.ipynb"
-        if os.path.exists(tmp):
+        if tmp.exists():
             os.replace(tmp, failed)
-        raise
+            raise NotebookFailed(describe_error_cell(failed))
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise NotebookFailed(f"papermill exited with status {code}: {tail[0][:200]}")
+    os.replace(tmp, out_dir / f"{nb}.ipynb")
+    stale = out_dir / f"{nb}.failed.ipynb"
+    if stale.exists():
+        stale.unlink()
 
 
-def _describe_failure(err: BaseException) -> str:
-    """Which cell failed and how: the cell's number in the executed notebook (counting the
-    injected parameters cell), its first line, and the error."""
-    from papermill.exceptions import PapermillExecutionError
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop papermill and its kernel: SIGTERM to the group, SIGKILL if still there after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
-    if isinstance(err, PapermillExecutionError):
-        first = (err.source or "").strip().splitlines()[:1]
-        line = f" `{first[0][:60]}`" if first else ""
-        return f"cell {err.cell_index}{line}: {err.ename}: {err.evalue}"
-    return f"{type(err).__name__}: {err}"
+
+# ----------------------------------------------------------------------------- publishing
+def _files_of(record: dict) -> list[str]:
+    return [f for kind in ("figures", "tables") for e in record.get(kind, []) for f in e["files"]]
+
+
+def _same_results(staging: Path, out: Path, new: dict, old: dict | None) -> bool:
+    """True when every staged file equals the published one and the records match apart from
+    their provenance: then the published provenance (the run that made those bytes) stays."""
+    if old is None:
+        return False
+    strip = lambda r: {k: v for k, v in r.items() if k != "provenance"}  # noqa: E731
+    if strip(new) != strip(old):
+        return False
+    for rel in _files_of(new):
+        published = out / rel
+        if not published.is_file() or published.read_bytes() != (staging / rel).read_bytes():
+            return False
+    return True
+
+
+def publish(root: Path, profile: str, nb: str, staging: Path, provenance: dict) -> bool:
+    """Move a finished notebook's staged artefacts into reports/<profile>/ (each file by an
+    atomic rename; the manifest last) and remove the files its previous record listed that the
+    new one does not.  Returns False when the run reproduced the published bytes exactly (then
+    nothing is rewritten)."""
+    out = reports_dir(profile, root)
+    manifest = staging / "manifest" / f"{nb}.json"
+    if not manifest.is_file():
+        raise NotebookFailed("the notebook finished without saving any figure or table "
+                             "(no Report output)")
+    new = json.loads(manifest.read_text())
+    old_path = out / "manifest" / f"{nb}.json"
+    old = json.loads(old_path.read_text()) if old_path.is_file() else None
+    if _same_results(staging, out, new, old) and old.get("provenance"):
+        return False
+    for rel in _files_of(new):
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / rel, target)
+    for rel in set(_files_of(old or {})) - set(_files_of(new)):
+        (out / rel).unlink(missing_ok=True)
+    new["provenance"] = provenance
+    atomic_write_bytes(old_path, (json.dumps(new, indent=1, sort_keys=True) + "\n").encode())
+    return True
+
+
+# ----------------------------------------------------------------------------- the command
+def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
 
 
 def reproduce(profile: str = "default", only: list[str] | None = None, force: bool = False,
               root: Path | None = None) -> int:
-    """Run the selected notebooks on ``profile``; returns 0 when every one succeeded."""
-    from tqdm.auto import tqdm
-
+    """Run the selected notebooks on ``profile``; returns 0 when every one succeeded, 1 when one
+    failed and 130 when interrupted."""
     if profile not in PROFILES:
         raise SystemExit(f"cmkd reproduce: --profile must be one of {', '.join(PROFILES)}")
     root = root or repo_root()
@@ -145,6 +349,26 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
         raise SystemExit(f"cmkd reproduce: no notebooks under {root / 'notebooks'}")
     chosen = select(available, only)
     params = validate_all(root, profile, chosen)
+    for stray in stray_params(root, profile, available):
+        print(f"cmkd reproduce: warning: {stray} matches no notebook under notebooks/ and is "
+              "ignored (a misspelt name?)", file=sys.stderr)
+    _check_writable(reports_dir(profile, root))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with profile_lock(root, profile):
+            return _reproduce(root, profile, chosen, available, params, force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _reproduce(root: Path, profile: str, chosen: list[str], available: list[str],
+               params: dict[str, dict], force: bool) -> int:
+    from tqdm.auto import tqdm
+
+    from cmkd.provenance import environment
+
+    for gone in remove_leftovers(root, profile):
+        print(f"cmkd reproduce: removed {gone} (left by an interrupted run)", file=sys.stderr)
     failed: dict[str, str] = {}
     summary = []
     bar = tqdm(chosen, desc=f"reproduce [{profile}]", unit="notebook", file=sys.stdout)
@@ -156,18 +380,51 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
         if not force and state.get("inputs") == digest and state.get("ok"):
             summary.append((nb, "skipped (inputs unchanged; --force reruns it)"))
             continue
+        # invalidated first: whatever happens from here, a rerun redoes this notebook
+        atomic_write_text(state_path, json.dumps({"inputs": digest, "ok": False,
+                                                  "running": True}) + "\n")
+        staging = reports_dir(profile, root) / ".staging" / nb
         start = time.perf_counter()
         try:
-            with _environment(CMKD_ROOT=str(root)):
-                _run_one(root, profile, nb, params[nb])
-        except Exception as err:  # noqa: BLE001 - report and go on with the others
-            failed[nb] = _describe_failure(err)
+            try:
+                _run_one(root, profile, nb, params[nb], staging)
+                seconds = time.perf_counter() - start
+                run = json.loads((staging / RUN_FILE).read_text()) \
+                    if (staging / RUN_FILE).is_file() else {}
+                provenance = dict(environment(root, params[nb].get("device")),
+                                  wall_seconds=round(seconds, 1), **run)
+                # no half-published notebook: a signal arriving now is handled after the state
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK,
+                                                 {signal.SIGINT, signal.SIGTERM})
+                try:
+                    changed = publish(root, profile, nb, staging, provenance)
+                    atomic_write_text(state_path, json.dumps({"inputs": digest, "ok": True,
+                                                              "last_run": provenance}) + "\n")
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            except KeyboardInterrupt:
+                raise Interrupted(nb) from None
+        except Interrupted:
+            bar.close()
+            shutil.rmtree(staging.parent, ignore_errors=True)
+            print(f"cmkd reproduce: interrupted while running {nb}; its previous artefacts and "
+                  f"REPORT.md are unchanged, and the next run redoes it", file=sys.stderr)
+            return 130
+        except NotebookFailed as err:
+            failed[nb] = err.description
             summary.append((nb, f"FAILED at {failed[nb]}"))
             atomic_write_text(state_path, json.dumps({"inputs": digest, "ok": False}) + "\n")
+            shutil.rmtree(staging, ignore_errors=True)
             continue
-        atomic_write_text(state_path, json.dumps({"inputs": digest, "ok": True}) + "\n")
-        summary.append((nb, f"ok in {time.perf_counter() - start:.1f} s"))
+        finally:
+            for leftover in (staging.parent / f"{nb}.params.json",):
+                leftover.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging.parent / f"{nb}.log").unlink(missing_ok=True)
+        what = "" if changed else "; artefacts identical to the published ones"
+        summary.append((nb, f"ok in {seconds:.1f} s{what}"))
     bar.close()
+    shutil.rmtree(reports_dir(profile, root) / ".staging", ignore_errors=True)
     report = write_report(profile, available, root, failed)
     for nb, what in summary:
         print(f"  {nb}: {what}")

@@ -41,6 +41,15 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
+def device_available(preference: str) -> None:
+    """Raise ValueError when ``preference`` names a device this machine does not have (for
+    params validation: a run asking for CUDA on a machine without it stops before compute)."""
+    try:
+        select_device(preference)
+    except RuntimeError as err:
+        raise ValueError(str(err)) from None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (for code that uses them)."""
     random.seed(seed)

@@ -55,6 +55,7 @@ from cmkd.params import ParamError, check_each, spec
 from cmkd.reporting import new_figure
 from cmkd.train import (
     DEVICES,
+    device_available,
     rng_for,
     seed_for,
     select_device,
@@ -104,7 +105,8 @@ class Config:
                                              low_open=True))
     omega: float = field(metadata=spec("C2KD's KRC threshold (strict >)", low=-1, high=1))
     methods: list[str] = field(metadata=spec("methods to train", choices=METHODS, min_items=1))
-    device: str = field(metadata=spec("compute device", choices=DEVICES))
+    device: str = field(metadata=spec("compute device", choices=DEVICES,
+                                       validate=device_available))
 
     def check(self) -> None:
         check_each("gammas", self.gammas, mvd.gamma_to_overlap)

@@ -41,6 +41,7 @@ from cmkd.train import (
     DEVICES,
     BatchedLinear,
     accuracy_batched,
+    device_available,
     init_linear_batched,
     linear_logits,
     rng_for,
@@ -84,7 +85,8 @@ class Config(LinearKDConfig):
         "(official script)", choices=TEACHER_DRAWS))
     random_with_replacement: bool = field(metadata=spec(
         "draw the 'random' teacher's channels with replacement (official np.random.randint)"))
-    device: str = field(metadata=spec("compute device", choices=DEVICES))
+    device: str = field(metadata=spec("compute device", choices=DEVICES,
+                                       validate=device_available))
 
     def check(self) -> None:
         check_each("xs2", self.xs2, lambda xs2: mvd.table2_spec(self.xs1, xs2, DIM))

@@ -22,6 +22,7 @@ from cmkd.reporting import COLORS, new_figure, paper_value
 from cmkd.train import (
     DEVICES,
     accuracy_batched,
+    device_available,
     init_linear_batched,
     linear_logits,
     rng_for,
@@ -65,7 +66,8 @@ class Config(LinearKDConfig):
                                               min_items=1))
     alphas: list[float] = field(metadata=spec("Fig. 3 settings: alpha values", low=0, high=1,
                                               high_open=True, min_items=1))
-    device: str = field(metadata=spec("compute device", choices=DEVICES))
+    device: str = field(metadata=spec("compute device", choices=DEVICES,
+                                       validate=device_available))
 
     def check(self) -> None:
         """Settings must be reachable in the paper's data layout (10 + 10 decisive channels)."""
