@@ -367,6 +367,20 @@ def test_status_and_cli(tmp_path, capsys):
     assert "crisismmd   missing" in out
 
 
+def test_cli_datasets_root_absent_or_not_a_folder(tmp_path, capsys):
+    absent = tmp_path / "nowhere"
+    assert cli(["datasets", "--root", str(absent)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().splitlines() == [
+        f"cmkd datasets: datasets root {absent} does not exist; expected a folder holding the "
+        "datasets under their usual folder names"]
+    (tmp_path / "file").write_text("x")
+    assert cli(["datasets", "--root", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.status(absent)
+
+
 def test_validation_split_and_frame_choice():
     labels = np.repeat(np.arange(3), [10, 5, 1])
     train, val = validation_split(labels, 0.2, 0)

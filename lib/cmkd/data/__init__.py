@@ -52,7 +52,18 @@ def load(name: str, root=None, split: str = "train", **options):
 
 
 def status(root) -> list[dict]:
-    """Per real dataset: name, folder (root / its usual folder name), status, problems."""
+    """Per real dataset: name, folder (root / its usual folder name), status, problems.
+
+    Raises FileNotFoundError when ``root`` does not exist and NotADirectoryError when it is not a
+    folder (rather than reporting every dataset as missing).
+    """
+    path = Path(root)
+    if not path.exists():
+        raise FileNotFoundError(f"datasets root {root} does not exist; expected a folder holding "
+                                "the datasets under their usual folder names")
+    if not path.is_dir():
+        raise NotADirectoryError(f"datasets root {root} is not a folder; expected a folder "
+                                 "holding the datasets under their usual folder names")
     rows = []
     for name in REAL:
         mod = module(name)
