@@ -367,6 +367,20 @@ def test_status_and_cli(tmp_path, capsys):
     assert "crisismmd   missing" in out
 
 
+def test_cli_datasets_names_a_zero_byte_avmnist_array(tmp_path, capsys):
+    make_avmnist(tmp_path / "avmnist")
+    (tmp_path / "avmnist" / "audio" / "test_data.npy").write_bytes(b"")
+    row = {r["name"]: r for r in data.status(tmp_path)}["avmnist"]
+    assert row["status"] == "malformed"
+    assert row["problems"] == ["audio/test_data.npy: unreadable or corrupt, expected a NumPy "
+                               ".npy array (EOFError: No data left in file)"]
+    assert cli(["datasets", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "avmnist     malformed" in out and "- audio/test_data.npy: unreadable" in out
+    with pytest.raises(DatasetError, match="audio/test_data.npy: unreadable or corrupt"):
+        data.load("avmnist", tmp_path / "avmnist", "train")
+
+
 def test_cli_datasets_root_absent_or_not_a_folder(tmp_path, capsys):
     absent = tmp_path / "nowhere"
     assert cli(["datasets", "--root", str(absent)]) == 2
