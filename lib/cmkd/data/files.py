@@ -72,15 +72,17 @@ def read_npy(path, mmap_mode: str | None = None) -> np.ndarray:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
 
 
-def check_shape(array: np.ndarray, expected: Sequence[int | None], path) -> np.ndarray:
+def check_shape(array: np.ndarray, expected: Sequence[int | None], path,
+                hint: str = "") -> np.ndarray:
     """``array`` when its shape is ``expected`` (None: any size on that axis), else
-    :class:`ItemError` naming ``path``, the shape found and the shape expected."""
+    :class:`ItemError` naming ``path``, the shape found and the shape expected (then ``hint``,
+    e.g. the option that sets the expected shape)."""
     shape = tuple(array.shape)
     if len(shape) != len(expected) or any(e is not None and e != n
                                           for n, e in zip(shape, expected)):
         want = "(" + ", ".join("any" if e is None else str(e) for e in expected) + \
             ("," if len(expected) == 1 else "") + ")"
-        raise ItemError(path, f"array of shape {shape}, expected {want}")
+        raise ItemError(path, f"array of shape {shape}, expected {want}{hint}")
     return array
 
 
