@@ -453,6 +453,23 @@ def test_cli_datasets_root_absent_or_not_a_folder(tmp_path, capsys):
         data.status(absent)
 
 
+def test_unknown_loader_options_are_named_with_the_accepted_ones(tmp_path):
+    with pytest.raises(ValueError) as err:
+        data.load("avdigits", split="train", bogus=1)
+    assert str(err.value) == ("dataset 'avdigits' has no option 'bogus'; its options are: "
+                              "energy_removed, standardize")
+    with pytest.raises(ValueError, match=r"^dataset 'ravdess' has no options 'image_sise', 'x' "
+                                         r"\(did you mean 'image_size'\?\); its options are: "
+                                         "audio_mean, audio_std, image_size, audio_shape$"):
+        data.load("ravdess", tmp_path, "train", image_sise=(4, 6), x=2)
+    # every registered loader: the accepted names are exactly its load's keyword parameters
+    import inspect
+
+    for name in data.DATASETS:
+        params = list(inspect.signature(data.module(name).load).parameters)
+        assert params[:2] == ["root", "split"] and data.option_names(name) == tuple(params[2:])
+
+
 def test_validation_split_and_frame_choice():
     labels = np.repeat(np.arange(3), [10, 5, 1])
     train, val = validation_split(labels, 0.2, 0)
