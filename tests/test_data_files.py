@@ -9,14 +9,21 @@ from PIL import Image
 
 from cmkd.data.files import (
     DatasetError,
+    ItemError,
     absent_items,
+    check_shape,
     folder_check,
     image_transform,
     list_fields,
     log_stft,
     missing,
     open_root,
+    read_image_array,
+    read_item,
     read_list,
+    read_npy,
+    read_rgb,
+    read_wav,
     split_rows,
     validation_split,
     wav_spectrogram,
@@ -115,3 +122,62 @@ def test_image_transform_sizes():
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     expected = (full[:, 2:14, 4:16] - mean[:, None, None]) / std[:, None, None]
     torch.testing.assert_close(cropped, expected)
+
+
+@pytest.mark.parametrize("reader, suffix, expected", [
+    (read_npy, ".npy", "a NumPy .npy array"),
+    (read_wav, ".wav", "a WAV file"),
+    (read_rgb, ".jpg", "an image (JPEG / PNG)"),
+    (read_image_array, ".png", "an image (JPEG / PNG)"),
+])
+@pytest.mark.parametrize("content", [b"", b"not what it claims to be " * 4])
+def test_corrupt_items_are_named_with_the_read_error_chained(tmp_path, reader, suffix,
+                                                             expected, content):
+    path = tmp_path / f"item{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(ItemError) as err:
+        reader(path)
+    assert err.value.path == path and str(err.value).startswith(
+        f"{path}: unreadable or corrupt, expected {expected} (")
+    assert err.value.__cause__ is not None
+    assert type(err.value.__cause__).__name__ in str(err.value)
+
+
+def test_truncated_jpeg_is_named(tmp_path):
+    path = tmp_path / "frame.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ItemError, match="frame.jpg: unreadable or corrupt, expected an image"):
+        read_rgb(path)
+
+
+def test_absent_items_stay_file_not_found(tmp_path):
+    for reader in (read_npy, read_wav, read_rgb):
+        with pytest.raises(FileNotFoundError) as err:
+            reader(tmp_path / "absent.x")
+        assert "absent.x" in str(err.value) and not isinstance(err.value, ItemError)
+
+
+def test_good_items_read_back(tmp_path):
+    np.save(tmp_path / "a.npy", np.arange(6).reshape(2, 3))
+    np.testing.assert_array_equal(read_npy(tmp_path / "a.npy", mmap_mode="r"),
+                                  np.arange(6).reshape(2, 3))
+    sf.write(tmp_path / "a.wav", np.full(100, 0.25, np.float32), 8000, subtype="FLOAT")
+    np.testing.assert_allclose(read_wav(tmp_path / "a.wav"), 0.25)
+
+
+def test_check_shape_and_read_item(tmp_path):
+    a = np.zeros((40, 256))
+    assert check_shape(a, (40, 256), "x.npy") is a and check_shape(a, (None, 256), "x.npy") is a
+    with pytest.raises(ItemError, match=r"^x.npy: array of shape \(256, 40\), expected "
+                                        r"\(40, 256\)$"):
+        check_shape(a.T, (40, 256), "x.npy")
+    with pytest.raises(ItemError, match=r"shape \(40, 256, 1\), expected \(any, any\)$"):
+        check_shape(a[..., None], (None, None), "x.npy")
+    (tmp_path / "bad.npy").write_bytes(b"")
+    np.save(tmp_path / "good.npy", a)
+    problems = []
+    assert read_item(tmp_path, "good.npy", read_npy, problems).shape == (40, 256)
+    assert read_item(tmp_path, "bad.npy", read_npy, problems) is None
+    assert problems == ["bad.npy: unreadable or corrupt, expected a NumPy .npy array "
+                        "(EOFError: No data left in file)"]

@@ -11,7 +11,7 @@ from PIL import Image
 
 import cmkd.data as data
 from cmkd.cli import main as cli
-from cmkd.data.files import DatasetError, choose_frames, validation_split
+from cmkd.data.files import DatasetError, ItemError, choose_frames, validation_split
 
 
 def jpg(path: Path, h: int = 12, w: int = 16, value: int = 0) -> None:
@@ -105,6 +105,41 @@ def test_ravdess(tmp_path):
     (tmp_path / "vid_features" / "test_1.jpg").unlink()
     with pytest.raises(DatasetError, match="test_1.jpg"):
         data.load("ravdess", tmp_path, "train")
+
+
+def test_ravdess_wrong_shape_and_corrupt_items_are_named(tmp_path):
+    make_ravdess(tmp_path)
+    feats = tmp_path / "aud_features"
+    np.save(feats / "val_1.npy", np.zeros((256, 40)))              # transposed
+    val = data.load("ravdess", tmp_path, "val")
+    with pytest.raises(ItemError) as err:
+        val[1]
+    assert str(err.value) == (f"{feats / 'val_1.npy'}: array of shape (256, 40), expected "
+                              "(40, 256) (the loader option audio_shape; None for any size on "
+                              "an axis)")
+    assert data.load("ravdess", tmp_path, "val", audio_shape=(None, None))[1]["audio"].shape == (
+        1, 256, 40)
+    assert data.load("ravdess", tmp_path, "val", audio_shape=None)[0]["audio"].shape == (
+        1, 40, 256)
+    np.save(feats / "val_1.npy", np.zeros((40, 256, 1)))           # 3-D
+    with pytest.raises(ItemError, match=r"shape \(40, 256, 1\), expected \(any, any\)"):
+        data.load("ravdess", tmp_path, "val", audio_shape=(None, None))[1]
+    (feats / "val_1.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ItemError, match="val_1.npy: unreadable or corrupt, expected a NumPy "
+                                        r".npy array \(") as err:
+        val[1]
+    assert isinstance(err.value.__cause__, ValueError)
+    (tmp_path / "vid_features" / "val_2.jpg").write_bytes(b"")
+    with pytest.raises(ItemError, match="val_2.jpg: unreadable or corrupt, expected an image"):
+        val[2]
+    # the first listed array of a split is checked with the layout, before any item is read
+    np.save(feats / "test_0.npy", np.zeros((40, 100)))
+    problems = data.module("ravdess").check(tmp_path)
+    assert problems == ["aud_features/test_0.npy: array of shape (40, 100), expected (40, 256) "
+                        "(the loader option audio_shape; None for any size on an axis)"]
+    with pytest.raises(DatasetError, match="test_0.npy: array of shape"):
+        data.load("ravdess", tmp_path, "train")
+    assert len(data.load("ravdess", tmp_path, "test", audio_shape=(40, None))) == 2
 
 
 # ---------------------------------------------------------------- CREMA-D
@@ -350,6 +385,29 @@ def test_crisismmd_with_pluggable_encoders(tmp_path):
         data.load("crisismmd", tmp_path, "train")
 
 
+# ---------------------------------------------------------------- corrupt items, per reader
+def test_corrupt_items_name_the_file(tmp_path):
+    make_cremad(tmp_path / "cremad")
+    clip = data.load("cremad", tmp_path / "cremad", "test").rows[0][0]
+    wav_path = tmp_path / "cremad" / "AudioWAV" / f"{clip}.wav"
+    wav_path.write_bytes(b"RIFF")
+    with pytest.raises(ItemError, match=f"{clip}.wav: unreadable or corrupt, expected a WAV"):
+        data.load("cremad", tmp_path / "cremad", "test")[0]
+    make_ave(tmp_path / "ave")
+    (tmp_path / "ave" / "Audio-1004-SE" / "te000000001.pkl").write_bytes(b"\x80\x04junk")
+    with pytest.raises(ItemError, match="te000000001.pkl: unreadable or corrupt, expected a "
+                                        "pickled 2-D spectrogram"):
+        data.load("ave", tmp_path / "ave", "test", image_size=16)[1]
+    make_nyu_sagate(tmp_path / "nyu")
+    (tmp_path / "nyu" / "Depth" / "6.npy").write_bytes(b"")
+    (tmp_path / "nyu" / "Label" / "7.png").write_bytes(b"\x89PNG broken")
+    test = data.load("nyudv2", tmp_path / "nyu", "test")
+    with pytest.raises(ItemError, match="6.npy: unreadable or corrupt, expected a NumPy .npy"):
+        test[0]
+    with pytest.raises(ItemError, match="7.png: unreadable or corrupt, expected an image"):
+        test[1]
+
+
 # ---------------------------------------------------------------- registry status and CLI
 def test_status_and_cli(tmp_path, capsys):
     make_avmnist(tmp_path / "avmnist")
@@ -365,6 +423,51 @@ def test_status_and_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "avmnist     found" in out and "spa_test.csv is missing" in out
     assert "crisismmd   missing" in out
+
+
+def test_cli_datasets_names_a_zero_byte_avmnist_array(tmp_path, capsys):
+    make_avmnist(tmp_path / "avmnist")
+    (tmp_path / "avmnist" / "audio" / "test_data.npy").write_bytes(b"")
+    row = {r["name"]: r for r in data.status(tmp_path)}["avmnist"]
+    assert row["status"] == "malformed"
+    assert row["problems"] == ["audio/test_data.npy: unreadable or corrupt, expected a NumPy "
+                               ".npy array (EOFError: No data left in file)"]
+    assert cli(["datasets", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "avmnist     malformed" in out and "- audio/test_data.npy: unreadable" in out
+    with pytest.raises(DatasetError, match="audio/test_data.npy: unreadable or corrupt"):
+        data.load("avmnist", tmp_path / "avmnist", "train")
+
+
+def test_cli_datasets_root_absent_or_not_a_folder(tmp_path, capsys):
+    absent = tmp_path / "nowhere"
+    assert cli(["datasets", "--root", str(absent)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().splitlines() == [
+        f"cmkd datasets: datasets root {absent} does not exist; expected a folder holding the "
+        "datasets under their usual folder names"]
+    (tmp_path / "file").write_text("x")
+    assert cli(["datasets", "--root", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.status(absent)
+
+
+def test_unknown_loader_options_are_named_with_the_accepted_ones(tmp_path):
+    with pytest.raises(ValueError) as err:
+        data.load("avdigits", split="train", bogus=1)
+    assert str(err.value) == ("dataset 'avdigits' has no option 'bogus'; its options are: "
+                              "energy_removed, standardize")
+    with pytest.raises(ValueError, match=r"^dataset 'ravdess' has no options 'image_sise', 'x' "
+                                         r"\(did you mean 'image_size'\?\); its options are: "
+                                         "audio_mean, audio_std, image_size, audio_shape$"):
+        data.load("ravdess", tmp_path, "train", image_sise=(4, 6), x=2)
+    # every registered loader: the accepted names are exactly its load's keyword parameters
+    import inspect
+
+    for name in data.DATASETS:
+        params = list(inspect.signature(data.module(name).load).parameters)
+        assert params[:2] == ["root", "split"] and data.option_names(name) == tuple(params[2:])
 
 
 def test_validation_split_and_frame_choice():

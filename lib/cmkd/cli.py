@@ -45,11 +45,19 @@ def _main(argv: list[str] | None = None) -> int:
 
 
 def datasets_status(root: str) -> int:
-    """Print found / missing / malformed per real dataset, with what is wrong; exit status 0."""
+    """Print found / missing / malformed per real dataset, with what is wrong; exit status 0.
+
+    A ``root`` that does not exist or is not a folder is said in one line on stderr (status 2).
+    """
     from cmkd.data import EMBEDDED, status
 
+    try:
+        rows = status(root)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        print(f"cmkd datasets: {err}", file=sys.stderr)
+        return 2
     print(f"datasets under {root}:")
-    for row in status(root):
+    for row in rows:
         print(f"  {row['name']:<11} {row['status']:<9} {row['folder']}  (parameter "
               f"{row['param']})")
         if row["status"] == "malformed":

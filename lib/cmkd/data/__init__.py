@@ -9,7 +9,9 @@ real datasets under their usual folder names, which are found, missing or malfor
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 from pathlib import Path
 
 #: name -> module under cmkd.data; each module has load(root, split, **options) and, for real
@@ -47,12 +49,54 @@ def load(name: str, root=None, split: str = "train", **options):
     root : folder of a real dataset (its layout: ``module(name).LAYOUT``); ignored for embedded.
     split : 'train', 'val' or 'test'.
     options : the dataset's preprocessing parameters (see its module's ``load``).
+
+    Raises ValueError naming the dataset, the unknown option(s) and the options it accepts when
+    ``options`` holds a name its ``load`` does not take.
     """
-    return module(name).load(root, split, **options)
+    mod = module(name)
+    check_options(name, mod.load, options)
+    return mod.load(root, split, **options)
+
+
+def option_names(name: str) -> tuple[str, ...]:
+    """The options of a dataset's ``load`` (its keyword parameters after root and split)."""
+    return _option_names(module(name).load)
+
+
+def _option_names(load) -> tuple[str, ...]:
+    params = list(inspect.signature(load).parameters.values())[2:]       # after root, split
+    return tuple(p.name for p in params
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def check_options(name: str, load, given) -> None:
+    """ValueError when ``given`` (option names) holds one that ``load`` does not accept."""
+    params = inspect.signature(load).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = _option_names(load)
+    unknown = [k for k in given if k not in accepted]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        which = "option" if len(unknown) == 1 else "options"
+        raise ValueError(f"dataset {name!r} has no {which} {', '.join(map(repr, unknown))}"
+                         f"{hint}; its options are: {', '.join(accepted) or '(none)'}")
 
 
 def status(root) -> list[dict]:
-    """Per real dataset: name, folder (root / its usual folder name), status, problems."""
+    """Per real dataset: name, folder (root / its usual folder name), status, problems.
+
+    Raises FileNotFoundError when ``root`` does not exist and NotADirectoryError when it is not a
+    folder (rather than reporting every dataset as missing).
+    """
+    path = Path(root)
+    if not path.exists():
+        raise FileNotFoundError(f"datasets root {root} does not exist; expected a folder holding "
+                                "the datasets under their usual folder names")
+    if not path.is_dir():
+        raise NotADirectoryError(f"datasets root {root} is not a folder; expected a folder "
+                                 "holding the datasets under their usual folder names")
     rows = []
     for name in REAL:
         mod = module(name)

@@ -20,12 +20,14 @@ from torch.utils.data import Dataset
 
 from cmkd.data.files import (
     absent_items,
+    check_shape,
     folder_check,
     frame_reader,
     has_frames,
     list_fields,
     missing,
     open_root,
+    reading,
 )
 
 NAME, PARAM, DIRNAME = "ave", "ave_root", "AVE_Dataset"
@@ -104,8 +106,10 @@ class AVE(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         video, label = self.rows[i]
-        with open(self.root / "Audio-1004-SE" / f"{video}.pkl", "rb") as f:
+        path = self.root / "Audio-1004-SE" / f"{video}.pkl"
+        with reading(path, "a pickled 2-D spectrogram"), open(path, "rb") as f:
             spec = np.asarray(pickle.load(f), dtype=np.float32)
+        check_shape(spec, (None, None), path)
         audio = torch.from_numpy(np.ascontiguousarray(fit_width(spec, self.audio_frames)))[None]
         image = self.read_frames(self.root / "Image-01-FPS-SE" / video)
         return {"audio": audio, "image": image, "label": torch.tensor(label)}

@@ -8,6 +8,7 @@ test file.  Arrays are memory-mapped, so opening the set is cheap.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cmkd.data.files import folder_check, open_root
+from cmkd.data.files import folder_check, open_root, read_item, read_npy
 
 NAME, PARAM, DIRNAME = "avmnist", "avmnist_root", "avmnist"
 SPLITS = ("train", "val", "test")
@@ -35,6 +36,9 @@ def _files(root: Path, part: str) -> dict[str, Path]:
             "label": root / f"{part}_labels.npy"}
 
 
+_read_mmap = functools.partial(read_npy, mmap_mode="r")
+
+
 @folder_check
 def check(root: Path) -> list[str]:
     """What is wrong with the folder (empty list: usable)."""
@@ -45,10 +49,9 @@ def check(root: Path) -> list[str]:
         if absent:
             problems += [f"{a} is missing" for a in absent]
             continue
-        try:
-            arr = {k: np.load(p, mmap_mode="r") for k, p in files.items()}
-        except (ValueError, OSError) as err:
-            problems.append(f"{part} arrays cannot be read as .npy: {err}")
+        arr = {k: read_item(root, str(p.relative_to(root)), _read_mmap, problems)
+               for k, p in files.items()}
+        if any(a is None for a in arr.values()):
             continue
         n = arr["label"].shape[0]
         if arr["image"].shape[0] != n or arr["audio"].shape[0] != n:
@@ -68,9 +71,9 @@ class AVMNIST(Dataset):
     def __init__(self, root, split: str = "train", n_valid: int = 5000, scale: float = 255.0):
         root = open_root(sys.modules[__name__], root, split)
         files = _files(root, "test" if split == "test" else "train")
-        self.image = np.load(files["image"], mmap_mode="r")
-        self.audio = np.load(files["audio"], mmap_mode="r")
-        self.labels = np.asarray(np.load(files["label"])).astype(np.int64)
+        self.image = read_npy(files["image"], mmap_mode="r")
+        self.audio = read_npy(files["audio"], mmap_mode="r")
+        self.labels = np.asarray(read_npy(files["label"])).astype(np.int64)
         n = len(self.labels)
         if split != "test" and not 0 < n_valid < n:
             raise ValueError(f"dataset 'avmnist': n_valid must be in (0, {n}), got {n_valid}")

@@ -5,6 +5,8 @@ check(root, ...) -> problems."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +33,57 @@ class DatasetError(FileNotFoundError):
         return (f"dataset '{self.name}' is not usable at {self.root!s}: {what}. Set the "
                 f"parameter '{self.param}' to the folder that holds it. Expected layout:\n"
                 f"{self.layout}")
+
+
+class ItemError(ValueError):
+    """A file of a dataset that cannot be used: unreadable, corrupt or of the wrong shape.
+
+    ``path`` is the file, ``reason`` what is wrong and what was expected; the message is
+    '<path>: <reason>'.  A read error is
+    chained as ``__cause__``.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+@contextlib.contextmanager
+def reading(path, expected: str):
+    """Turn an error raised while reading ``path`` into :class:`ItemError` naming the file and
+    what it should hold (``expected``, e.g. 'a WAV file'); the original error is chained.
+
+    A file that is absent (FileNotFoundError) is left as it is: that error names it already.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        if not Path(path).exists():     # soundfile reports an absent file as its own error
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from err
+        raise ItemError(path, f"unreadable or corrupt, expected {expected} "
+                              f"({type(err).__name__}: {err})") from err
+
+
+def read_npy(path, mmap_mode: str | None = None) -> np.ndarray:
+    """A NumPy .npy array (no pickles); :class:`ItemError` naming the file if it cannot be read."""
+    with reading(path, "a NumPy .npy array"):
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
+def check_shape(array: np.ndarray, expected: Sequence[int | None], path,
+                hint: str = "") -> np.ndarray:
+    """``array`` when its shape is ``expected`` (None: any size on that axis), else
+    :class:`ItemError` naming ``path``, the shape found and the shape expected (then ``hint``,
+    e.g. the option that sets the expected shape)."""
+    shape = tuple(array.shape)
+    if len(shape) != len(expected) or any(e is not None and e != n
+                                          for n, e in zip(shape, expected)):
+        want = "(" + ", ".join("any" if e is None else str(e) for e in expected) + \
+            ("," if len(expected) == 1 else "") + ")"
+        raise ItemError(path, f"array of shape {shape}, expected {want}{hint}")
+    return array
 
 
 def status(root, problems: list[str]) -> str:
@@ -112,6 +165,16 @@ def read_list(root: Path, name: str, read: Callable[[Path], list], problems: lis
         return None
 
 
+def read_item(root: Path, name: str, read: Callable[[Path], object], problems: list[str]):
+    """``read(root / name)``, or None after adding '<name>: <reason>' to ``problems`` when it
+    raises :class:`ItemError` (a layout check's view of an unreadable or wrong-shape file)."""
+    try:
+        return read(root / name)
+    except ItemError as err:
+        problems.append(f"{name}: {err.reason}")
+        return None
+
+
 def list_fields(path: Path, sep: str | None, form: str,
                 valid: Callable[[list[str]], bool]) -> Iterator[list[str]]:
     """``line.split(sep)`` for each non-empty line of a list file (see :func:`read_lines`).
@@ -166,7 +229,8 @@ def read_wav(path, sample_rate: int | None = None) -> np.ndarray:
     """Mono float32 samples of a WAV file (soundfile), resampled to ``sample_rate`` if given."""
     import soundfile as sf
 
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    with reading(path, "a WAV file"):
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if sample_rate is not None and rate != sample_rate:
         import torchaudio.functional as AF
@@ -214,11 +278,20 @@ def wav_spectrogram(path, sample_rate: int, length: int, n_fft: int, hop: int,
 
 
 def read_rgb(path):
-    """A PIL RGB image."""
+    """A PIL RGB image; :class:`ItemError` naming the file if it cannot be decoded."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with reading(path, "an image (JPEG / PNG)"), Image.open(path) as im:
         return im.convert("RGB")
+
+
+def read_image_array(path) -> np.ndarray:
+    """The pixel array of an image file as stored (a label or depth map: no mode conversion);
+    :class:`ItemError` naming the file if it cannot be decoded."""
+    from PIL import Image
+
+    with reading(path, "an image (JPEG / PNG)"), Image.open(path) as im:
+        return np.array(im)
 
 
 def image_transform(train: bool, size, augment: bool | None = None,

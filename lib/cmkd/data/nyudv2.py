@@ -27,7 +27,9 @@ from cmkd.data.files import (
     folder_check,
     list_fields,
     open_root,
+    read_image_array,
     read_list,
+    read_npy,
     read_rgb,
     split_rows,
 )
@@ -48,11 +50,8 @@ LAYOUT = """<nyudv2_root>/                (SA-Gate / DFormer 'NYUDepthv2' folder
 def read_array(path: Path, png_scale: float = 1.0) -> np.ndarray:
     """A depth / label map: .npy as stored, image files via Pillow (PNG depth times png_scale)."""
     if path.suffix == ".npy":
-        return np.load(path)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.array(im)
+        return read_npy(path)
+    arr = read_image_array(path)
     return arr.astype(np.float32) * png_scale if png_scale != 1.0 else arr
 
 
