@@ -100,6 +100,23 @@ def new_figure(nrows: int = 1, ncols: int = 1, width: float = 6.0, height: float
     return fig, axes
 
 
+def plotted(values, digits: int = 4, floor: float | None = None) -> np.ndarray:
+    """Values as a figure should draw them: rounded to ``digits`` significant digits and, with
+    ``floor``, raised to it.  Saved figures then do not depend on the last bits of
+    floating-point arithmetic (BLAS thread counts, another CPU), so a committed figure is the
+    same on any machine: use it wherever a plotted quantity is computed in floating point and
+    may sit at rounding-noise level (relative errors near 1e-15, risks that flow to zero)."""
+    values = np.asarray(values, dtype=float)
+    if floor is not None:
+        values = np.maximum(values, floor)
+    out = np.zeros_like(values)
+    nonzero = np.isfinite(values) & (values != 0)
+    scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(values[nonzero]))))
+    out[nonzero] = np.round(values[nonzero] * scale) / scale
+    out[~np.isfinite(values)] = values[~np.isfinite(values)]
+    return out
+
+
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
     buf = io.BytesIO()
     metadata = {"svg": {"Date": None}, "png": {"Software": None}, "pdf": {"CreationDate": None}}
