@@ -124,23 +124,6 @@ def load(root=None, split: str = "train", energy_removed: float = 0.75,
     return AVDigits(split, energy_removed, standardize)
 
 
-def small_cnn(modality: str) -> torch.nn.Module:
-    """The reference CNN of :func:`unimodal_accuracies` for (n, 1, 8, 8) images or (n, 1, 32, 32)
-    spectrograms (three conv blocks and a global max pool for audio, two convs for images)."""
-    nn = torch.nn
-    if modality == "audio":
-        blocks = []
-        for c_in, c_out in ((1, 16), (16, 32), (32, 64)):
-            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
-                       nn.MaxPool2d(2)]
-        return nn.Sequential(*blocks[:-1], nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, 10))
-    if modality == "image":
-        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Flatten(), nn.Linear(512, 10))
-    raise ValueError(f"modality must be 'image' or 'audio', got {modality!r}")
-
-
 def unimodal_accuracies(model: str = "logistic", energy_removed: float = 0.75,
                         split: str = "test", seed: int = 0, epochs: int = 60) -> dict[str, float]:
     """Accuracy on ``split`` of one small classifier per modality trained on the train split.
@@ -148,8 +131,8 @@ def unimodal_accuracies(model: str = "logistic", energy_removed: float = 0.75,
     Reference models for documenting how hard each modality is (not paper models):
     'centroid' is the nearest class mean (Euclidean, flattened input); 'logistic' is a
     multinomial logistic regression on the flattened input (scikit-learn lbfgs, C = 1); 'cnn'
-    is :func:`small_cnn` trained with Adam (lr 1e-3, weight decay 1e-4, batch 64) for
-    ``epochs`` epochs.
+    is the registry's ``avdigits_cnn`` (:mod:`cmkd.models.avdigits_cnn`) trained with Adam
+    (lr 1e-3, weight decay 1e-4, batch 64) for ``epochs`` epochs.
     """
     train, test = arrays("train", energy_removed), arrays(split, energy_removed)
     out = {}
@@ -167,8 +150,10 @@ def unimodal_accuracies(model: str = "logistic", energy_removed: float = 0.75,
                 clf.fit(train[m].flatten(1).numpy(), train["label"].numpy())
             out[m] = float(clf.score(test[m].flatten(1).numpy(), test["label"].numpy()))
         elif model == "cnn":
+            from cmkd.models import build
+
             torch.manual_seed(seed)
-            net = small_cnn(m)
+            net = build("avdigits_cnn", modality=m)
             opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
             x, y = train[m], train["label"]
             gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,5 @@
-"""Small MLPs for R independent runs at once: every tensor carries a leading run dimension.
+"""MLPs for the synthetic data: :class:`MLP` (one model, registered as ``mlp``) and small MLPs
+for R independent runs at once (``Batched*``: every tensor carries a leading run dimension).
 
 Inputs are (R, n, D); run r has its own weights, initialised like ``nn.Linear`` from its own seed
 (:func:`cmkd.train.init_linear_batched`), so a sweep over settings and seeds trains as one
@@ -7,9 +8,13 @@ tensor program and each run's gradient is its own (the loss is a sum over runs).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
+from cmkd.models.base import Backbone, check_input, check_option
+from cmkd.models.registry import register
 from cmkd.train import init_linear_batched
 
 
@@ -79,3 +84,51 @@ class BatchedProxyHead(nn.Sequential):
         super().__init__(BatchedLinear(in_features, hidden, seeds, bias=False),
                          BatchedBatchNorm(len(seeds), hidden), nn.LeakyReLU(0.1),
                          BatchedLinear(hidden, classes, [s + 1 for s in seeds]))
+
+
+class MLP(Backbone):
+    """One MLP (no run dimension) on (batch, in_features) vectors: Linear -> ReLU -> ... ->
+    Linear, the unbatched counterpart of :class:`BatchedMLP` for the synthetic MVD data.
+
+    Features: ``hidden1`` .. ``hidden{n-1}`` (after each ReLU) and ``pooled`` (the last hidden
+    layer, or the input itself when ``hidden`` is empty: a logistic regression).
+    Blocks: one (Linear, ReLU) per hidden layer, then the classifier.
+    """
+
+    def __init__(self, in_features: int, classes: int, hidden: tuple[int, ...] = (64, 64), *,
+                 modality: str = "input"):
+        super().__init__()
+        check_option("mlp", "in_features", in_features, low=1)
+        check_option("mlp", "classes", classes, low=1)
+        hidden = tuple(hidden)
+        for h in hidden:
+            check_option("mlp", "hidden", h, low=1)
+        self.in_features = in_features
+        widths = [in_features, *hidden]
+        self.hidden = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU())
+                                    for a, b in zip(widths, widths[1:]))
+        self.classifier = nn.Linear(widths[-1], classes)
+        self.classes, self.modalities = classes, (modality,)
+        names = [f"hidden{i}" for i in range(1, len(hidden))] + ["pooled"]
+        self.feature_shapes = {n: (w,) for n, w in zip(names, widths[-len(names):])}
+
+    def features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        check_input(x, "mlp", self.modalities[0], f"(batch, {self.in_features})", 2,
+                    channels=self.in_features)
+        feats = OrderedDict()
+        for i, layer in enumerate(self.hidden, 1):
+            x = layer(x)
+            if i < len(self.hidden):
+                feats[f"hidden{i}"] = x
+        feats["pooled"] = x
+        return feats
+
+    def blocks(self) -> list[nn.Module]:
+        return [*self.hidden, self.classifier]
+
+
+@register("mlp")
+def mlp(in_features: int, classes: int, hidden: tuple[int, ...] = (64, 64), *,
+        modality: str = "input") -> MLP:
+    """An MLP on vectors (synthetic MVD data); see :class:`MLP`."""
+    return MLP(in_features, classes, hidden, modality=modality)
