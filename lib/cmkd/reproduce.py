@@ -258,6 +258,7 @@ def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> 
             code = proc.wait()
         except KeyboardInterrupt:
             _stop_group(proc)
+            tmp.unlink(missing_ok=True)
             raise Interrupted(nb) from None
     if code != 0:
         failed = out_dir / f"{nb}.failed.ipynb"

@@ -1,0 +1,206 @@
+"""`cmkd reproduce` under interruption, in real subprocesses stopped by real signals: Ctrl-C
+(SIGINT) leaves the previous artefacts and REPORT.md exactly as they were and says so in one
+line; SIGKILL leaves nothing a rerun trusts; a second reproduce of the same profile is refused;
+leftovers are removed by the next run."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import nbformat
+import pytest
+
+NB = "00_sleepy"
+
+MODULE = '''
+from dataclasses import dataclass, field
+from cmkd.params import spec
+
+@dataclass(frozen=True)
+class Config:
+    seconds: float = field(metadata=spec("how long the notebook sleeps", low=0))
+    value: int = field(metadata=spec("the number it saves", low=0))
+'''
+
+RUNNER = '''
+import sys
+from cmkd import experiments, cli
+experiments.NOTEBOOKS["00_sleepy"] = "cmkd_test_sleepy"
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+def _notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('profile = "smoke"\nseconds = 0.0\nvalue = 1',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(textwrap.dedent('''
+            import time
+            import pandas as pd
+            from cmkd.reporting import Report
+            report = Report("00_sleepy", profile, "a notebook that sleeps")
+            report.save_table(pd.DataFrame({"value": [value]}), "sleepy_first", "first",
+                              "nothing")
+            time.sleep(seconds)
+            report.save_table(pd.DataFrame({"value": [value * 2]}), "sleepy_second", "second",
+                              "nothing")''')),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    return nb
+
+
+@pytest.fixture
+def project(tmp_path):
+    proj = tmp_path / "project"
+    (proj / "notebooks").mkdir(parents=True)
+    (proj / "params/smoke").mkdir(parents=True)
+    nbformat.write(_notebook(), proj / f"notebooks/{NB}.ipynb")
+    (proj / f"params/smoke/{NB}.yaml").write_text("seconds: 0\nvalue: 1\n")
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods/cmkd_test_sleepy.py").write_text(MODULE)
+    (tmp_path / "mods/runner.py").write_text(RUNNER)
+    return proj
+
+
+def _env(project):
+    env = {k: v for k, v in os.environ.items() if k != "CMKD_ROOT"}
+    mods = str(project.parent / "mods")
+    env["PYTHONPATH"] = os.pathsep.join([mods] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["TQDM_DISABLE"] = "1"
+    return env
+
+
+def _start(project, *args):
+    return subprocess.Popen([sys.executable, str(project.parent / "mods/runner.py"), "reproduce",
+                             "--profile", "smoke", "--only", "00", *args], cwd=project,
+                            env=_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _run(project, *args):
+    proc = _start(project, *args)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def _set_seconds(project, seconds):
+    (project / f"params/smoke/{NB}.yaml").write_text(f"seconds: {seconds}\nvalue: 1\n")
+
+
+def _published(project):
+    out = project / "reports/smoke"
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()
+            and not {".state", "notebooks", ".staging"} & set(p.parts) and p.name != ".lock"}
+
+
+def _wait_running(project, proc, timeout=120):
+    """Until the notebook's kernel has written its first table to the staging folder."""
+    staged = project / f"reports/smoke/.staging/{NB}/tables/sleepy_first.csv"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.communicate()
+        if staged.is_file():
+            return
+        time.sleep(0.2)
+    raise AssertionError("the notebook never started")
+
+
+def _papermill_alive(project):
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if "papermill" in line and str(project) in line]
+
+
+def test_ctrl_c_kill_and_a_second_run(project):
+    code, out, err = _run(project)
+    assert code == 0, err
+    before = _published(project)
+    report = (project / "reports/smoke/REPORT.md").read_bytes()
+    assert "tables/sleepy_second.csv" in before
+    manifest = json.loads((project / f"reports/smoke/manifest/{NB}.json").read_text())
+    prov = manifest["provenance"]
+    for key in ("commit", "dirty", "lock_sha256", "python", "torch", "cuda", "device",
+                "wall_seconds", "peak_rss_mib"):
+        assert key in prov
+    assert prov["peak_rss_mib"] > 10 and prov["wall_seconds"] > 0 and prov["device"] == "cpu"
+    assert b"## Environment" in report
+
+    # Ctrl-C while the notebook runs: one line, everything as it was, the next run redoes it
+    _set_seconds(project, 60)
+    proc = _start(project)
+    _wait_running(project, proc)
+    code2, _, err2 = _run(project)  # a second reproduce of the same profile is refused
+    assert code2 != 0 and "another reproduce of profile 'smoke' is running" in err2
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and f"interrupted while running {NB}" in lines[0]
+    assert _published(project) == before
+    assert (project / "reports/smoke/REPORT.md").read_bytes() == report
+    assert not (project / "reports/smoke/.staging").exists()
+    assert not list((project / "reports/smoke/notebooks").glob(".*.ipynb"))
+    time.sleep(1)
+    assert not _papermill_alive(project)
+    state = json.loads((project / f"reports/smoke/.state/{NB}.json").read_text())
+    assert state["ok"] is False
+
+    # SIGKILL: leftovers stay, but nothing that a rerun trusts
+    proc = _start(project)
+    _wait_running(project, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    time.sleep(1)
+    assert not _papermill_alive(project), "the papermill child must die with its parent"
+    assert (project / "reports/smoke/.staging").exists()
+    assert _published(project) == before
+
+    # a rerun without --force redoes the notebook and removes what the killed run left
+    _set_seconds(project, 0)
+    code, out, err = _run(project)
+    assert code == 0, err
+    assert "removed reports/smoke/.staging (left by an interrupted run)" in err
+    assert f"{NB}: ok in" in out and "skipped" not in out
+    assert not (project / "reports/smoke/.staging").exists()
+    assert not list((project / "reports/smoke/notebooks").glob(".*.ipynb"))
+
+
+def test_a_failure_then_a_success_removes_the_failed_copy_and_files_follow_the_umask(project):
+    (project / f"params/smoke/{NB}.yaml").write_text("seconds: 0\nvalue: 1\n")
+    path = project / f"notebooks/{NB}.ipynb"
+    good = path.read_bytes()
+    nb = _notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("x = 1\nundefined_name + 1"))
+    nbformat.write(nb, path)
+    code, out, err = _run(project)
+    assert code == 1
+    assert "FAILED at cell 3, line 2 `undefined_name + 1`: NameError" in out
+    failed = project / f"reports/smoke/notebooks/{NB}.failed.ipynb"
+    assert failed.is_file()
+    path.write_bytes(good)
+    old = os.umask(0o022)
+    try:
+        code, out, err = _run(project)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert not failed.exists()
+    for name in ("tables/sleepy_first.csv", f"manifest/{NB}.json", "REPORT.md"):
+        mode = (project / "reports/smoke" / name).stat().st_mode & 0o777
+        assert mode == 0o644, f"{name}: mode {oct(mode)}"
+
+
+def test_unwritable_reports_folder_is_one_line(project):
+    (project / "reports").write_text("not a folder")
+    code, out, err = _run(project)
+    assert code != 0
+    assert "Traceback" not in err
+    assert err.strip().startswith("cmkd reproduce: cannot write under")
+    assert len(err.strip().splitlines()) == 1
