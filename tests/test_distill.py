@@ -17,7 +17,7 @@ from cmkd.distill import (
     dkd_warmup,
     dlb_batches,
     dlb_loss,
-    dml_losses,
+    dml_loss,
     filter_scores,
     fitnet_loss,
     hcl_loss,
@@ -30,7 +30,7 @@ from cmkd.distill import (
     rkd_angle_loss,
     rkd_distance_loss,
     rkd_loss,
-    shake_losses,
+    shake_loss,
     tckd_nckd,
     teacher_parameters,
     uskd_loss,
@@ -61,7 +61,7 @@ def test_dkd_parts_recombine_into_kd(batch, T):
     s, t, y = batch
     tckd, nckd = tckd_nckd(s, t, y, T)
     pt = F.softmax(t / T, -1).gather(1, y[:, None]).squeeze(1)
-    kd = kd_loss(s, t, T, reduction="none")
+    kd = kd_loss(s, t, temperature=T, reduction="none")
     torch.testing.assert_close(tckd + (1 - pt) * nckd, kd)
     assert dkd_loss(s, t, y, alpha=1, beta=1, temperature=T).item() > kd.mean().item()
 
@@ -102,7 +102,7 @@ def test_nkd_against_its_definition(batch):
         target = -F.softmax(t[i], 0)[y[i]] * F.log_softmax(s[i], 0)[y[i]]
         q_t, log_q_s = F.softmax(t[i, keep] / T, 0), F.log_softmax(s[i, keep] / T, 0)
         total += target - gamma * T**2 * (q_t * log_q_s).sum()
-    assert nkd_loss(s, t, y, gamma, T).item() == pytest.approx(total.item() / 12)
+    assert nkd_loss(s, t, y, gamma=gamma, temperature=T).item() == pytest.approx(total.item() / 12)
 
 
 def test_nkd_non_target_gradient_vanishes_when_student_matches_teacher(batch):
@@ -130,14 +130,70 @@ def test_zipf_soft_labels_follow_ranks(batch):
     assert zipf_loss(s, y).item() > 0
 
 
-def test_uskd_against_its_definition(batch):
-    s, _, y = batch
-    q = zipf_soft_labels(s, y)
-    p = F.softmax(s, -1)
-    pt = p.gather(1, y[:, None]).squeeze(1)
-    nt = F.log_softmax(non_target_logits(s, y), -1)
-    ref = (-pt * pt.log() - 0.7 * (q * nt).sum(-1)).mean()
-    assert uskd_loss(s, y, gamma=0.7).item() == pytest.approx(ref.item())
+def _log_softmax_np(z):
+    z = z - z.max()
+    return z - np.log(np.exp(z).sum())
+
+
+def _uskd_numpy(z, y, weak=None, alpha=1.0, beta=0.1, mu=0.005):
+    """USKD written out per sample in numpy, from the official code's formulas."""
+    n, c = z.shape
+    log_p = np.stack([_log_softmax_np(r) for r in z])
+    pt = np.exp(log_p[np.arange(n), y])
+    soft = pt**2 + 1 - np.mean(pt**2)
+    total = 0.0
+    for i in range(n):
+        if weak is None:
+            score = z[i]
+        else:
+            w = np.exp(_log_softmax_np(weak[i]))
+            score = w / (1 - w[y[i]] + 1e-6) + log_p[i] / (1 - log_p[i, y[i]] + 1e-6)
+        ranks = stats.rankdata(-score, method="ordinal")  # over all C classes
+        keep = [k for k in range(c) if k != y[i]]
+        zipf = 1.0 / ranks[keep]
+        zipf /= zipf.sum()
+        term = -alpha * soft[i] * log_p[i, y[i]] - beta * (zipf * _log_softmax_np(z[i, keep])).sum()
+        if weak is not None:
+            smooth = np.full(c, 0.1 / c)
+            smooth[y[i]] += 0.9
+            term += -mu * (smooth * _log_softmax_np(weak[i])).sum()
+        total += term
+    return total / n
+
+
+def test_uskd_by_hand():
+    """One sample, C = 3: the target soft label is p^2 + 1 - mean(p^2) = 1, and the Zipf ranks
+    cover all classes - target on top: non-target ranks 2, 3 -> (1/2, 1/3) / (5/6) = (.6, .4);
+    target ranked last: non-target ranks 1, 2 -> (2/3, 1/3)."""
+    y = torch.tensor([0])
+    z = torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)
+    log_pt = math.log(math.exp(2) / (math.exp(2) + math.e + 1))
+    log_q = [math.log(math.e / (math.e + 1)), math.log(1 / (math.e + 1))]
+    ref = -log_pt - 0.1 * (0.6 * log_q[0] + 0.4 * log_q[1])
+    assert uskd_loss(z, y).item() == pytest.approx(ref, rel=1e-12)
+    z = torch.tensor([[0.0, 2.0, 1.0]], dtype=torch.float64)
+    log_pt = math.log(1 / (math.exp(2) + math.e + 1))
+    log_q = [math.log(math.exp(2) / (math.exp(2) + math.e)),
+             math.log(math.e / (math.exp(2) + math.e))]
+    ref = -log_pt - 0.1 * (2 / 3 * log_q[0] + 1 / 3 * log_q[1])
+    assert uskd_loss(z, y).item() == pytest.approx(ref, rel=1e-12)
+
+
+def test_uskd_against_numpy(batch):
+    s, t, y = batch
+    assert uskd_loss(s, y).item() == pytest.approx(_uskd_numpy(s.numpy(), y.numpy()), rel=1e-10)
+    assert uskd_loss(s, y, alpha=0.5, beta=0.3).item() == pytest.approx(
+        _uskd_numpy(s.numpy(), y.numpy(), alpha=0.5, beta=0.3), rel=1e-10)
+    # with the weak head's logits: its term and its share of the ranking
+    assert uskd_loss(s, y, weak=t).item() == pytest.approx(
+        _uskd_numpy(s.numpy(), y.numpy(), weak=t.numpy()), rel=1e-10)
+    # the batch mean of p_t^2 enters each sample's target label: 'none' keeps it
+    assert uskd_loss(s, y, reduction="none").mean().item() == pytest.approx(
+        uskd_loss(s, y).item())
+    w = t.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(uskd_loss(s, y, weak=w), w)  # only the weak term reaches it
+    smooth = 0.9 * F.one_hot(y, 6) + 0.1 / 6
+    torch.testing.assert_close(g, 0.005 * (F.softmax(t, -1) - smooth) / 12)
 
 
 # ----------------------------------------------------------------------------- DLB
@@ -152,31 +208,68 @@ def test_dlb_batches_repeat_half_of_the_previous_batch():
 def test_dlb_loss_is_kd_towards_detached_last_logits(batch):
     s, t, _ = batch
     last = t.clone().requires_grad_(True)
-    loss = dlb_loss(s, last, 3.0)
-    assert loss.item() == pytest.approx(kd_loss(s, t, 3.0).item())
+    loss = dlb_loss(s, last, temperature=3.0)
+    assert loss.item() == pytest.approx(kd_loss(s, t, temperature=3.0).item())
     assert not loss.requires_grad
 
 
 # ----------------------------------------------------------------------------- DML, SHAKE
-def test_dml_losses_are_ce_plus_kd_and_route_gradients(batch):
+def test_dml_loss_is_ce_plus_kd_and_routes_gradients(batch):
     s, t, y = batch
     a, b = s.clone().requires_grad_(True), t.clone().requires_grad_(True)
-    la, lb = dml_losses(a, b, y, temperature=2.0)
-    assert la.item() == pytest.approx((F.cross_entropy(s, y) + kd_loss(s, t, 2.0)).item())
-    assert lb.item() == pytest.approx((F.cross_entropy(t, y) + kd_loss(t, s, 2.0)).item())
-    (ga,) = torch.autograd.grad(la, [a])
+    out = dml_loss(a, b, y, temperature=2.0)
+    la, lb = out["student"], out["teacher"]
+    kd2 = lambda a, b: kd_loss(a, b, temperature=2.0)  # noqa: E731
+    assert la.item() == pytest.approx((F.cross_entropy(s, y) + kd2(s, t)).item())
+    assert lb.item() == pytest.approx((F.cross_entropy(t, y) + kd2(t, s)).item())
+    assert out["total"].item() == pytest.approx(la.item() + lb.item())
+    (ga,) = torch.autograd.grad(la, [a], retain_graph=True)
     assert torch.autograd.grad(la, [b], allow_unused=True)[0] is None
     torch.testing.assert_close(ga, (F.softmax(s, -1) - F.one_hot(y, 6)) / 12
                                + (F.softmax(s / 2, -1) - F.softmax(t / 2, -1)) * 2 / 12)
+    per = dml_loss(s, t, y, reduction="none")
+    assert per["total"].shape == (12,)
+    assert per["total"].mean().item() == pytest.approx(dml_loss(s, t, y)["total"].item())
 
 
-def test_shake_losses(batch):
+def _ln_pi(z):
+    """SHAKE's logit normalisation written out: (z - mean) / sqrt(biased var + 1e-7) * 3.1415."""
+    m = z.mean(-1, keepdim=True)
+    v = ((z - m) ** 2).mean(-1, keepdim=True)
+    return (z - m) / torch.sqrt(v + 1e-7) * 3.1415
+
+
+def _kl(moving, towards, T):
+    p = F.softmax(towards / T, -1)
+    return (p * (p.log() - F.log_softmax(moving / T, -1))).sum(-1).mean() * T * T
+
+
+def test_shake_loss_matches_the_official_formulas(batch):
     s, t, y = batch
-    shadow = (s + t) / 2
-    ls, lsh = shake_losses(s, shadow, t, y)
-    assert ls.item() == pytest.approx((F.cross_entropy(s, y) + kd_loss(s, shadow)).item())
-    ref = F.cross_entropy(shadow, y) + kd_loss(shadow, t) + kd_loss(shadow, s)
-    assert lsh.item() == pytest.approx(ref.item())
+    sh = (s + t) / 2 + 0.3
+    out = shake_loss(s, t, y, shadow=sh)
+    ns, nt, nsh = _ln_pi(s), _ln_pi(t), _ln_pi(sh)
+
+    def ce(z):
+        return -F.log_softmax(z, -1).gather(1, y[:, None]).mean()
+
+    assert out["ce_student"].item() == pytest.approx(ce(ns).item())
+    assert out["student_from_shadow"].item() == pytest.approx(_kl(ns, nsh, 4.0).item())
+    assert out["shadow_from_student"].item() == pytest.approx(_kl(nsh, ns, 4.0).item())
+    assert out["ce_shadow"].item() == pytest.approx(ce(nsh).item())
+    assert out["mse_shadow"].item() == pytest.approx(((nsh - nt) ** 2).mean().item())
+    ref = ce(ns) + _kl(ns, nsh, 4) + _kl(nsh, ns, 4) + ce(nsh) + ((nsh - nt) ** 2).mean()
+    assert out["total"].item() == pytest.approx(ref.item())  # official: r 1, a 0, b 1
+    with_kd = shake_loss(s, t, y, shadow=sh, alpha=0.5)["total"]
+    assert with_kd.item() == pytest.approx((ref + 0.5 * _kl(ns, nt, 4)).item())
+    raw = shake_loss(s, t, y, shadow=sh, layer_norm=False, temperature=1.0)
+    assert raw["mse_shadow"].item() == pytest.approx(((sh - t) ** 2).mean().item())
+    # gradients: the student's terms do not reach the shadow through the KD target, and back
+    a, b = s.clone().requires_grad_(True), sh.clone().requires_grad_(True)
+    o = shake_loss(a, t, y, shadow=b)
+    ga = torch.autograd.grad(o["shadow_from_student"] + o["ce_shadow"] + o["mse_shadow"], a,
+                             allow_unused=True)[0]
+    assert ga is None
 
 
 # ----------------------------------------------------------------------------- FitNet, RKD
@@ -184,17 +277,48 @@ def test_fitnet_loss():
     g = torch.Generator().manual_seed(1)
     fs, ft = torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
     reg = hint_regressor(5, 3)
-    assert fitnet_loss(fs, ft, reg).item() == pytest.approx(
+    assert fitnet_loss(fs, ft, regressor=reg).item() == pytest.approx(
         ((reg(fs) - ft) ** 2).mean().item(), rel=1e-6)
     with torch.no_grad():  # a regressor that maps exactly gives zero
         reg.weight.zero_()
         reg.weight[:, :3] = torch.eye(3)
         reg.bias.zero_()
-    assert fitnet_loss(fs, fs[:, :3], reg).item() == 0.0
+    assert fitnet_loss(fs, fs[:, :3], regressor=reg).item() == 0.0
     conv = hint_regressor(4, 6, spatial=True)
     assert conv(torch.randn(2, 4, 5, 5)).shape == (2, 6, 5, 5)
     with pytest.raises(ValueError, match="teacher features' shape"):
         fitnet_loss(fs, ft)
+
+
+def test_fitnet_layouts_and_reductions():
+    g = torch.Generator().manual_seed(4)
+    maps_s, maps_t = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
+    err = (maps_s - maps_t) ** 2
+    assert fitnet_loss(maps_s, maps_t).item() == pytest.approx(err.mean().item(), rel=1e-6)
+    torch.testing.assert_close(fitnet_loss(maps_s, maps_t, reduction="none"), err.mean((1, 2, 3)))
+    assert fitnet_loss(maps_s, maps_t, reduction="sum").item() == pytest.approx(
+        err.mean((1, 2, 3)).sum().item(), rel=1e-6)
+    runs_s, runs_t = torch.randn(2, 6, 3, generator=g), torch.randn(2, 6, 3, generator=g)
+    torch.testing.assert_close(fitnet_loss(runs_s, runs_t, runs=True),
+                               ((runs_s - runs_t) ** 2).mean((1, 2)))
+    # runs of maps: one value per run, the mean over batch and map
+    rm_s, rm_t = torch.stack([maps_s, maps_t]), torch.stack([maps_t, maps_s])
+    torch.testing.assert_close(fitnet_loss(rm_s, rm_t, runs=True),
+                               ((rm_s - rm_t) ** 2).flatten(1).mean(1))
+
+
+def test_fitnet_refuses_ambiguous_layouts():
+    seq = torch.randn(4, 8, 10)  # (batch, C, T): not silently read as (runs, batch, dim)
+    with pytest.raises(ValueError, match=r"student features must have shape \(batch, dim\) "
+                                         r"or \(batch, C, H, W\), got \(4, 8, 10\); "
+                                         r"a \(batch, C, T\)"):
+        fitnet_loss(seq, seq.clone())
+    with pytest.raises(ValueError, match=r"teacher features must have shape"):
+        fitnet_loss(torch.randn(4, 80), seq)
+    assert fitnet_loss(seq.flatten(1), seq.flatten(1)).item() == 0.0  # flattened: accepted
+    with pytest.raises(ValueError, match=r"\(runs, batch, dim\) or \(runs, batch, C, H, W\), "
+                                         r"got \(4, 8\)"):
+        fitnet_loss(torch.randn(4, 8), torch.randn(4, 8), runs=True)
 
 
 def test_rkd_against_loops_and_invariances():
@@ -244,9 +368,37 @@ def test_hcl_and_review_fusion():
     student = [torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 5, 4, 4, generator=g)]
     out = fusion(student)
     assert [o.shape for o in out] == [f.shape for f in ft]
-    loss = review_loss(student, ft, fusion)
+    loss = review_loss(student, ft, fusion=fusion)
     loss.backward()
     assert all(p.grad is not None for p in fusion.parameters())
+
+
+def _checkerboard(h, w):
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return ((-1.0) ** (i + j)).expand(2, 3, h, w)
+
+
+@pytest.mark.parametrize("h, w, expected", [(2, 8, 2 / 3), (8, 2, 1 / 1.875), (8, 8, 1 / 1.875)])
+def test_hcl_levels_follow_the_height(h, w, expected):
+    """A +-1 checkerboard against zeros: the full-size error is 1 and every pooled level's is 0
+    (each pooling window holds as many +1 as -1), so HCL = 1 / (total weight of the levels
+    used).  Levels 4, 2, 1 are used when smaller than the HEIGHT (official ``l >= h``): height 2
+    keeps only the 1x1 level, 1 / (1 + 1/2); height 8 keeps all, 1 / (1 + 1/2 + 1/4 + 1/8)."""
+    fs = _checkerboard(h, w)
+    assert hcl_loss([fs], [torch.zeros_like(fs)]).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_hcl_errors_and_detach():
+    a = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="one teacher feature map per student feature map"):
+        hcl_loss([a], [a, a])
+    with pytest.raises(ValueError, match=r"teacher map 0 must have the student map's shape"):
+        hcl_loss([a], [a[:, :2]])
+    with pytest.raises(ValueError, match=r"student map 0 must have shape \(batch, C, H, W\)"):
+        hcl_loss([a.flatten(2)], [a.flatten(2)])
+    t = a.clone().requires_grad_(True)
+    assert not hcl_loss([a], [t]).requires_grad
+    assert hcl_loss([a + 1], [t], detach_teacher=False).requires_grad
 
 
 # ----------------------------------------------------------------------------- C2KD
@@ -285,7 +437,7 @@ def test_other_filters_against_direct_formulas(batch):
 
 def test_c2kd_zero_distillation_when_sides_agree(batch):
     s, t, y = batch
-    out = c2kd_loss(s, s.clone(), y, s.clone(), s.clone())
+    out = c2kd_loss(s, s.clone(), y, student_proxy=s.clone(), teacher_proxy=s.clone())
     assert out["cross"].item() == pytest.approx(0.0, abs=1e-12)
     assert out["proxy_student"].item() == pytest.approx(0.0, abs=1e-12)
     assert out["keep"].item() == 1.0
@@ -326,7 +478,7 @@ def test_c2kd_total_is_eq6(batch):
     s, t, y = batch
     g = torch.Generator().manual_seed(9)
     sp, tp = torch.randn(12, 6, generator=g).double(), torch.randn(12, 6, generator=g).double()
-    out = c2kd_loss(s, t, y, sp, tp, lambdas=(0.5, 2.0, 3.0))
+    out = c2kd_loss(s, t, y, student_proxy=sp, teacher_proxy=tp, lambdas=(0.5, 2.0, 3.0))
     kl = lambda a, b: kd_loss(a, b, reduction="none")  # noqa: E731  KL(b || a)
     m = ofsd_mask(tp, sp)
     nts, ntt = non_target_logits(sp, y), non_target_logits(tp, y)
@@ -341,14 +493,14 @@ def test_c2kd_total_is_eq6(batch):
     assert plain["total"].item() == pytest.approx(
         (F.cross_entropy(s, y) + kd_loss(s, t)).item())
     with pytest.raises(ValueError, match="both proxy logits or neither"):
-        c2kd_loss(s, t, y, sp, None)
+        c2kd_loss(s, t, y, student_proxy=sp)
     with pytest.raises(ValueError, match="target_mode must be one of"):
         c2kd_loss(s, t, y, target_mode="drop")
 
 
 def test_c2kd_leading_run_dims_match_single_runs(batch):
     s, t, y = batch
-    stacked = c2kd_loss(torch.stack([s, t]), torch.stack([t, s]), torch.stack([y, y]))
+    stacked = c2kd_loss(torch.stack([s, t]), torch.stack([t, s]), torch.stack([y, y]), runs=True)
     single = c2kd_loss(t, s, y)
     assert stacked["total"].shape == (2,)
     assert stacked["total"][1].item() == pytest.approx(single["total"].item())
@@ -392,3 +544,92 @@ def test_c2kd_modules_plug_into_dist_and_nkd(batch):
     out = c2kd_loss(s, t, y, base="dist", bidirectional=False)
     m = ofsd_mask(t, s)
     assert out["cross"].item() == pytest.approx(dist_loss(nts[m], ntt[m]).item())
+
+
+# ----------------------------------------------------------------------------- the convention
+def _logit_losses():
+    """Every logit loss called the same way: (student, teacher, target) -> a tensor or the dict's
+    'total'.  Self-distillation losses take no teacher."""
+    return {
+        "kd": lambda s, t, y, **k: kd_loss(s, t, y, **k),
+        "dkd": lambda s, t, y, **k: dkd_loss(s, t, y, **k),
+        "nkd": lambda s, t, y, **k: nkd_loss(s, t, y, **k),
+        "dist": lambda s, t, y, **k: dist_loss(s, t, y, **k),
+        "dlb": lambda s, t, y, **k: dlb_loss(s, t, y, **k),
+        "dml": lambda s, t, y, **k: dml_loss(s, t, y, **k)["total"],
+        "shake": lambda s, t, y, **k: shake_loss(s, t, y, shadow=0.5 * s + 0.1, **k)["total"],
+        "c2kd": lambda s, t, y, **k: c2kd_loss(s, t, y, **k)["total"],
+        "zipf": lambda s, t, y, **k: zipf_loss(s, y, **k),
+        "uskd": lambda s, t, y, **k: uskd_loss(s, y, **k),
+    }
+
+
+@pytest.mark.parametrize("name", list(_logit_losses()))
+def test_every_logit_loss_runs_dimension_matches_single_runs(batch, name):
+    s, t, y = batch
+    fn = _logit_losses()[name]
+    stacked = fn(torch.stack([s, t]), torch.stack([t, s]), torch.stack([y, y]), runs=True)
+    assert stacked.shape == (2,)
+    assert stacked[1].item() == pytest.approx(fn(t, s, y).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("name", list(_logit_losses()))
+def test_every_logit_loss_refuses_ambiguous_inputs(batch, name):
+    s, t, y = batch
+    fn = _logit_losses()[name]
+    with pytest.raises(ValueError, match=r"student logits must have shape \(batch, classes\), "
+                                         r"got \(2, 12, 6\); pass runs=True"):
+        fn(torch.stack([s, t]), torch.stack([t, s]), torch.stack([y, y]))
+    with pytest.raises(ValueError, match=r"\(runs, batch, classes\), got \(12, 6\)"):
+        fn(s, t, y, runs=True)
+    if name not in ("kd", "dist", "dlb"):  # the methods that read labels
+        with pytest.raises(ValueError, match=r"target must have shape \(12,\)"):
+            fn(s, t, y[:5])
+        with pytest.raises(ValueError, match=r"target values must lie in \[0, 6\)"):
+            fn(s, t, torch.full((12,), 6))
+        with pytest.raises(ValueError, match="target must hold int64 class indices"):
+            fn(s, t, y.double())
+    if name not in ("zipf", "uskd"):
+        with pytest.raises(ValueError, match=r"teacher logits must have the student's shape"):
+            fn(s, t[:, :5], y)
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd", "nkd", "dlb", "dml", "shake", "zipf", "uskd"])
+def test_per_sample_reductions(batch, name):
+    s, t, y = batch
+    fn = _logit_losses()[name]
+    per = fn(s, t, y, reduction="none")
+    assert per.shape == (12,)
+    assert per.mean().item() == pytest.approx(fn(s, t, y).item(), rel=1e-12)
+    assert per.sum().item() == pytest.approx(fn(s, t, y, reduction="sum").item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["dist", "c2kd"])
+def test_batch_level_losses_take_mean_only(batch, name):
+    s, t, y = batch
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean',\)"):
+        _logit_losses()[name](s, t, y, reduction="none")
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean',\)"):
+        rkd_loss(s, t, reduction="sum")
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd", "nkd", "dist", "dlb"])
+def test_teacher_detached_unless_asked(batch, name):
+    s, t, y = batch
+    fn = _logit_losses()[name]
+    tt = t.clone().requires_grad_(True)
+    assert not fn(s, tt, y).requires_grad
+    (g,) = torch.autograd.grad(fn(s, tt, y, detach_teacher=False), tt)
+    assert g.abs().sum() > 0
+
+
+def test_feature_losses_detach_the_teacher():
+    g = torch.Generator().manual_seed(7)
+    s, t = torch.randn(6, 4, generator=g), torch.randn(6, 3, generator=g).requires_grad_(True)
+    assert not rkd_loss(s, t).requires_grad
+    assert rkd_loss(s, t, detach_teacher=False).requires_grad
+    assert not fitnet_loss(s[:, :3], t).requires_grad
+    with pytest.raises(ValueError, match=r"student embeddings must have shape \(batch, dim\)"):
+        rkd_loss(torch.randn(6, 2, 2, 2), torch.randn(6, 2, 2, 2))
+    with pytest.raises(ValueError, match=r"same leading \(batch >= 3\)"):
+        rkd_loss(s[:2], t[:2])

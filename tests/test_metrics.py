@@ -123,6 +123,28 @@ def test_cka_matches_numpy_hsic(kernel):
     assert 0 < ours < 1
 
 
+def test_rbf_bandwidth_is_numpys_median():
+    """Points 0, 1, 3, 7 on a line: squared distances 1, 4, 9, 16, 36, 49 (an even count), whose
+    median is (9 + 16) / 2 = 12.5 for numpy; torch.median would take the lower value, 9."""
+    x = np.array([[0.0], [1.0], [3.0], [7.0]])
+    d2 = (x - x.T) ** 2
+    assert np.median(d2[~np.eye(4, dtype=bool)]) == 12.5
+    y = np.array([[0.0, 1.0], [2.0, 0.5], [1.0, 3.0], [4.0, 4.0]])
+    ours = cka(torch.from_numpy(x), torch.from_numpy(y), "rbf").item()
+    assert ours == pytest.approx(_numpy_cka(x, y, "rbf"), abs=1e-12)
+
+    def with_sigma2(s2x):  # the same CKA with x's median replaced by the lower one
+        kx = np.exp(-d2 / (2 * s2x))
+        dy = ((y[:, None] - y[None]) ** 2).sum(-1)
+        ky = np.exp(-dy / (2 * np.median(dy[~np.eye(4, dtype=bool)])))
+        h = np.eye(4) - 1 / 4
+        hs = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
+        return hs(kx, ky) / np.sqrt(hs(kx, kx) * hs(ky, ky))
+
+    assert ours == pytest.approx(with_sigma2(12.5), abs=1e-12)
+    assert abs(ours - with_sigma2(9.0)) > 1e-4  # the lower median gives another value
+
+
 def test_unbiased_cka_matches_the_u_statistic():
     g = np.random.default_rng(4)
     x, y = g.standard_normal((7, 3)), g.standard_normal((7, 4))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill.kd import KL_REDUCTIONS, kd_loss
+from cmkd.distill.kd import kd_loss
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -120,6 +120,10 @@ def accuracy_batched(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == y).float().mean(-1)
 
 
+# the params files' names for the KD reduction -> cmkd.distill.kd_loss's reduction
+KL_REDUCTIONS = {"batchmean": "mean", "mean": "elementwise_mean"}
+
+
 def train_linear_batched(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
                          bias: torch.Tensor, *, epochs: int, lr: float,
                          teacher_logits: torch.Tensor | None = None, rho: float = 0.5,
@@ -130,7 +134,9 @@ def train_linear_batched(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
     Without a teacher each run minimises its mean cross entropy.  With ``teacher_logits`` each run
     minimises MFH Eq. (1) times ``loss_scale``:
     ``loss_scale * (rho * CE(student, y) + (1 - rho) * kd_loss(student, teacher))`` with
-    :func:`cmkd.distill.kd_loss` (temperature, reduction).  Autograd differentiates the losses
+    :func:`cmkd.distill.kd_loss` (temperature; ``kl_reduction`` 'batchmean' is its reduction
+    'mean', the KL divergence, and 'mean' its 'elementwise_mean', the official KL / classes).
+    Autograd differentiates the losses
     with respect to the logits; the linear layer's own backward (``dW = X^T dlogits``) is written
     out.  Tensors are laid out class-major, so each step is a few large elementwise operations
     rather than many tiny matrix products (tests check the result against ``nn.Linear`` trained
@@ -160,7 +166,7 @@ def train_linear_batched(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
                          f"got {tuple(teacher_logits.shape)}")
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must lie in [0, 1], got {rho}")
-    if kl_reduction not in KL_REDUCTIONS[:2]:
+    if kl_reduction not in KL_REDUCTIONS:
         raise ValueError(f"kl_reduction must be 'batchmean' or 'mean', got {kl_reduction!r}")
 
     w = weight.detach().permute(2, 0, 1).contiguous()  # (C, R, D)
@@ -178,7 +184,8 @@ def train_linear_batched(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
         if teacher is None:
             loss = ce
         else:
-            kd = kd_loss(logits, teacher, temperature, kl_reduction, dim=0)
+            kd = kd_loss(logits, teacher, temperature=temperature,
+                         reduction=KL_REDUCTIONS[kl_reduction], runs=True, class_dim=0)
             loss = loss_scale * (rho * ce + (1.0 - rho) * kd)
         (grad,) = torch.autograd.grad(loss.sum(), logits)  # (C, R, n)
         with torch.no_grad():

@@ -66,7 +66,8 @@ def _setup(variant: str, device: str = "cpu", batch: int = BATCH, size: int = SI
             if variant == "bd":
                 loss = c2kd_loss(zs, zt, y, ofs=False, nt=False)["total"]
             else:
-                loss = c2kd_loss(zs, zt, y, sp(fs), tp(ft))["total"]
+                loss = c2kd_loss(zs, zt, y, student_proxy=sp(fs),
+                                 teacher_proxy=tp(ft))["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -36,7 +36,8 @@ def _loop_one_run(spec, config, seed: int, eval_every: int | None) -> None:
             loss = F.cross_entropy(out, y)
             if teacher is not None:
                 loss = config.loss_scale * (config.rho * loss + (1 - config.rho) *
-                                            kd_loss(out, teacher, config.temperature))
+                                            kd_loss(out, teacher,
+                                                    temperature=config.temperature))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,7 +1,47 @@
-"""Distillation losses as pure functions on logits and features, one file per method.
+"""Distillation losses as pure functions on tensors, one file per method (mdistiller style).
 
-Logit losses take (..., batch, classes) tensors (leading dimensions, such as independent runs
-trained together, are kept) and (..., batch) int64 targets.
+The calling convention
+----------------------
+``loss(student, teacher, target=None, *, <hyperparameters, the papers' defaults>,
+reduction="mean", detach_teacher=True, runs=False)``
+
+* Student first, teacher second; ``target`` (batch,) int64 class indices, third, where the method
+  needs labels.  Feature losses (FitNet, RKD, Review) take no target.  Self-distillation losses
+  (Zipf, USKD) have no teacher - the student is its own - and are ``loss(student, target, *,
+  ...)``; DLB's teacher is the student's own logits from the previous iteration.
+* Shapes: logits (batch, classes).  A leading run dimension (R independent models trained at
+  once, the batched-MLP fast path) only when declared with ``runs=True``: (runs, batch,
+  classes), targets (runs, batch), and a reduced result of shape (runs,).  Feature losses take
+  (batch, dim) vectors and, where the method allows, (batch, C, H, W) maps (a (batch, C, T) map
+  is refused: flatten it first).  Mismatched shapes, a 3-d tensor without ``runs=True``,
+  non-integer or out-of-range targets are refused with a ValueError naming the argument and the
+  expected shape.
+* ``reduction``: 'mean' (over the batch: for a KL, the KL divergence averaged over samples),
+  'sum', 'none' (per sample, (batch,)).  Losses that are relations over the batch (DIST's
+  intra-class term, RKD, Review's HCL, C2KD's selected average) have no per-sample value and
+  take 'mean' only.  KD keeps the official MFH reduction as the named option
+  'elementwise_mean' (the KL divided by the number of classes too).
+* The teacher is detached inside unless ``detach_teacher=False``.  Mutual and online losses
+  train both sides by design and have no such flag: each direction's target is detached, so
+  each term reaches only the side it moves (DML; SHAKE's student / shadow terms; C2KD, where
+  ``bidirectional=False`` is the frozen-teacher case).
+
+What a loss returns
+-------------------
+* A loss that trains one network (with its auxiliary modules: regressors, Review's fusion,
+  USKD's weak head) returns a tensor.
+* A loss whose objective trains several networks at once - ``dml_loss`` (two peers),
+  ``shake_loss`` (student and shadow head), ``c2kd_loss`` (student, teacher, proxies) - returns
+  a dict of named, reduced terms; ``'total'`` is the sum to back-propagate.
+
+Building blocks (``tckd_nckd``, ``nkd_parts``, ``non_target_logits``, ``kl_towards``,
+``filter_scores``, ``ofsd_mask``, ``zipf_soft_labels``) take (..., batch, classes) tensors and
+use the teacher as given.
+
+Where the public implementations were followed over an earlier reading: USKD's target soft label
+and all-class Zipf ranks (yzd-v/cls_KD), SHAKE's layer-normalised logits and shadow-teacher MSE
+(lliai/SHAKE) and Review's HCL levels chosen by the map's height (dvlab-research/ReviewKD); each
+file says what it follows.
 """
 from cmkd.distill.c2kd import (
     ProxyHead,
@@ -14,21 +54,21 @@ from cmkd.distill.c2kd import (
 from cmkd.distill.dist import dist_loss
 from cmkd.distill.dkd import dkd_loss, dkd_warmup, non_target_logits, tckd_nckd
 from cmkd.distill.dlb import dlb_batches, dlb_loss
-from cmkd.distill.dml import dml_losses
+from cmkd.distill.dml import dml_loss
 from cmkd.distill.fitnet import fitnet_loss, hint_regressor
 from cmkd.distill.kd import kd_loss
 from cmkd.distill.nkd import nkd_loss
 from cmkd.distill.review import ReviewFusion, hcl_loss, review_loss
 from cmkd.distill.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
-from cmkd.distill.shake import ShadowHead, shake_losses
+from cmkd.distill.shake import ShadowHead, shake_loss
 from cmkd.distill.uskd import uskd_loss
 from cmkd.distill.zipf import zipf_loss, zipf_soft_labels
 
 __all__ = [
     "ProxyHead", "ReviewFusion", "ShadowHead", "c2kd_loss", "dist_loss", "dkd_loss",
-    "dkd_warmup", "dlb_batches", "dlb_loss", "dml_losses", "filter_scores", "fitnet_loss",
+    "dkd_warmup", "dlb_batches", "dlb_loss", "dml_loss", "filter_scores", "fitnet_loss",
     "hcl_loss", "hint_regressor", "kd_loss", "kl_towards", "nkd_loss", "non_target_logits",
     "ofsd_mask", "review_loss", "rkd_angle_loss", "rkd_distance_loss", "rkd_loss",
-    "shake_losses", "tckd_nckd", "teacher_parameters", "uskd_loss", "zipf_loss",
+    "shake_loss", "tckd_nckd", "teacher_parameters", "uskd_loss", "zipf_loss",
     "zipf_soft_labels",
 ]

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmkd.distill._shapes import check_logits
-from cmkd.distill.dist import dist_loss
+from cmkd.distill._shapes import check_logits, check_reduction
+from cmkd.distill.dist import dist_terms
 from cmkd.distill.dkd import non_target_logits
 from cmkd.distill.nkd import nkd_parts
 from cmkd.metrics.krc import kendall_tau
@@ -121,9 +121,9 @@ def crossmodal_term(moving: torch.Tensor, towards: torch.Tensor, target: torch.T
         per = non_target if target_mode != "keep" else target_term + non_target
         return _masked_mean(per, mask, average)
     if base == "dist":
-        return dist_loss(_side_logits(moving, target, target_mode),
-                         _side_logits(towards, target, target_mode).detach(),
-                         temperature=temperature, weights=mask)
+        return dist_terms(_side_logits(moving, target, target_mode),
+                          _side_logits(towards, target, target_mode).detach(),
+                          temperature=temperature, weights=mask)
     raise ValueError(f"base must be one of {BASES}, got {base!r}")
 
 
@@ -176,20 +176,21 @@ def teacher_parameters(model: nn.Module, top_k: int | None = None) -> list[nn.Pa
 
 
 # ----------------------------------------------------------------------------- Eq. (6)
-def c2kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
-              student_proxy_logits: torch.Tensor | None = None,
-              teacher_proxy_logits: torch.Tensor | None = None, *,
+def c2kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *,
+              student_proxy: torch.Tensor | None = None,
+              teacher_proxy: torch.Tensor | None = None,
               lambdas: tuple[float, float, float] = (1.0, 1.0, 1.0), omega: float = 0.0,
               filter: str = "krc", ofs: bool = True, nt: bool = True,
               bidirectional: bool = True, target_mode: str = "remove",
-              average: str = "selected", base: str = "kl",
-              temperature: float = 1.0) -> dict[str, torch.Tensor]:
+              average: str = "selected", base: str = "kl", temperature: float = 1.0,
+              reduction: str = "mean", runs: bool = False) -> dict[str, torch.Tensor]:
     """The C2KD objective (Eq. 6) with each module switchable (Table 5, Fig. 4, Fig. 5).
 
     Parameters
     ----------
-    student_logits, teacher_logits : (..., batch, C); target : (..., batch) int64
-    student_proxy_logits, teacher_proxy_logits : (..., batch, C), optional
+    student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
+    target : (batch,) or (runs, batch) int64 class indices.
+    student_proxy, teacher_proxy : proxy logits of the same shape, optional (both or neither)
         With proxies (Table 5 row d) the crossmodal term runs between the proxies and each model
         is tied to its own proxy both ways (lambda1, lambda2); without them the crossmodal term
         runs between the two models' logits (rows b, c).
@@ -198,13 +199,15 @@ def c2kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
     nt : distil the non-target classes only (the target removed, or zeroed with
         ``target_mode='zero'``, the official code); ``nt=False`` distils all classes.
     bidirectional : True: the teacher side is trained too (CE(T) and the teacher-directed
-        crossmodal term); False: only the student side moves (classic KD direction).
+        crossmodal term); False: only the student side moves (classic KD direction) and no
+        gradient reaches the teacher's logits (there is no ``detach_teacher``: this is it).
     average : 'selected' (paper: mean over the kept samples) or 'batch' (official code).
     base : the divergence of the crossmodal term: 'kl', 'dist' or 'nkd' (Fig. 5).
+    reduction : 'mean' only (the crossmodal term is averaged over the kept samples).
 
     Returns
     -------
-    dict of (...) tensors: 'total', 'ce_student', 'ce_teacher', 'proxy_teacher',
+    dict of () or (runs,) tensors: 'total', 'ce_student', 'ce_teacher', 'proxy_teacher',
     'proxy_student', 'cross', and 'keep' (fraction of samples kept, detached).
     """
     if filter not in FILTERS:
@@ -215,9 +218,15 @@ def c2kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     if base not in BASES:
         raise ValueError(f"base must be one of {BASES}, got {base!r}")
-    if (student_proxy_logits is None) != (teacher_proxy_logits is None):
+    if (student_proxy is None) != (teacher_proxy is None):
         raise ValueError("give both proxy logits or neither")
-    check_logits(student_logits, teacher_logits, target)
+    check_reduction(reduction, ("mean",))
+    check_logits(student, teacher, target, runs=runs)
+    if student_proxy is not None:
+        check_logits(student, student_proxy, runs=runs, teacher_name="student_proxy")
+        check_logits(student, teacher_proxy, runs=runs, teacher_name="teacher_proxy")
+    student_logits, teacher_logits = student, teacher
+    student_proxy_logits, teacher_proxy_logits = student_proxy, teacher_proxy
     l1, l2, l3 = lambdas
 
     def ce(z):

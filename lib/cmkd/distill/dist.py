@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from cmkd.distill._shapes import check_logits
+from cmkd.distill._shapes import check_logits, check_pair, check_reduction, maybe_detach
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, dim: int = -1, weights: torch.Tensor | None = None,
@@ -28,16 +28,43 @@ def pearson(a: torch.Tensor, b: torch.Tensor, dim: int = -1, weights: torch.Tens
     return cov / (var.sqrt() + eps)
 
 
-def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 1.0,
-              gamma: float = 1.0, temperature: float = 1.0,
-              weights: torch.Tensor | None = None) -> torch.Tensor:
-    """DIST loss: (..., batch, C) logits -> (...).
+def dist_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor | None = None,
+              *, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0,
+              weights: torch.Tensor | None = None, reduction: str = "mean",
+              detach_teacher: bool = True, runs: bool = False) -> torch.Tensor:
+    """DIST loss ``T^2 (beta * inter + gamma * intra)``.
 
-    ``weights`` (..., batch), optional: per-sample 0/1 weights (a sample filter such as C2KD's
-    OFSD); the inter-class term is then averaged over the kept samples and the intra-class
-    correlation computed over them (0 when none is kept).
+    Parameters
+    ----------
+    student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
+    target : unused (DIST needs no labels); accepted so every logit loss is called alike.
+    weights : (batch,) or (runs, batch), optional
+        Per-sample 0/1 weights (a sample filter such as C2KD's OFSD); the inter-class term is
+        then averaged over the kept samples and the intra-class correlation computed over them
+        (0 when none is kept).
+    reduction : 'mean' only: the intra-class relation is a correlation over the batch, so the
+        loss has no per-sample value.
+    detach_teacher : detach the teacher logits (default).
+
+    Returns
+    -------
+    () or (runs,).
     """
-    check_logits(student_logits, teacher_logits)
+    check_logits(student, teacher, runs=runs)
+    check_reduction(reduction, ("mean",))
+    if weights is not None and weights.shape != student.shape[:-1]:
+        raise ValueError(f"weights must have shape {tuple(student.shape[:-1])} (one per sample), "
+                         f"got {tuple(weights.shape)}")
+    return dist_terms(student, maybe_detach(teacher, detach_teacher), beta=beta, gamma=gamma,
+                      temperature=temperature, weights=weights)
+
+
+def dist_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, beta: float = 1.0,
+               gamma: float = 1.0, temperature: float = 1.0,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The building block of :func:`dist_loss` on (..., batch, C) logits -> (...), teacher used
+    as given (C2KD's crossmodal term calls it on non-target logits)."""
+    check_pair(student_logits, teacher_logits)
     ps = torch.softmax(student_logits / temperature, -1)
     pt = torch.softmax(teacher_logits / temperature, -1)
     inter_each = 1 - pearson(ps, pt, -1)  # (..., batch)

@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits
+from cmkd.distill._shapes import (
+    check_logits,
+    check_pair,
+    check_reduction,
+    maybe_detach,
+    reduce,
+)
 
 
 def non_target_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -54,7 +60,7 @@ def tckd_nckd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
     -------
     tckd, nckd : (..., batch) tensors
     """
-    check_logits(student_logits, teacher_logits, target)
+    check_pair(student_logits, teacher_logits, target)
     t2 = temperature**2
     tckd = _kl_logp(binary_log_probs(teacher_logits, target, temperature),
                     binary_log_probs(student_logits, target, temperature)) * t2
@@ -71,12 +77,25 @@ def dkd_warmup(epoch: float, warmup_epochs: float = 20.0) -> float:
     return min(max(epoch, 0.0) / warmup_epochs, 1.0)
 
 
-def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+def dkd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *,
              alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
-             warmup: float = 1.0) -> torch.Tensor:
-    """``warmup * (alpha TCKD + beta NCKD)`` averaged over the batch: (..., batch, C) -> (...).
+             warmup: float = 1.0, reduction: str = "mean", detach_teacher: bool = True,
+             runs: bool = False) -> torch.Tensor:
+    """``warmup * (alpha TCKD + beta NCKD)`` (DKD Eq. 6; defaults alpha 1, beta 8, T 4).
 
-    ``warmup`` is the factor of :func:`dkd_warmup` for the current epoch.
+    Parameters
+    ----------
+    student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
+    target : (batch,) or (runs, batch) int64 class indices.
+    warmup : the factor of :func:`dkd_warmup` for the current epoch.
+    reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
+    detach_teacher : detach the teacher logits (default).
+
+    Returns
+    -------
+    () or (runs,); (batch,) or (runs, batch) for 'none'.
     """
-    tckd, nckd = tckd_nckd(student_logits, teacher_logits, target, temperature)
-    return warmup * (alpha * tckd + beta * nckd).mean(-1)
+    check_logits(student, teacher, target, runs=runs)
+    check_reduction(reduction)
+    tckd, nckd = tckd_nckd(student, maybe_detach(teacher, detach_teacher), target, temperature)
+    return warmup * reduce(alpha * tckd + beta * nckd, reduction)

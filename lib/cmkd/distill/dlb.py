@@ -28,8 +28,14 @@ def dlb_batches(n: int, batch_size: int, generator: torch.Generator | None = Non
     return [halves[0]] + [torch.cat((halves[k - 1], halves[k])) for k in range(1, len(halves))]
 
 
-def dlb_loss(student_logits: torch.Tensor, last_logits: torch.Tensor,
-             temperature: float = 3.0) -> torch.Tensor:
-    """The DLB consistency term: KD towards the (detached) logits the same model produced for
-    the same samples at the previous iteration.  (..., batch, C) -> (...)."""
-    return kd_loss(student_logits, last_logits.detach(), temperature)
+def dlb_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor | None = None,
+             *, temperature: float = 3.0, reduction: str = "mean", detach_teacher: bool = True,
+             runs: bool = False) -> torch.Tensor:
+    """The DLB consistency term: KD towards the logits the same model produced for the same
+    samples at the previous iteration (the "teacher" here; detached by default).
+
+    student, teacher : (batch, classes), or (runs, batch, classes) with ``runs=True``; target
+    unused.  Returns what :func:`cmkd.distill.kd_loss` returns for ``reduction``.
+    """
+    return kd_loss(student, teacher, temperature=temperature, reduction=reduction,
+                   detach_teacher=detach_teacher, runs=runs)

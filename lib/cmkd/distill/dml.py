@@ -1,26 +1,46 @@
 """Deep mutual learning (Zhang et al., CVPR 2018): two peers trained together, each with its
 cross entropy plus a KL term towards the other's (detached) predictions.  In C2KD's comparisons
-(Table 1, 3) the peers are the teacher-modality and the student-modality networks."""
+(Table 1, 3) the peers are the student-modality network (``student``) and the teacher-modality
+network (``teacher``), and both train."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from cmkd.distill._shapes import check_logits, check_reduction, reduce
 from cmkd.distill.kd import kd_loss
 
 
-def dml_losses(logits_a: torch.Tensor, logits_b: torch.Tensor, target: torch.Tensor,
-               temperature: float = 1.0, kd_weight: float = 1.0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Losses of peer a and peer b: ``CE(x, y) + kd_weight * KL(p_other || p_x)``.
+def dml_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *,
+             temperature: float = 1.0, kd_weight: float = 1.0, reduction: str = "mean",
+             runs: bool = False) -> dict[str, torch.Tensor]:
+    """Both peers' losses, ``CE(x, y) + kd_weight * T^2 KL(p_other || p_x)``.
 
-    logits_a, logits_b : (..., batch, C); target : (..., batch) -> two (...) tensors.  Each loss
-    reaches only its own peer's logits (the other side is detached), so their sum can be
-    back-propagated at once.
+    Each peer's KL target is the other peer's detached logits, so each term reaches only its own
+    peer and ``'total'`` can be back-propagated at once (both peers train: there is no
+    ``detach_teacher``).
+
+    Parameters
+    ----------
+    student, teacher : (batch, classes) logits of the two peers; (runs, batch, classes) with
+        ``runs=True``.
+    target : (batch,) or (runs, batch) int64 class indices.
+    reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
+
+    Returns
+    -------
+    dict of () or (runs,) tensors ((batch,) or (runs, batch) for 'none'): 'student' and
+    'teacher' (each peer's loss) and 'total' (their sum).
     """
-    ce = lambda z: F.cross_entropy(z.flatten(0, -2), target.flatten(), reduction="none"  # noqa: E731
-                                   ).view(target.shape).mean(-1)
-    loss_a = ce(logits_a) + kd_weight * kd_loss(logits_a, logits_b.detach(), temperature)
-    loss_b = ce(logits_b) + kd_weight * kd_loss(logits_b, logits_a.detach(), temperature)
-    return loss_a, loss_b
+    check_logits(student, teacher, target, runs=runs)
+    check_reduction(reduction)
+
+    def ce(z):
+        return reduce(F.cross_entropy(z.flatten(0, -2), target.flatten(), reduction="none"
+                                      ).view(target.shape), reduction)
+
+    kw = dict(temperature=temperature, reduction=reduction, runs=runs)
+    loss_s = ce(student) + kd_weight * kd_loss(student, teacher, **kw)
+    loss_t = ce(teacher) + kd_weight * kd_loss(teacher, student, **kw)
+    return {"student": loss_s, "teacher": loss_t, "total": loss_s + loss_t}

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cmkd.distill._shapes import check_features, check_reduction, maybe_detach
+
 
 def hint_regressor(student_dim: int, teacher_dim: int, spatial: bool = False) -> nn.Module:
     """The regressor: a linear map for (batch, dim) features, a 1x1 convolution followed by
@@ -22,16 +24,39 @@ def hint_regressor(student_dim: int, teacher_dim: int, spatial: bool = False) ->
     return nn.Linear(student_dim, teacher_dim)
 
 
-def fitnet_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
-                regressor: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Mean squared error between ``regressor(student_features)`` and the (detached) teacher
-    features; without a regressor the shapes must already agree.  Returns a 0-d tensor, or
-    (...) for features laid out (..., batch, dim) (leading run dimensions kept)."""
-    hint = regressor(student_features) if regressor is not None else student_features
-    if hint.shape != teacher_features.shape:
+def fitnet_loss(student: torch.Tensor, teacher: torch.Tensor, *,
+                regressor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                reduction: str = "mean", detach_teacher: bool = True,
+                runs: bool = False) -> torch.Tensor:
+    """Mean squared error between ``regressor(student)`` and the teacher features.
+
+    Parameters
+    ----------
+    student, teacher : (batch, dim) vectors or (batch, C, H, W) maps (their own dims and
+        channels; the regressed student must match the teacher's shape); with ``runs=True`` a
+        leading run dimension, (runs, batch, dim) or (runs, batch, C, H, W).  A 3-d tensor
+        without ``runs=True`` is refused: flatten a (batch, C, T) map first.
+    regressor : callable, optional
+        Maps the student features to the teacher's shape (:func:`hint_regressor`); without it
+        the shapes must already agree.
+    reduction : 'mean' (over every element, i.e. over the batch of per-sample means), 'sum'
+        (of the per-sample means) or 'none' (per-sample means, (batch,) or (runs, batch)).
+    detach_teacher : detach the teacher features (default).
+
+    Returns
+    -------
+    () or (runs,); (batch,) or (runs, batch) for 'none'.
+    """
+    check_features(student, "student features", runs=runs)
+    check_features(teacher, "teacher features", runs=runs)
+    check_reduction(reduction)
+    hint = regressor(student) if regressor is not None else student
+    if hint.shape != teacher.shape:
         raise ValueError(f"the regressed student features {tuple(hint.shape)} must have the "
-                         f"teacher features' shape {tuple(teacher_features.shape)}")
-    err = (hint - teacher_features.detach()).pow(2)
-    if err.dim() == 3:  # (runs, batch, dim)
-        return err.mean((-2, -1))
-    return err.mean()
+                         f"teacher features' shape {tuple(teacher.shape)}")
+    err = (hint - maybe_detach(teacher, detach_teacher)).pow(2)
+    sample_dims = tuple(range(1 + runs - err.dim(), 0))  # every dimension after the batch
+    if reduction == "mean":
+        return err.mean((-1 - len(sample_dims),) + sample_dims) if runs else err.mean()
+    per_sample = err.mean(sample_dims)
+    return per_sample.sum(-1) if reduction == "sum" else per_sample

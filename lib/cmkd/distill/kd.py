@@ -5,48 +5,47 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits
+from cmkd.distill._shapes import REDUCTIONS, check_logits, check_reduction, maybe_detach, reduce
 
-KL_REDUCTIONS = ("batchmean", "mean", "none")
+KD_REDUCTIONS = (*REDUCTIONS, "elementwise_mean")
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            temperature: float = 1.0, reduction: str = "batchmean", dim: int = -1) -> torch.Tensor:
-    """KL(softmax(t / T) || softmax(s / T)) times T^2.
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor | None = None,
+            *, temperature: float = 1.0, reduction: str = "mean", detach_teacher: bool = True,
+            runs: bool = False, class_dim: int = -1) -> torch.Tensor:
+    """``T^2 KL(softmax(teacher / T) || softmax(student / T))`` per sample.
 
     Parameters
     ----------
-    student_logits, teacher_logits : (..., batch, classes) tensors
-        Leading dimensions (for example independent runs trained together) are kept.
-        With ``dim`` the classes may sit elsewhere: the batch is then the last of the
-        remaining dimensions (``dim=0`` takes class-major (classes, ..., batch) tensors).
+    student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
+    target : unused (KD needs no labels); accepted so every logit loss is called alike.
     temperature : float
-        Softening temperature T > 0.
-    reduction : {'batchmean', 'mean', 'none'}
-        'batchmean' sums over classes and averages over the batch (the KL divergence, as the
-        equations define it); 'mean' averages over batch and classes, i.e. divides the KL by the
-        number of classes too (``torch.nn.KLDivLoss()``'s default, used by MFH's official code);
-        'none' returns the per-sample KL, shape (..., batch).
-    dim : int
-        The class dimension.
+        Softening temperature T > 0 (Hinton et al.; MFH and C2KD use T = 1).
+    reduction : {'mean', 'sum', 'none', 'elementwise_mean'}
+        'mean' averages the per-sample KL over the batch (the KL divergence as the equations
+        define it); 'sum' sums it; 'none' returns it, shape (batch,) or (runs, batch);
+        'elementwise_mean' divides the batch mean by the number of classes too
+        (``torch.nn.KLDivLoss()``'s default, the reduction of MFH's official code).
+    detach_teacher : bool
+        Detach the teacher logits (default); False lets the gradient reach them.
+    runs : bool
+        Declare a leading run dimension; the reduced result then has shape (runs,).
+    class_dim : {-1, 0}
+        0 takes class-major logits, (classes, batch) or (classes, runs, batch) (the layout of
+        :func:`cmkd.train.train_linear_batched`).
 
     Returns
     -------
-    Tensor of shape (...) for 'batchmean' and 'mean', (..., batch) for 'none'.
+    () or (runs,) for 'mean', 'sum' and 'elementwise_mean'; (batch,) or (runs, batch) for 'none'.
     """
-    check_logits(student_logits, teacher_logits)
-    if student_logits.dim() < 2:
-        raise ValueError("logits must have shape (..., batch, classes)")
+    check_logits(student, teacher, runs=runs, class_dim=class_dim)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if reduction not in KL_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")
-    log_p_s = F.log_softmax(student_logits / temperature, dim=dim)
-    log_p_t = F.log_softmax(teacher_logits / temperature, dim=dim)
-    per_sample = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim) * temperature**2
-    if reduction == "none":
-        return per_sample
-    loss = per_sample.mean(-1)
-    if reduction == "mean":
-        loss = loss / student_logits.shape[dim]
-    return loss
+    check_reduction(reduction, KD_REDUCTIONS)
+    teacher = maybe_detach(teacher, detach_teacher)
+    log_p_s = F.log_softmax(student / temperature, dim=class_dim)
+    log_p_t = F.log_softmax(teacher / temperature, dim=class_dim)
+    per_sample = (log_p_t.exp() * (log_p_t - log_p_s)).sum(class_dim) * temperature**2
+    if reduction == "elementwise_mean":
+        return per_sample.mean(-1) / student.shape[class_dim]
+    return reduce(per_sample, reduction)

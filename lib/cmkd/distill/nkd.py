@@ -12,27 +12,51 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits
+from cmkd.distill._shapes import (
+    check_logits,
+    check_pair,
+    check_reduction,
+    maybe_detach,
+    reduce,
+)
 from cmkd.distill.dkd import non_target_logits
 
 
 def nkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
               temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample target term ``-p_T^t log p_S^t`` and non-target cross entropy
-    ``-T^2 sum q_T log q_S``: (..., batch, C) -> two (..., batch) tensors."""
-    check_logits(student_logits, teacher_logits, target)
+    ``-T^2 sum q_T log q_S``: (..., batch, C) -> two (..., batch) tensors.  The teacher is used
+    as given: callers detach it (:func:`nkd_loss` does unless told otherwise)."""
+    check_pair(student_logits, teacher_logits, target)
     idx = target.unsqueeze(-1)
     log_ps_t = F.log_softmax(student_logits, -1).gather(-1, idx).squeeze(-1)
     pt_t = torch.softmax(teacher_logits, -1).gather(-1, idx).squeeze(-1)
-    target_term = -pt_t.detach() * log_ps_t
+    target_term = -pt_t * log_ps_t
     log_qs = F.log_softmax(non_target_logits(student_logits, target) / temperature, -1)
     qt = torch.softmax(non_target_logits(teacher_logits, target) / temperature, -1)
-    non_target = -(qt.detach() * log_qs).sum(-1) * temperature**2
+    non_target = -(qt * log_qs).sum(-1) * temperature**2
     return target_term, non_target
 
 
-def nkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
-             gamma: float = 1.5, temperature: float = 1.0) -> torch.Tensor:
-    """The NKD loss averaged over the batch: (..., batch, C) -> (...)."""
-    target_term, non_target = nkd_parts(student_logits, teacher_logits, target, temperature)
-    return (target_term + gamma * non_target).mean(-1)
+def nkd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *,
+             gamma: float = 1.5, temperature: float = 1.0, reduction: str = "mean",
+             detach_teacher: bool = True, runs: bool = False) -> torch.Tensor:
+    """The NKD loss (defaults gamma 1.5, T 1).
+
+    Parameters
+    ----------
+    student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
+    target : (batch,) or (runs, batch) int64 class indices.
+    reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
+    detach_teacher : detach the teacher logits (default: the soft labels are constants, as in
+        the official code).
+
+    Returns
+    -------
+    () or (runs,); (batch,) or (runs, batch) for 'none'.
+    """
+    check_logits(student, teacher, target, runs=runs)
+    check_reduction(reduction)
+    target_term, non_target = nkd_parts(student, maybe_detach(teacher, detach_teacher), target,
+                                        temperature)
+    return reduce(target_term + gamma * non_target, reduction)

@@ -4,12 +4,18 @@ Distance: pairwise Euclidean distances of the embeddings in a batch, each normal
 distance over distinct pairs, compared with the Huber (smooth L1) loss.  Angle: for every triple
 (i, j, k) the cosine of the angle at j between ``e_i - e_j`` and ``e_k - e_j``, compared with the
 Huber loss.  The KD libraries weight them 25 and 50.
+
+Every function takes (batch, dim) embeddings, or (runs, batch, dim) with ``runs=True``; the
+student's and teacher's dims may differ.  The losses are relations over the batch, so they have
+no per-sample value: ``reduction='mean'`` only.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from cmkd.distill._shapes import check_features, check_reduction, maybe_detach
 
 
 def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
@@ -26,23 +32,37 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
     return diff @ diff.transpose(-2, -1)  # [j, i, k] = cos angle at j
 
 
-def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """(..., batch, dim_s) and (..., batch, dim_t) embeddings -> (...) loss."""
-    ds, dt = _pairwise_distances(student), _pairwise_distances(teacher.detach())
+def _check(student: torch.Tensor, teacher: torch.Tensor, runs: bool, reduction: str) -> None:
+    check_features(student, "student embeddings", runs=runs, maps=False)
+    check_features(teacher, "teacher embeddings", runs=runs, maps=False)
+    check_reduction(reduction, ("mean",))
+    if student.shape[:-1] != teacher.shape[:-1] or student.shape[-2] < 3:
+        raise ValueError(f"student and teacher embeddings need the same leading "
+                         f"(batch >= 3) dimensions, got {tuple(student.shape)} and "
+                         f"{tuple(teacher.shape)}")
+
+
+def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor, *, reduction: str = "mean",
+                      detach_teacher: bool = True, runs: bool = False) -> torch.Tensor:
+    """Distance-wise RKD: () or (runs,)."""
+    _check(student, teacher, runs, reduction)
+    ds = _pairwise_distances(student)
+    dt = _pairwise_distances(maybe_detach(teacher, detach_teacher))
     return F.smooth_l1_loss(ds, dt, reduction="none").mean((-2, -1))
 
 
-def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """(..., batch, dim_s) and (..., batch, dim_t) embeddings -> (...) loss over all triples."""
-    a_s, a_t = _angles(student), _angles(teacher.detach())
+def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor, *, reduction: str = "mean",
+                   detach_teacher: bool = True, runs: bool = False) -> torch.Tensor:
+    """Angle-wise RKD over all triples: () or (runs,)."""
+    _check(student, teacher, runs, reduction)
+    a_s, a_t = _angles(student), _angles(maybe_detach(teacher, detach_teacher))
     return F.smooth_l1_loss(a_s, a_t, reduction="none").mean((-3, -2, -1))
 
 
-def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight: float = 25.0,
-             angle_weight: float = 50.0) -> torch.Tensor:
-    """Weighted sum of the distance and angle losses."""
-    if student.shape[:-1] != teacher.shape[:-1] or student.shape[-2] < 3:
-        raise ValueError(f"student and teacher embeddings need the same (..., batch >= 3) "
-                         f"dimensions, got {tuple(student.shape)} and {tuple(teacher.shape)}")
-    return (distance_weight * rkd_distance_loss(student, teacher)
-            + angle_weight * rkd_angle_loss(student, teacher))
+def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, *, distance_weight: float = 25.0,
+             angle_weight: float = 50.0, reduction: str = "mean", detach_teacher: bool = True,
+             runs: bool = False) -> torch.Tensor:
+    """``distance_weight * distance + angle_weight * angle`` (defaults 25, 50): () or (runs,)."""
+    kw = dict(reduction=reduction, detach_teacher=detach_teacher, runs=runs)
+    return (distance_weight * rkd_distance_loss(student, teacher, **kw)
+            + angle_weight * rkd_angle_loss(student, teacher, **kw))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cmkd.distill._shapes import check_logits, check_reduction, reduce
 from cmkd.distill.dkd import non_target_logits
 
 
@@ -29,8 +30,25 @@ def zipf_soft_labels(logits: torch.Tensor, target: torch.Tensor,
     return weights / weights.sum(-1, keepdim=True)
 
 
-def zipf_loss(logits: torch.Tensor, target: torch.Tensor, power: float = 1.0) -> torch.Tensor:
-    """KL(Zipf soft label || softmax over the non-target logits), averaged over the batch."""
-    q = zipf_soft_labels(logits, target, power)
-    log_p = F.log_softmax(non_target_logits(logits, target), -1)
-    return (q * (q.log() - log_p)).sum(-1).mean(-1)
+def zipf_loss(student: torch.Tensor, target: torch.Tensor, *, power: float = 1.0,
+              reduction: str = "mean", runs: bool = False) -> torch.Tensor:
+    """KL(Zipf soft label || softmax over the non-target logits).
+
+    A self-distillation loss: the student is its own teacher, so there is no teacher argument.
+
+    Parameters
+    ----------
+    student : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
+    target : (batch,) or (runs, batch) int64 class indices.
+    power : the Zipf exponent (1 in the paper).
+    reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
+
+    Returns
+    -------
+    () or (runs,); (batch,) or (runs, batch) for 'none'.
+    """
+    check_logits(student, None, target, runs=runs)
+    check_reduction(reduction)
+    q = zipf_soft_labels(student, target, power)
+    log_p = F.log_softmax(non_target_logits(student, target), -1)
+    return reduce((q * (q.log() - log_p)).sum(-1), reduction)

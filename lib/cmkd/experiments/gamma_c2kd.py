@@ -43,7 +43,7 @@ from cmkd.distill import (
     dist_loss,
     dkd_loss,
     dkd_warmup,
-    dml_losses,
+    dml_loss,
     fitnet_loss,
     kd_loss,
     nkd_loss,
@@ -207,35 +207,37 @@ def train_method(method: str, config: Config, data: Data, teacher: BatchedMLP
     elif method == "kd":
         def loss(b, e):
             z = student(b["xb"])
-            return _ce(z, b["y"]) + kd_loss(z, b["soft"], T)
+            return _ce(z, b["y"]) + kd_loss(z, b["soft"], temperature=T, runs=True)
     elif method == "dkd":
         def loss(b, e):
             z = student(b["xb"])
-            return _ce(z, b["y"]) + dkd_loss(z, b["soft"], b["y"], 1.0, 8.0, 4.0,
-                                             dkd_warmup(e, warm))
+            return _ce(z, b["y"]) + dkd_loss(z, b["soft"], b["y"], alpha=1.0, beta=8.0,
+                                             temperature=4.0, warmup=dkd_warmup(e, warm),
+                                             runs=True)
     elif method == "dist":
         def loss(b, e):
             z = student(b["xb"])
-            return _ce(z, b["y"]) + dist_loss(z, b["soft"])
+            return _ce(z, b["y"]) + dist_loss(z, b["soft"], runs=True)
     elif method == "nkd":
         def loss(b, e):
             z = student(b["xb"])
-            return _ce(z, b["y"]) + nkd_loss(z, b["soft"], b["y"])
+            return _ce(z, b["y"]) + nkd_loss(z, b["soft"], b["y"], runs=True)
     elif method == "fitnet":
         reg = BatchedLinear(config.hidden, config.hidden, seeds).to(device)
         params += list(reg.parameters())
 
         def loss(b, e):
             f = student.features(b["xb"])
-            return _ce(student.head(f), b["y"]) + fitnet_loss(f, b["tfeat"], reg)
+            return _ce(student.head(f), b["y"]) + fitnet_loss(f, b["tfeat"], regressor=reg,
+                                                             runs=True)
     elif method == "dml":
         tmodel = copy.deepcopy(teacher)
         params += list(tmodel.parameters())
         modules.append(tmodel)
 
         def loss(b, e):
-            la, lb = dml_losses(student(b["xb"]), tmodel(b["xa"]), b["y"], T)
-            return la + lb
+            return dml_loss(student(b["xb"]), tmodel(b["xa"]), b["y"], temperature=T,
+                            runs=True)["total"]
     else:
         v = C2KD_VARIANTS[method]
         tmodel = copy.deepcopy(teacher)
@@ -251,11 +253,11 @@ def train_method(method: str, config: Config, data: Data, teacher: BatchedMLP
         def loss(b, e):
             fs, ft = student.features(b["xb"]), tmodel.features(b["xa"])
             zs, zt = student.head(fs), tmodel.head(ft)
-            extra = (sp(fs), tp(ft)) if v["proxy"] else (None, None)
-            out = c2kd_loss(zs, zt, b["y"], *extra, omega=config.omega, ofs=v["ofs"],
-                            nt=v["nt"], bidirectional=True,
+            sz, tz = (sp(fs), tp(ft)) if v["proxy"] else (None, None)
+            out = c2kd_loss(zs, zt, b["y"], student_proxy=sz, teacher_proxy=tz,
+                            omega=config.omega, ofs=v["ofs"], nt=v["nt"], bidirectional=True,
                             target_mode=v.get("target_mode", "remove"),
-                            average=v.get("average", "selected"))
+                            average=v.get("average", "selected"), runs=True)
             if e == config.epochs - 1:
                 keep_log.append(out["keep"].detach())
             return out["total"]

@@ -13,13 +13,28 @@ import torch
 KERNELS = ("linear", "rbf")
 
 
+def _distinct_pairs(sq: torch.Tensor) -> torch.Tensor:
+    """The squared distances between distinct examples, each pair once (the upper triangle; the
+    median of the full off-diagonal, which holds each value twice, is the same)."""
+    i, j = torch.triu_indices(sq.shape[0], sq.shape[0], offset=1, device=sq.device)
+    return sq[i, j]
+
+
+def _numpy_median(values: torch.Tensor) -> torch.Tensor:
+    """``numpy.median``: the mean of the two middle values for an even count (torch.median
+    takes the lower one).  0 for no values."""
+    if values.numel() == 0:
+        return values.new_tensor(0.0)
+    v = values.sort().values
+    m = v.numel()
+    return (v[(m - 1) // 2] + v[m // 2]) / 2
+
+
 def _gram(x: torch.Tensor, kernel: str, bandwidth: float) -> torch.Tensor:
     if kernel == "linear":
         return x @ x.T
     sq = torch.cdist(x, x).pow(2)
-    n = x.shape[0]
-    off = sq[~torch.eye(n, dtype=torch.bool, device=x.device)]
-    med = off.median() if off.numel() else sq.new_tensor(0.0)
+    med = _numpy_median(_distinct_pairs(sq))
     if med <= 0:
         raise ValueError("the RBF bandwidth is undefined: the median pairwise distance is 0")
     sigma2 = bandwidth**2 * med
@@ -56,7 +71,10 @@ def cka(x: torch.Tensor, y: torch.Tensor, kernel: str = "linear", unbiased: bool
     kernel : {'linear', 'rbf'}
         'rbf': ``exp(-||a - b||^2 / (2 sigma^2))`` with ``sigma = bandwidth * sqrt(median of the
         squared pairwise distances between distinct examples)``, Kornblith et al.'s choice of a
-        bandwidth proportional to the median distance.
+        bandwidth proportional to the median distance; the median is numpy's (the mean of the
+        two middle values for an even count), as in their numpy code.  (Their ``gram_rbf``
+        takes the median over the whole matrix, zero diagonal included; here the diagonal is
+        left out.)
     unbiased : bool
         Use the unbiased HSIC estimator (needs n >= 4) instead of the biased one.
     bandwidth : float
