@@ -306,9 +306,11 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
             with _autocast(device, use_amp):
                 terms = method.step(batch, epoch)
             total = terms["total"]
-            if total.dim() != 0:
-                raise ValueError(f"method {method.name!r} returned a 'total' of shape "
-                                 f"{tuple(total.shape)}; fit needs a scalar")
+            shaped = {k: tuple(v.shape) for k, v in terms.items() if v.dim() != 0}
+            if shaped:
+                raise ValueError(f"method {method.name!r} returned non-scalar terms {shaped}; "
+                                 f"fit needs scalars (a method built with runs=True belongs "
+                                 f"to the batched fast path)")
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
