@@ -1,0 +1,365 @@
+"""The one training loop: :func:`fit` a method over torch DataLoaders, :func:`evaluate` a model,
+:func:`collect_outputs` (logits and named features for the CKA / KRC diagnostics).
+
+Any ``cmkd.data.load`` dataset works: its items are dicts of modality tensors plus 'label', which
+the default collate stacks into a batch dict.  What trains is the method's business
+(:class:`cmkd.methods.base.Method`); the loop only optimises ``method.parameters()`` on
+``method.step(batch, epoch)['total']``.
+
+Model selection.  Every epoch evaluates the student on the validation and the test split.  The
+default reported score, ``FitResult.test_at_best_val``, is the test score at the epoch of the best
+validation score (the first metric of ``metrics``; the earliest epoch on ties): C2KD's official
+code selects on validation, and choosing an epoch by its test score would leak the test set.
+``FitResult.test_last`` (the last epoch's test score, what MFH's scripts print) is recorded too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from cmkd.metrics.task import METRICS, infer_task, task_metrics
+from cmkd.params import ParamError, from_mapping, spec
+from cmkd.train import seed_everything, seed_for, select_device
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "poly", "step")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (validated on construction).
+
+    The papers' settings (../shared/reference/official_code_audit.md):
+    C2KD: ``OptimConfig('sgd', lr=1e-2, momentum=0.9, schedule='poly', lr_min=1e-4)``;
+    MFH VGGSound: ``OptimConfig('adamw', lr=1e-3, weight_decay=1e-5, schedule='step',
+    step_size=25, gamma=0.1)``.
+    """
+
+    optimizer: str = field(default="sgd", metadata=spec(
+        "'sgd' (torch.optim.SGD with momentum) or 'adamw'", choices=OPTIMIZERS))
+    lr: float = field(default=0.01, metadata=spec("base learning rate", low=0, low_open=True))
+    momentum: float = field(default=0.9, metadata=spec("SGD momentum", low=0, high=1,
+                                                       high_open=True))
+    weight_decay: float = field(default=0.0, metadata=spec("weight decay", low=0))
+    schedule: str = field(default="constant", metadata=spec(
+        "'constant'; 'poly': lr_min + (lr - lr_min) (1 - epoch / epochs)^power (C2KD); "
+        "'step': lr gamma^(epoch // step_size) (StepLR, MFH VGGSound)", choices=SCHEDULES))
+    lr_min: float = field(default=0.0, metadata=spec("poly: the floor (C2KD: 1e-4)", low=0))
+    power: float = field(default=0.9, metadata=spec("poly: the exponent", low=0, low_open=True))
+    step_size: int = field(default=25, metadata=spec("step: epochs between decays", low=1))
+    gamma: float = field(default=0.1, metadata=spec("step: decay factor", low=0, high=1,
+                                                    low_open=True))
+
+    def __post_init__(self):
+        from_mapping(OptimConfig, dataclasses.asdict(self), source="optim", partial=True)
+        if self.lr_min > self.lr:
+            raise ParamError("lr_min", f"must not exceed lr ({self.lr}), got {self.lr_min}",
+                             "optim")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, source: str = "optim"
+                     ) -> OptimConfig:
+        """Validate a params-file mapping (missing names take their defaults)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return from_mapping(cls, {**defaults, **(values or {})}, source=source)
+
+
+def learning_rate(optim: OptimConfig, epoch: int, epochs: int) -> float:
+    """The learning rate of epoch ``epoch`` (0-based) of ``epochs`` under ``optim``'s schedule."""
+    if not 0 <= epoch < epochs:
+        raise ValueError(f"epoch must lie in [0, {epochs}), got {epoch}")
+    if optim.schedule == "poly":
+        return optim.lr_min + (optim.lr - optim.lr_min) * (1 - epoch / epochs) ** optim.power
+    if optim.schedule == "step":
+        return optim.lr * optim.gamma ** (epoch // optim.step_size)
+    return optim.lr
+
+
+def make_optimizer(parameters: Sequence[nn.Parameter], optim: OptimConfig
+                   ) -> torch.optim.Optimizer:
+    """torch.optim.SGD (momentum, weight decay) or AdamW at ``optim.lr``."""
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum,
+                               weight_decay=optim.weight_decay)
+    return torch.optim.AdamW(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False, pin_memory: bool = False
+                ) -> DataLoader:
+    """A DataLoader whose shuffling and worker seeds depend on ``seed`` only (its own
+    generator), so a run does not depend on what else used the global random state."""
+    gen = torch.Generator().manual_seed(seed_for(seed, 1))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen,
+                      num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
+                      worker_init_fn=_seed_worker if num_workers else None,
+                      persistent_workers=num_workers > 0)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed_everything(torch.initial_seed() % 2**63)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    history : one row per epoch: epoch, lr, the epoch mean of each loss term the method returns
+        ('total', 'ce', 'kd', ...), the epoch sum of each 'n_*' counter, the epoch mean of each
+        'keep*' fraction, and ``train_<metric>`` (running, on the student's training-mode logits
+        of each step), ``val_<metric>``, ``test_<metric>``.
+    best_epoch : the epoch of the best validation score (the last epoch without validation).
+    best_val, test_at_best_val : validation and test scores at ``best_epoch`` (the default
+        reported score); val_last, test_last : the last epoch's.
+    state_dicts : 'student', 'teacher', 'extra' at the end of training and 'best_student' at
+        ``best_epoch`` (on the CPU).
+    """
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_val: dict[str, float]
+    test_at_best_val: dict[str, float]
+    val_last: dict[str, float]
+    test_last: dict[str, float]
+    state_dicts: dict[str, dict] = field(repr=False)
+
+
+def _use(flag, name: str, device: torch.device) -> bool:
+    if flag == "auto":
+        return device.type == "cuda"
+    if flag not in (True, False):
+        raise ValueError(f"{name} must be True, False or 'auto', got {flag!r}")
+    if flag and device.type != "cuda":
+        raise ValueError(f"{name}=True is only supported on CUDA (device is {device.type}); "
+                         f"use {name}='auto' or False")
+    return flag
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.dim() == 4 and v.is_floating_point():
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+
+class _Scores:
+    """Metrics over one pass, built at the first batch (the task follows from its shapes)."""
+
+    def __init__(self, names: Sequence[str], classes: int, device: torch.device):
+        self.names, self.classes, self.device, self.metrics = tuple(names), classes, device, None
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        if self.metrics is None:
+            task = infer_task(logits, target)
+            self.metrics = task_metrics(self.names, self.classes, task).to(self.device)
+        target = target.long() if not target.is_floating_point() else target.int()
+        self.metrics.update(logits.float(), target)
+
+    def compute(self) -> dict[str, float]:
+        if self.metrics is None:
+            return {n: math.nan for n in self.names}
+        return {k: float(v) for k, v in self.metrics.compute().items()}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, inputs: Sequence[str],
+             metrics: Sequence[str] = ("accuracy",), device: torch.device | str = "cpu", *,
+             amp: bool = False, channels_last: bool = False) -> dict[str, float]:
+    """Scores of ``model`` (in eval mode) over ``loader``: metric name -> value.
+
+    inputs : the batch keys fed to the model, in order (e.g. ``method.student_inputs``).
+    metrics : names of :data:`cmkd.metrics.task.METRICS`; the task (multiclass, multilabel,
+        segmentation) follows from the shapes of logits and 'label'.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    scores = _Scores(metrics, model.classes, device)
+    try:
+        for batch in loader:
+            batch = _to_device(batch, device, channels_last)
+            with _autocast(device, amp):
+                logits = model(*[batch[k] for k in inputs])
+            scores.update(logits, batch["label"])
+    finally:
+        model.train(was_training)
+    return scores.compute()
+
+
+@torch.no_grad()
+def collect_outputs(model: nn.Module, loader: DataLoader, inputs: Sequence[str],
+                    feature_names: Sequence[str] = (), device: torch.device | str = "cpu"
+                    ) -> dict[str, torch.Tensor]:
+    """Logits, labels and named features of ``model`` over ``loader``, concatenated on the CPU.
+
+    Returns
+    -------
+    dict with 'logits' (n, classes), 'label' (n, ...) and one (n, ...) tensor per name of
+    ``feature_names`` (names of ``model.forward_features``' dict, e.g. 'pooled').  The model
+    runs in eval mode, in float32, in the loader's order.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {"logits": [], "label": [],
+                                            **{n: [] for n in feature_names}}
+    try:
+        for batch in loader:
+            batch = _to_device(batch, device, False)
+            logits, feats = model.forward_features(*[batch[k] for k in inputs])
+            missing = [n for n in feature_names if n not in feats]
+            if missing:
+                raise KeyError(f"model has no feature(s) {missing}; it returns {list(feats)}")
+            parts["logits"].append(logits.float().cpu())
+            parts["label"].append(batch["label"].cpu())
+            for n in feature_names:
+                parts[n].append(feats[n].float().cpu())
+    finally:
+        model.train(was_training)
+    if not parts["logits"]:
+        raise ValueError("the loader yielded no batch")
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
+        test_loader: DataLoader | None, *, optim: OptimConfig | Mapping, epochs: int,
+        device: torch.device | str = "auto", seed: int = 0, progress: bool = True,
+        amp: bool | str = "auto", channels_last: bool | str = "auto",
+        metrics: Sequence[str] = ("accuracy",),
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``method`` (a :class:`cmkd.methods.base.Method`) for ``epochs`` epochs.
+
+    Parameters
+    ----------
+    method : its student, teacher and extra modules are moved to ``device`` and trained in
+        place; ``method.parameters()`` are optimised on ``method.step(batch, epoch)['total']``.
+    train_loader, val_loader, test_loader : DataLoaders yielding dicts of tensors with 'label'
+        (:func:`make_loader`).  Without ``val_loader`` the last epoch is selected.
+    optim : an :class:`OptimConfig` (or a mapping validated into one); the learning rate is set
+        at the start of each epoch by :func:`learning_rate`.
+    epochs : number of passes over ``train_loader``.
+    device : 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' (:func:`cmkd.train.select_device`).
+    seed : seeds Python, NumPy and torch before training (dropout, a loader without its own
+        generator); with the same seed, models and data a CPU run repeats bit for bit.
+    progress : tqdm bars per epoch (TQDM_DISABLE=1 switches them off).
+    amp : bf16 autocast: 'auto' = on CUDA only; True is refused off CUDA.
+    channels_last : channels_last memory format for models and 4-d inputs: 'auto' = on CUDA.
+    metrics : names of :data:`cmkd.metrics.task.METRICS`; the first selects the best epoch.
+    on_epoch : called with each history row (a dict) after its epoch.
+    """
+    if not isinstance(optim, OptimConfig):
+        optim = OptimConfig.from_mapping(optim)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"metrics must be a non-empty list of {METRICS}, got {list(metrics)!r}")
+    device = select_device(device) if isinstance(device, str) else torch.device(device)
+    use_amp = _use(amp, "amp", device)
+    use_cl = _use(channels_last, "channels_last", device)
+    seed_everything(seed)
+    method.to(device, torch.channels_last if use_cl else None)
+    params = method.parameters()
+    opt = make_optimizer(params, optim)
+    student, inputs, classes = method.student, method.student_inputs, method.classes
+    select = metrics[0]
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+
+    rows, best = [], None
+    best_epoch, best_val, test_best, best_state = epochs - 1, {}, {}, None
+    val_scores: dict[str, float] = {}
+    test_scores: dict[str, float] = {}
+    for epoch in range(epochs):
+        lr = learning_rate(optim, epoch, epochs)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        method.train()
+        sums: dict[str, torch.Tensor] = {}
+        steps = 0
+        train_scores = _Scores(metrics, classes, device)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   **({} if progress else {"disable": True}))
+        for batch in bar:
+            batch = _to_device(batch, device, use_cl)
+            method.last_student_logits = None
+            with _autocast(device, use_amp):
+                terms = method.step(batch, epoch)
+            total = terms["total"]
+            shaped = {k: tuple(v.shape) for k, v in terms.items() if v.dim() != 0}
+            if shaped:
+                raise ValueError(f"method {method.name!r} returned non-scalar terms {shaped}; "
+                                 f"fit needs scalars (a method built with runs=True belongs "
+                                 f"to the batched fast path)")
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            for k, v in terms.items():
+                v = v.detach().to(acc_dtype)
+                sums[k] = sums[k] + v if k in sums else v
+            steps += 1
+            if method.last_student_logits is not None:
+                train_scores.update(method.last_student_logits, batch["label"])
+        if steps == 0:
+            raise ValueError("the training loader yielded no batch")
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        for k, v in sums.items():
+            row[k] = float(v) if k.startswith("n_") else float(v) / steps
+        row.update({f"train_{k}": v for k, v in train_scores.compute().items()})
+        if val_loader is not None:
+            val_scores = evaluate(student, val_loader, inputs, metrics, device, amp=use_amp,
+                                  channels_last=use_cl)
+            row.update({f"val_{k}": v for k, v in val_scores.items()})
+        if test_loader is not None:
+            test_scores = evaluate(student, test_loader, inputs, metrics, device, amp=use_amp,
+                                   channels_last=use_cl)
+            row.update({f"test_{k}": v for k, v in test_scores.items()})
+        score = val_scores.get(select, math.nan) if val_loader is not None else math.nan
+        if not math.isnan(score) and (best is None or score > best):
+            best, best_epoch = score, epoch
+            best_val, test_best = dict(val_scores), dict(test_scores)
+            best_state = _cpu_state(student)
+        rows.append(row)
+        if on_epoch is not None:
+            on_epoch(dict(row))
+    method.eval()
+    if best_state is None:  # no validation split (or no finite score): the last epoch
+        best_epoch, best_val, test_best = epochs - 1, dict(val_scores), dict(test_scores)
+        best_state = _cpu_state(student)
+    states = {k: _cpu(v) for k, v in method.state_dict().items()}
+    states["best_student"] = best_state
+    return FitResult(history=pd.DataFrame(rows), best_epoch=best_epoch, best_val=best_val,
+                     test_at_best_val=test_best, val_last=dict(val_scores),
+                     test_last=dict(test_scores), state_dicts=states)
+
+
+def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return _cpu(model.state_dict())
+
+
+__all__ = ["FitResult", "OptimConfig", "collect_outputs", "evaluate", "fit", "learning_rate",
+           "make_loader", "make_optimizer"]

@@ -1,0 +1,40 @@
+"""KD (Hinton et al., 2015): cross entropy plus the temperature-softened KL to a fixed teacher,
+``ce_weight * CE(s, y) + kd_weight * T^2 KL(p_t^T || p_s^T)`` (MFH Eq. 1 with rho = ce_weight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cmkd.distill import kd_loss
+from cmkd.methods.base import Method, register
+from cmkd.params import spec
+
+
+@register
+class KD(Method):
+    """Hinton KD from a frozen teacher."""
+
+    name = "kd"
+
+    @dataclass(frozen=True)
+    class Hparams:
+        temperature: float = field(default=1.0, metadata=spec(
+            "softening temperature T (C2KD's and MFH's code: 1)", low=0, high=100,
+            low_open=True))
+        ce_weight: float = field(default=1.0, metadata=spec(
+            "weight of the cross entropy on labels", low=0))
+        kd_weight: float = field(default=1.0, metadata=spec(
+            "weight of the KD term", low=0))
+        reduction: str = field(default="batchmean", metadata=spec(
+            "KL reduction: 'batchmean' (the KL per sample, averaged: the equations) or 'mean' "
+            "(also divided by the classes: MFH's official code)",
+            choices=("batchmean", "mean")))
+
+    def step(self, batch, epoch):
+        student = self.student_forward(batch)
+        teacher = self.teacher_forward(batch)
+        ce = self.supervised_loss(student, batch["label"])
+        kd = kd_loss(student, teacher.detach(), self.hp.temperature, self.hp.reduction)
+        total = self.hp.ce_weight * ce + self.hp.kd_weight * kd
+        return {"total": total, "ce": ce.detach(), "kd": kd.detach()}

@@ -1,0 +1,83 @@
+"""Task metrics (accuracy, F1, mAP, mIoU) through torchmetrics, and the task a target implies.
+
+Nothing here computes a metric by hand: each name maps to a torchmetrics class, chosen by the
+task the logits and targets imply (:func:`infer_task`):
+
+- 'multiclass': logits (batch, classes), target (batch,) int64;
+- 'multilabel': logits (batch, labels), target (batch, labels) float in {0, 1} (MM-IMDB genres);
+- 'segmentation': logits (batch, classes, H, W), target (batch, H, W) int64 with the void label
+  :data:`IGNORE_INDEX` (255, NYU Depth V2) ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torchmetrics
+from torchmetrics import classification as tmc
+
+#: The void label of the segmentation datasets (cmkd.data.nyudv2), ignored by losses and metrics.
+IGNORE_INDEX = 255
+
+TASKS = ("multiclass", "multilabel", "segmentation")
+
+#: Metric names; all of them are 'higher is better'.
+METRICS = ("accuracy", "f1_macro", "f1_micro", "map", "miou")
+
+
+def infer_task(logits: torch.Tensor, target: torch.Tensor) -> str:
+    """The task implied by a batch: 'multiclass', 'multilabel' or 'segmentation'.
+
+    Raises ValueError naming both shapes when they fit none of the three layouts.
+    """
+    if target.is_floating_point():
+        if target.shape == logits.shape and logits.dim() == 2:
+            return "multilabel"
+    elif logits.dim() == 2 and target.dim() == 1 and target.shape[0] == logits.shape[0]:
+        return "multiclass"
+    elif (logits.dim() >= 3 and target.dim() == logits.dim() - 1
+          and target.shape[0] == logits.shape[0] and target.shape[1:] == logits.shape[2:]):
+        return "segmentation"
+    raise ValueError(
+        f"cannot tell the task from logits {tuple(logits.shape)} and target "
+        f"{tuple(target.shape)} ({target.dtype}); expected logits (batch, classes) with an int64 "
+        f"target (batch,), logits (batch, labels) with a float target (batch, labels), or "
+        f"logits (batch, classes, H, W) with an int64 target (batch, H, W)")
+
+
+def task_metrics(names: Sequence[str], classes: int, task: str) -> torchmetrics.MetricCollection:
+    """A torchmetrics collection computing ``names`` for ``task`` over ``classes`` classes.
+
+    accuracy : MulticlassAccuracy, micro (the fraction of correct samples, or of labelled pixels)
+        / MultilabelAccuracy, micro.
+    f1_macro, f1_micro : MulticlassF1Score / MultilabelF1Score.
+    map : mean average precision over classes (MultilabelAveragePrecision, macro; multiclass:
+        one-vs-rest MulticlassAveragePrecision, macro).
+    miou : mean intersection over union (MulticlassJaccardIndex, macro) - segmentation or
+        multiclass only.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"metrics must be a non-empty list of {METRICS}, got {list(names)!r}")
+    if task == "multilabel":
+        if "miou" in names:
+            raise ValueError("metric 'miou' is for segmentation / multiclass targets, not "
+                             "multilabel ones; use 'map' or 'f1_macro'")
+        kw = {"num_labels": classes}
+        table = {"accuracy": (tmc.MultilabelAccuracy, "micro"),
+                 "f1_macro": (tmc.MultilabelF1Score, "macro"),
+                 "f1_micro": (tmc.MultilabelF1Score, "micro"),
+                 "map": (tmc.MultilabelAveragePrecision, "macro")}
+    else:
+        kw = {"num_classes": classes,
+              "ignore_index": IGNORE_INDEX if task == "segmentation" else None}
+        table = {"accuracy": (tmc.MulticlassAccuracy, "micro"),
+                 "f1_macro": (tmc.MulticlassF1Score, "macro"),
+                 "f1_micro": (tmc.MulticlassF1Score, "micro"),
+                 "map": (tmc.MulticlassAveragePrecision, "macro"),
+                 "miou": (tmc.MulticlassJaccardIndex, "macro")}
+    return torchmetrics.MetricCollection(
+        {name: table[name][0](average=table[name][1], **kw) for name in names})
