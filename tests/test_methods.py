@@ -37,7 +37,7 @@ def test_unknown_method_message():
     ({"temprature": 2.0}, ["method 'kd'", "'temprature'", "did you mean 'temperature'",
                            "kd_weight"]),
     ({"temperature": -1.0}, ["method 'kd'", "'temperature'", "out of range", "(0, 100]"]),
-    ({"reduction": "sum"}, ["method 'kd'", "'reduction'", "'batchmean', 'mean'"]),
+    ({"reduction": "sum"}, ["method 'kd'", "'reduction'", "'mean', 'elementwise_mean'"]),
     ({"kd_weight": "high"}, ["method 'kd'", "'kd_weight'", "expected float"]),
 ])
 def test_bad_hparam_messages(hparams, words):

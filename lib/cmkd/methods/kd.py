@@ -26,15 +26,16 @@ class KD(Method):
             "weight of the cross entropy on labels", low=0))
         kd_weight: float = field(default=1.0, metadata=spec(
             "weight of the KD term", low=0))
-        reduction: str = field(default="batchmean", metadata=spec(
-            "KL reduction: 'batchmean' (the KL per sample, averaged: the equations) or 'mean' "
-            "(also divided by the classes: MFH's official code)",
-            choices=("batchmean", "mean")))
+        reduction: str = field(default="mean", metadata=spec(
+            "KL reduction: 'mean' (the KL per sample, averaged over the batch: the equations) "
+            "or 'elementwise_mean' (also divided by the classes: MFH's official code)",
+            choices=("mean", "elementwise_mean")))
 
     def step(self, batch, epoch):
         student = self.student_forward(batch)
         teacher = self.teacher_forward(batch)
         ce = self.supervised_loss(student, batch["label"])
-        kd = kd_loss(student, teacher.detach(), self.hp.temperature, self.hp.reduction)
+        kd = kd_loss(student, teacher, temperature=self.hp.temperature,
+                     reduction=self.hp.reduction, runs=self.runs)
         total = self.hp.ce_weight * ce + self.hp.kd_weight * kd
         return {"total": total, "ce": ce.detach(), "kd": kd.detach()}
