@@ -150,3 +150,49 @@ def test_cli_exit_code_and_message(root, tmp_path):
     res = subprocess.run([sys.executable, "-m", "cmkd.cli", "reproduce", "--only", "99"],
                          cwd=proj, capture_output=True, text=True)
     assert res.returncode != 0 and "no notebook matches --only '99'" in res.stderr
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("lr: .nan", r"parameter 'lr': nan is not a finite number"),
+    ("lr: .inf", r"parameter 'lr': inf is not a finite number"),
+    ("gammas: [0.0, .nan]", r"parameter 'gammas': nan is not a finite number"),
+])
+def test_non_finite_floats_are_refused(tmp_path, good, text, pattern):
+    path = tmp_path / "p.yaml"
+    body = yaml.safe_dump({k: v for k, v in good.items() if k != text.split(":")[0]})
+    path.write_text(body + text + "\n")
+    with pytest.raises(ParamError, match=pattern):
+        load_params(path, Config)
+
+
+def test_a_key_given_twice_is_refused(tmp_path, good):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(good) + "epochs: 7\n")
+    with pytest.raises(ParamError, match=r"p.yaml: parameter 'epochs': given twice \(lines \d+ "
+                                         r"and \d+\); keep one"):
+        load_params(path, Config)
+
+
+def test_an_unavailable_device_is_refused_at_validation(tmp_path, good):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(good, device="cuda")))
+    with pytest.raises(ParamError, match=r"parameter 'device': device 'cuda' was requested but "
+                                         r"CUDA is not available"):
+        load_params(path, Config)
+
+
+def test_stray_params_files_are_warned_about(root, tmp_path, monkeypatch, capsys):
+    import cmkd.reproduce as rep
+
+    proj = _project_copy(root, tmp_path)
+    (proj / "params/smoke/01_mvd_synthetic_sweep.yaml").write_text("seed: 1\n")
+    assert rep.stray_params(proj, "smoke", rep.discover(proj)) == [
+        "params/smoke/01_mvd_synthetic_sweep.yaml"]
+    monkeypatch.setattr(rep, "_reproduce", lambda *a, **k: 0)
+    assert rep.reproduce("smoke", ["01"], root=proj) == 0
+    err = capsys.readouterr().err
+    assert "warning: params/smoke/01_mvd_synthetic_sweep.yaml matches no notebook" in err

@@ -459,7 +459,9 @@ def refresh_notebooks(only: list[str] | None = None, root: Path | None = None) -
         nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
                                      "name": KERNEL}
         with _environment(TQDM_DISABLE="1", CMKD_ROOT=str(root)):
+            # the kernel's own log at ERROR: no "running over TCP without encryption" warning
             NotebookClient(nb, kernel_name=KERNEL, timeout=1800,
+                           extra_arguments=["--IPKernelApp.log_level=ERROR"],
                            resources={"metadata": {"path": str(py.parent)}}).execute()
         nbformat.write(nb, ipynb)
         subprocess.run([sys.executable, "-m", "nbstripout", "--keep-output", "--keep-count",
