@@ -346,7 +346,7 @@ def _environment_md(records: list[dict]) -> list[str]:
             "requirements.lock's sha256, the versions, the device, and the run's wall time and "
             "peak resident memory of its kernel. A rerun that reproduces every artefact "
             "byte for byte keeps the record of the run that first made them.", "",
-            pd.DataFrame(rows).fillna("").to_markdown(index=False), ""]
+            pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True), ""]
 
 
 def write_report(profile: str, notebooks: list[str], root: Path | None = None,
