@@ -2,7 +2,11 @@
 
 ``build(name, hparams, student=..., teacher=..., classes=...)`` makes a method by name with its
 hyperparameters validated (a params file says ``methods: {kd: {temperature: 4}}``); ``names()``
-lists them; ``get(name)`` returns the class; ``@register`` adds one.  One small file per method.
+lists them; ``get(name)`` returns the class; ``@register`` adds one.  One small file per method:
+``nokd``, ``kd``, ``dkd``, ``dist``, ``nkd``, ``dml``, ``dlb``, ``zipf``, ``uskd``, ``c2kd``.
+Named presets (:data:`PRESETS`, C2KD's ablations such as ``c2kd_bd`` or ``c2kd_official``) build
+like methods: ``build('c2kd_bd', {'omega': 0.2}, ...)``; ``resolve`` gives their method and
+hyperparameters.
 """
 
 from __future__ import annotations
