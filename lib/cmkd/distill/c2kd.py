@@ -155,8 +155,10 @@ def teacher_parameters(model: nn.Module, top_k: int | None = None) -> list[nn.Pa
     """The teacher parameters bidirectional distillation updates (Table 3).
 
     ``top_k=None``: all of them (Ours, fully updated).  ``top_k=k``: only those of the last k
-    direct children of ``model`` that hold parameters (Ours, top layers fine-tuned); the others
-    get ``requires_grad=False`` so no gradient is computed below them.
+    blocks (Ours, top layers fine-tuned); the others get ``requires_grad=False`` so no gradient
+    is computed below them.  The blocks are ``model.blocks()`` (the Backbone contract, as
+    :class:`cmkd.methods.base.Method` reads them), else the direct children of ``model`` that
+    hold parameters (a batched MLP: its linear layers).
     """
     params = list(model.parameters())
     if top_k is None:
@@ -165,7 +167,9 @@ def teacher_parameters(model: nn.Module, top_k: int | None = None) -> list[nn.Pa
         return params
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    layers = [m for m in model.children() if any(True for _ in m.parameters())]
+    blocks = getattr(model, "blocks", None)
+    layers = (list(blocks()) if callable(blocks)
+              else [m for m in model.children() if any(True for _ in m.parameters())])
     top = layers[-top_k:]
     for p in params:
         p.requires_grad_(False)

@@ -2,7 +2,11 @@
 
 ``build(name, hparams, student=..., teacher=..., classes=...)`` makes a method by name with its
 hyperparameters validated (a params file says ``methods: {kd: {temperature: 4}}``); ``names()``
-lists them; ``get(name)`` returns the class; ``@register`` adds one.  One small file per method.
+lists them; ``get(name)`` returns the class; ``@register`` adds one.  One small file per method:
+``nokd``, ``kd``, ``dkd``, ``dist``, ``nkd``, ``dml``, ``dlb``, ``zipf``, ``uskd``, ``c2kd``.
+Named presets (:data:`PRESETS`, C2KD's ablations such as ``c2kd_bd`` or ``c2kd_official``) build
+like methods: ``build('c2kd_bd', {'omega': 0.2}, ...)``; ``resolve`` gives their method and
+hyperparameters.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from cmkd.methods.base import REGISTRY, TEACHER_UPDATES, Method, register
 from cmkd.params import ParamError
 
 # the methods register themselves on import
-from cmkd.methods import kd, nokd  # noqa: E402,F401,I001  isort: skip
+from cmkd.methods import c2kd, dist, dkd, dlb, dml, kd, nkd, nokd, uskd, zipf  # noqa: E402,F401,I001  isort: skip
+from cmkd.methods.c2kd import C2KD_PRESETS  # noqa: E402  isort: skip
+
+#: preset name -> (method name, hyperparameters): named variants a grid can say by name
+#: (C2KD's ablations, :data:`cmkd.methods.c2kd.C2KD_PRESETS`).  A registered method's own name
+#: is not a preset ('c2kd' is the method with its defaults).
+PRESETS: dict[str, tuple[str, dict]] = {
+    name: ("c2kd", dict(hp)) for name, hp in C2KD_PRESETS.items() if name != "c2kd"}
 
 
 def names() -> list[str]:
@@ -33,14 +44,30 @@ def get(name: str) -> type[Method]:
     return REGISTRY[name]
 
 
+def resolve(name: str, hparams: Mapping[str, Any] | None = None) -> tuple[str, dict]:
+    """``(method name, hyperparameters)`` of a method or a preset (:data:`PRESETS`): a
+    preset's hyperparameters under ``hparams`` (which win)."""
+    if name in PRESETS and name not in REGISTRY:
+        method, preset = PRESETS[name]
+        return method, {**preset, **dict(hparams or {})}
+    get(name)
+    return name, dict(hparams or {})
+
+
 def build(name: str, hparams: Mapping[str, Any] | None = None, **kwargs) -> Method:
-    """Make method ``name`` with ``hparams`` (validated; missing ones take their defaults).
+    """Make method (or preset, :data:`PRESETS`) ``name`` with ``hparams`` (validated; missing
+    ones take their defaults).
 
     ``kwargs``: ``student``, ``teacher``, ``classes`` and optionally ``student_inputs``,
-    ``teacher_inputs``, ``runs`` (see :class:`cmkd.methods.base.Method`).
+    ``teacher_inputs``, ``runs``, ``seeds`` (see :class:`cmkd.methods.base.Method`).
     """
-    cls = get(name)
-    return cls(cls.make_hparams(hparams), **kwargs)
+    if hparams is not None and not isinstance(hparams, Mapping):
+        raise ParamError(None, f"hyperparameters must be a mapping of names to values, got "
+                               f"{type(hparams).__name__}", f"method {name!r}")
+    method, values = resolve(name, hparams)
+    cls = get(method)
+    return cls(cls.make_hparams(values), **kwargs)
 
 
-__all__ = ["Method", "REGISTRY", "TEACHER_UPDATES", "build", "get", "names", "register"]
+__all__ = ["C2KD_PRESETS", "Method", "PRESETS", "REGISTRY", "TEACHER_UPDATES", "build", "get",
+           "names", "register", "resolve"]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmkd.metrics.task import IGNORE_INDEX, infer_task
+from cmkd.models.mlp import BatchedLinear
 from cmkd.params import ParamError, from_mapping
 
 #: How a method treats its teacher: not trained, trained in its top ``hp.teacher_top_k`` blocks
@@ -60,7 +61,12 @@ class Method:
     student_inputs, teacher_inputs : batch keys fed to each model, in order (one per modality);
         default: the model's ``modalities``.
     runs : build for batched models with a leading runs dimension (notebook 08's fast path):
-        the losses are then per run, shape (runs,), and 'total' is their sum.
+        the losses are then per run, shape (runs,) ('total' too: the loop sums it).  Models
+        without ``forward_features`` are read through ``features(x)`` and ``head(f)``
+        (:class:`cmkd.models.BatchedMLP`), their features named 'pooled'.
+    seeds : with ``runs``, one base seed per run for the method's own batched modules
+        (proxies, weak heads; :class:`cmkd.models.BatchedLinear` initialisation); default
+        ``0 .. runs - 1``.
 
     Attributes
     ----------
@@ -77,7 +83,8 @@ class Method:
 
     def __init__(self, hp: Any = None, *, student: nn.Module, teacher: nn.Module | None = None,
                  classes: int, student_inputs: Sequence[str] | None = None,
-                 teacher_inputs: Sequence[str] | None = None, runs: bool = False):
+                 teacher_inputs: Sequence[str] | None = None, runs: bool = False,
+                 seeds: Sequence[int] | None = None):
         self.hp = hp if isinstance(hp, self.Hparams) else self.make_hparams(hp)
         if self.needs_teacher and teacher is None:
             raise ValueError(f"method {self.name!r} needs a teacher; got teacher=None")
@@ -89,6 +96,7 @@ class Method:
                                else _input_keys(teacher_inputs, teacher, "teacher"))
         self.extra = nn.ModuleDict()
         self.last_student_logits: torch.Tensor | None = None
+        self._seeds = None if seeds is None else [int(s) for s in seeds]
         update = getattr(self.hp, "teacher_update", type(self).teacher_update)
         if update not in TEACHER_UPDATES:
             raise ValueError(f"method {self.name!r}: teacher_update must be one of "
@@ -197,6 +205,15 @@ class Method:
             out["teacher"] = self.teacher.state_dict()
         return out
 
+    def run_seeds(self, offset: int = 0) -> list[int]:
+        """With ``runs``: one seed per run for a batched module of the method (the ``seeds``
+        given at build time, else ``0 .. runs - 1``), plus ``offset`` (a different one per
+        module)."""
+        if not self.runs:
+            raise ValueError("run_seeds is for methods built with runs=True")
+        seeds = self._seeds if self._seeds is not None else range(run_count(self.student))
+        return [s + offset for s in seeds]
+
     # ------------------------------------------------------------------ forwards
     @staticmethod
     def inputs(batch: Mapping[str, torch.Tensor], keys: Sequence[str]) -> list[torch.Tensor]:
@@ -209,7 +226,7 @@ class Method:
     def student_forward(self, batch: Mapping[str, torch.Tensor], features: bool = False):
         """The student's logits (batch, classes), or (logits, features) with ``features``."""
         x = self.inputs(batch, self.student_inputs)
-        out = self.student.forward_features(*x) if features else self.student(*x)
+        out = forward_model(self.student, x, features)
         logits = out[0] if features else out
         self.last_student_logits = logits.detach()
         return out
@@ -220,7 +237,7 @@ class Method:
             raise ValueError(f"method {self.name!r} was built without a teacher")
         x = self.inputs(batch, self.teacher_inputs)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.teacher_update != "frozen"):
-            return self.teacher.forward_features(*x) if features else self.teacher(*x)
+            return forward_model(self.teacher, x, features)
 
     def supervised_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The task loss: cross entropy (classes; segmentation with the void label
@@ -254,6 +271,73 @@ class Method:
         over an epoch in the history) or 'keep' (fractions, averaged).
         """
         raise NotImplementedError
+
+
+def forward_model(model: nn.Module, inputs: Sequence[torch.Tensor], features: bool = False):
+    """``model``'s logits, or ``(logits, features)`` with ``features``.
+
+    A Backbone answers through ``forward_features``; a batched MLP without it
+    (:class:`cmkd.models.BatchedMLP`: ``features(x)`` and ``head(f)``) gives
+    ``(head(f), {'pooled': f})``, so methods read the same feature name on both kinds.
+    """
+    if not features:
+        return model(*inputs)
+    forward_features = getattr(model, "forward_features", None)
+    if callable(forward_features):
+        return forward_features(*inputs)
+    feats, head = getattr(model, "features", None), getattr(model, "head", None)
+    if callable(feats) and callable(head):
+        f = feats(*inputs)
+        return head(f), {"pooled": f}
+    raise TypeError(f"{type(model).__name__} has neither forward_features nor features/head: "
+                    f"it cannot give (logits, features)")
+
+
+def model_feature_shapes(model: nn.Module) -> dict[str, tuple]:
+    """``model.feature_shapes``; for a batched MLP without it, ``{'pooled': (hidden,)}`` read
+    from its output layer (:class:`cmkd.models.BatchedLinear`, weight (runs, in, out))."""
+    shapes = getattr(model, "feature_shapes", None)
+    if shapes is not None:
+        return dict(shapes)
+    children = list(model.children())
+    if callable(getattr(model, "head", None)) and children and isinstance(children[-1],
+                                                                          BatchedLinear):
+        return {"pooled": (children[-1].weight.shape[1],)}
+    raise ValueError(f"{type(model).__name__} announces no feature_shapes (the Backbone "
+                     f"contract)")
+
+
+def resolve_feature(model: nn.Module, name: str, role: str, method: str,
+                    fallback: str | None = None) -> str:
+    """The feature of ``model`` a method reads: ``name`` when the model has it, else
+    ``fallback`` when given (for example C2KD's proxies on 'layer3', a ResNet's map, fall back
+    to 'pooled' on models without one); a ValueError listing the model's features otherwise."""
+    shapes = model_feature_shapes(model)
+    if name in shapes:
+        return name
+    if fallback is not None and fallback in shapes:
+        return fallback
+    raise ValueError(f"method {method!r}: the {role} has no feature {name!r}; it has "
+                     f"{', '.join(map(repr, shapes))}")
+
+
+def pool_features(features: torch.Tensor, runs: bool = False) -> torch.Tensor:
+    """Global average pooling of a feature map to (batch, channels): (batch, C, ...) maps are
+    averaged over their trailing dimensions; vectors, and (runs, batch, dim) with ``runs``,
+    are returned as they are."""
+    if runs or features.dim() <= 2:
+        return features
+    return features.flatten(2).mean(-1)
+
+
+def run_count(model: nn.Module) -> int:
+    """The number of runs R of a batched model: the leading dimension of its first
+    :class:`cmkd.models.BatchedLinear` weight."""
+    for m in model.modules():
+        if isinstance(m, BatchedLinear):
+            return int(m.weight.shape[0])
+    raise ValueError(f"runs=True needs a batched model (with cmkd.models.BatchedLinear layers); "
+                     f"{type(model).__name__} has none")
 
 
 def _input_keys(keys: Sequence[str] | None, model: nn.Module, role: str) -> tuple[str, ...]:
