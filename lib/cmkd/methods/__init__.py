@@ -15,7 +15,7 @@ from cmkd.methods.base import REGISTRY, TEACHER_UPDATES, Method, register
 from cmkd.params import ParamError
 
 # the methods register themselves on import
-from cmkd.methods import fitnet, kd, nokd, review, rkd  # noqa: E402,F401,I001  isort: skip
+from cmkd.methods import fitnet, kd, nokd, review, rkd, shake  # noqa: E402,F401,I001  isort: skip
 
 
 def names() -> list[str]:
