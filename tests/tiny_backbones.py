@@ -40,6 +40,35 @@ class TinyNet(nn.Module):
         return [self.body, self.mid, self.head]
 
 
+class TinyConvNet(nn.Module):
+    """x (batch, 1, side, side) -> Conv-BN-ReLU (block and feature 'conv1', (c1, side, side))
+    -> strided Conv-ReLU ('conv2', (c2, side / 2, side / 2)) -> global average ('pooled', (c2,))
+    -> Linear (block 'head'): 4-d feature maps for the feature-based methods."""
+
+    def __init__(self, classes: int, channels: tuple[int, int] = (4, 6), modality: str = "x"):
+        super().__init__()
+        c1, c2 = channels
+        self.modalities = (modality,)
+        self.classes = classes
+        self.conv1 = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(c2, classes)
+        self.feature_shapes = {"conv1": (c1, None, None), "conv2": (c2, None, None),
+                               "pooled": (c2,)}
+
+    def forward_features(self, x):
+        conv1 = self.conv1(x)
+        conv2 = self.conv2(conv1)
+        pooled = conv2.mean((2, 3))
+        return self.head(pooled), {"conv1": conv1, "conv2": conv2, "pooled": pooled}
+
+    def forward(self, x):
+        return self.forward_features(x)[0]
+
+    def blocks(self):
+        return [self.conv1, self.conv2, self.head]
+
+
 class DictDataset(Dataset):
     """Item i: {name: tensor[i]} for every tensor (one of them 'label')."""
 
@@ -82,3 +111,16 @@ class TwoWay(Method):
         ce_s = self.supervised_loss(s, batch["label"])
         ce_t = self.supervised_loss(t, batch["label"])
         return {"total": ce_s + ce_t, "ce_s": ce_s.detach(), "ce_t": ce_t.detach()}
+
+
+def two_images(n: int, seed: int, classes: int = 3, sides: tuple[int, int] = (8, 6)
+               ) -> DictDataset:
+    """:func:`two_views` seen as one-channel images: 'a' (n, 1, sides[0], sides[0]) and 'b'
+    (n, 1, sides[1], sides[1]), each a fixed random linear image of its view."""
+    views = two_views(n, seed, classes)
+    g = torch.Generator().manual_seed(4321)
+    out = {}
+    for key, side in zip(("a", "b"), sides):
+        x = views.tensors[key]
+        out[key] = (x @ torch.randn(x.shape[1], side * side, generator=g)).view(n, 1, side, side)
+    return DictDataset(**out, label=views.tensors["label"])

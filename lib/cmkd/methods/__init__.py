@@ -19,7 +19,8 @@ from cmkd.methods.base import REGISTRY, TEACHER_UPDATES, Method, register
 from cmkd.params import ParamError
 
 # the methods register themselves on import
-from cmkd.methods import c2kd, dist, dkd, dlb, dml, kd, nkd, nokd, uskd, zipf  # noqa: E402,F401,I001  isort: skip
+from cmkd.methods import (  # noqa: E402,F401,I001  isort: skip
+    c2kd, dist, dkd, dlb, dml, fitnet, kd, nkd, nokd, review, rkd, shake, uskd, zipf)
 from cmkd.methods.c2kd import C2KD_PRESETS  # noqa: E402  isort: skip
 
 #: preset name -> (method name, hyperparameters): named variants a grid can say by name

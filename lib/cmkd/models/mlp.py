@@ -54,6 +54,12 @@ class BatchedMLP(nn.Sequential):
     ----------
     in_features : input width; hidden : widths of the hidden layers; classes : outputs
     seeds : one base seed per run (layer l of run r is initialised from ``seeds[r] + l``)
+
+    Attributes
+    ----------
+    n_runs, classes : runs R and outputs.
+    feature_shapes : ``{'pooled': (hidden[-1],)}``, what :meth:`forward_features` returns per
+        run, so the methods built with ``runs=True`` (:mod:`cmkd.methods`) read it by name.
     """
 
     def __init__(self, in_features: int, hidden: list[int], classes: int, seeds: list[int]):
@@ -64,6 +70,8 @@ class BatchedMLP(nn.Sequential):
             if i < len(widths) - 2:
                 layers.append(nn.ReLU())
         super().__init__(*layers)
+        self.n_runs, self.classes = len(seeds), classes
+        self.feature_shapes = {"pooled": (widths[-2],)}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer (after its ReLU): (R, n, D) -> (R, n, hidden[-1])."""
@@ -74,6 +82,13 @@ class BatchedMLP(nn.Sequential):
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """The output layer applied to :meth:`features`."""
         return self[-1](features)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(logits (R, n, classes), {'pooled': features (R, n, hidden[-1])})``: the
+        Backbone contract with a leading run dimension, so the methods built with
+        ``runs=True`` read the same feature name ('pooled') as on ordinary models."""
+        f = self.features(x)
+        return self.head(f), {"pooled": f}
 
 
 class BatchedProxyHead(nn.Sequential):
