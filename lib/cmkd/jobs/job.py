@@ -90,15 +90,24 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-@functools.lru_cache(maxsize=4)
 def source_hash(package: str | None = None) -> str:
     """sha256 over the relative paths and bytes of the files a run executes: every
-    :data:`SOURCE_SUFFIXES` file under the cmkd package except :data:`SOURCE_EXCLUDE`.
+    :data:`SOURCE_SUFFIXES` file under the cmkd package (or the folder ``package``) except
+    :data:`SOURCE_EXCLUDE`.
 
-    Memoised per process: a running process executes the code it imported, so later edits on
-    disk (which it does not run) must not rename its results either.
+    For the imported package it is computed once per process: a running process executes the
+    code it imported, so later edits on disk (which it does not run) must not rename its results.
     """
-    root = Path(package) if package else Path(__file__).resolve().parents[1]
+    return tree_hash(Path(package)) if package else _imported_source_hash()
+
+
+@functools.cache
+def _imported_source_hash() -> str:
+    return tree_hash(Path(__file__).resolve().parents[1])
+
+
+def tree_hash(root: Path) -> str:
+    """sha256 of the run-relevant files under package folder ``root`` (see :func:`source_hash`)."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
