@@ -282,6 +282,26 @@ def test_store_is_atomic_on_interrupt(tmp_path):
     assert folders(tmp_path) == []
 
 
+def test_ctrl_c_loses_only_the_job_in_flight(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    jobs = [student(method="nokd", hparams={}, teacher=None, seed=s) for s in (1, 2, 3)]
+    real, calls = cmkd.engine.fit, []
+
+    def interrupted_second(method, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(cmkd.engine, "fit", interrupted_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs, cache=cache, progress=False)
+    assert folders(cache) == [jobs[0].key]
+    monkeypatch.setattr(cmkd.engine, "fit", real)
+    rows = run_jobs(jobs, cache=cache, progress=False)
+    assert list(rows["seed"]) == [1, 2, 3] and folders(cache) == sorted(j.key for j in jobs)
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

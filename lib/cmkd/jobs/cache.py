@@ -155,8 +155,9 @@ def _owner_alive(path: Path) -> bool:
     return True
 
 
-def entries(cache: Path) -> list[dict]:
-    """Every job folder of ``cache`` (finished or not), oldest first.
+def entries(cache: Path, incomplete_only: bool = False) -> list[dict]:
+    """Every job folder of ``cache`` (finished or not; only unfinished ones with
+    ``incomplete_only``), oldest first.
 
     Each: key, path, complete (bool), live (a temporary folder whose process still runs), kind,
     dataset, method, seed (from job.json when readable), size (bytes), age (seconds since it
@@ -174,6 +175,8 @@ def entries(cache: Path) -> list[dict]:
         if not tmp and not _KEY.match(path.name):
             continue
         complete = not tmp and is_complete(path)
+        if complete and incomplete_only:
+            continue
         key = path.name[len(TMP_PREFIX):len(TMP_PREFIX) + 64] if tmp else path.name
         info: dict = {}
         try:
@@ -196,7 +199,7 @@ def entries(cache: Path) -> list[dict]:
 def remove_incomplete(cache: Path, dry_run: bool = False) -> list[dict]:
     """Delete the incomplete folders of ``cache`` (not those a live local process is writing);
     return their entries."""
-    gone = [e for e in entries(cache) if not e["complete"] and not e["live"]]
+    gone = [e for e in entries(cache, incomplete_only=True) if not e["live"]]
     if not dry_run:
         for e in gone:
             shutil.rmtree(e["path"], ignore_errors=True)
