@@ -30,6 +30,18 @@ def _main(argv: list[str] | None = None) -> int:
     dat = sub.add_parser("datasets", help="say which real datasets are found under a folder")
     dat.add_argument("--root", required=True,
                      help="folder holding the datasets under their usual folder names")
+    cac = sub.add_parser("cache", help="list or prune the cache of job results")
+    cac_sub = cac.add_subparsers(dest="cache_command", required=True)
+    lst = cac_sub.add_parser("list", help="one line per cached job: key, kind, dataset, method, "
+                                          "seed, size, age")
+    lst.add_argument("--cache", help="cache folder (default: $CMKD_CACHE or <repo>/.cache/jobs)")
+    prn = cac_sub.add_parser("prune", help="remove incomplete folders and, if asked, old or all "
+                                           "finished jobs")
+    prn.add_argument("--cache", help="cache folder (default: $CMKD_CACHE or <repo>/.cache/jobs)")
+    prn.add_argument("--older-than", type=float, metavar="DAYS",
+                     help="also remove finished jobs older than DAYS days")
+    prn.add_argument("--all", action="store_true", help="remove every job folder")
+    prn.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         from cmkd.reproduce import reproduce
@@ -41,6 +53,10 @@ def _main(argv: list[str] | None = None) -> int:
         return refresh_notebooks(args.only)
     if args.command == "datasets":
         return datasets_status(args.root)
+    if args.command == "cache":
+        if args.cache_command == "list":
+            return cache_list(args.cache)
+        return cache_prune(args.cache, args.older_than, args.all, args.dry_run)
     return 2  # pragma: no cover
 
 
@@ -64,6 +80,64 @@ def datasets_status(root: str) -> int:
             for problem in row["problems"]:
                 print(f"      - {problem}")
     print(f"embedded (always available): {', '.join(EMBEDDED)}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def cache_list(cache: str | None) -> int:
+    """Print one line per job folder of the cache (incomplete ones marked); exit status 0."""
+    from cmkd.jobs.cache import cache_dir, entries
+
+    root = cache_dir(cache)
+    rows = entries(root)
+    print(f"job cache {root}: {sum(e['complete'] for e in rows)} finished job(s)")
+    if not rows:
+        return 0
+    print(f"  {'key':<12}  {'kind':<7}  {'dataset':<11}  {'method':<12}  {'seed':>4}  "
+          f"{'size':>9}  {'age':>5}")
+    for e in rows:
+        state = "" if e["complete"] else ("  (being written)" if e["live"] else "  (incomplete)")
+        seed = "" if e["seed"] is None else str(e["seed"])
+        print(f"  {e['key'][:12]:<12}  {e['kind'] or '?':<7}  {e['dataset'] or '?':<11}  "
+              f"{e['method'] or '?':<12}  {seed:>4}  {_size(e['size']):>9}  "
+              f"{_age(e['age']):>5}{state}")
+    total = sum(e["size"] for e in rows)
+    print(f"  total {_size(total)}")
+    return 0
+
+
+def cache_prune(cache: str | None, older_than: float | None, everything: bool,
+                dry_run: bool) -> int:
+    """Remove incomplete folders (and old or all finished jobs); say what goes."""
+    from cmkd.jobs.cache import cache_dir, prune
+
+    root = cache_dir(cache)
+    try:
+        gone = prune(root, older_than, everything, dry_run)
+    except ValueError as err:
+        print(f"cmkd cache prune: {err}", file=sys.stderr)
+        return 2
+    verb = "would remove" if dry_run else "removed"
+    for e in gone:
+        what = "finished" if e["complete"] else "incomplete"
+        print(f"{verb} {e['key'][:12]} ({what}, {e['kind'] or '?'} {e['method'] or '?'}, "
+              f"{_size(e['size'])})")
+    print(f"{verb} {len(gone)} folder(s), {_size(sum(e['size'] for e in gone))} from {root}")
     return 0
 
 

@@ -1,0 +1,18 @@
+"""Jobs: a run as a small frozen config, a content-addressed cache of its results, executors.
+
+- :class:`Job` (:mod:`~cmkd.jobs.job`): dataset, model, teacher job, method and hyperparameters,
+  optimiser, epochs, batch size, seed, device, metric; ``job.key`` names its cached results.
+- :func:`run_job` / :func:`run_jobs` (:mod:`~cmkd.jobs.run`): train one job, or a list (teachers
+  first and once, cached keys skipped) into a tidy DataFrame of result rows.
+- the cache (:mod:`~cmkd.jobs.cache`): ``$CMKD_CACHE`` or ``<repo>/.cache/jobs``, one folder
+  per key written atomically; ``cmkd cache list`` / ``cmkd cache prune``.
+- executors (:mod:`~cmkd.jobs.executors`): ``map(fn, jobs)``; :class:`SerialExecutor` here.
+"""
+
+from cmkd.jobs.cache import cache_dir
+from cmkd.jobs.executors import Executor, SerialExecutor
+from cmkd.jobs.job import KINDS, Job, source_hash
+from cmkd.jobs.run import result_row, run_job, run_jobs
+
+__all__ = ["KINDS", "Executor", "Job", "SerialExecutor", "cache_dir", "result_row", "run_job",
+           "run_jobs", "source_hash"]

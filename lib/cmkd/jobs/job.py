@@ -1,0 +1,398 @@
+"""A job: one training run as a small frozen, self-contained, JSON-serialisable config.
+
+A job names everything its run depends on: the dataset (name, options, root), the model it trains
+(registry name, options, the batch keys it reads), the teacher (another :class:`Job`, whose
+trained model is loaded from the cache, or None), the method (registry name and hyperparameters),
+the optimiser and schedule, epochs, batch size, loader workers, seed, device preference and the
+metric that selects the best epoch.  Its :attr:`Job.key` names its folder in the cache
+(:mod:`cmkd.jobs.cache`).
+
+The key is the sha256 of the job's canonical JSON (the teacher included by its own key) and of
+the source the run executes (:func:`source_hash`): change any field or that code and the job runs
+again; build the same job twice, anywhere, and it names the same results.
+
+Names and hyperparameters are checked on construction (unknown dataset, model, method, option or
+hyperparameter names; hyperparameter values through the method's validated ``Hparams``), and
+:meth:`Job.check` builds the models and the method on PyTorch's 'meta' device (no memory, no
+compute) so that bad option values or teacher / student mismatches fail before any training.
+Options and hyperparameters are stored completed with their defaults, so ``{}`` and the explicit
+defaults give the same key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cmkd.params import ParamError
+
+#: 'teacher' jobs train one model with method 'nokd' and give it to the student jobs that name
+#: them; 'student' jobs train a student, with or without a teacher.
+KINDS = ("teacher", "student")
+
+#: Bumped when the layout of a job's JSON or of its cache folder changes meaning.
+SCHEMA = 1
+
+#: Parts of the cmkd package that do not change what a run computes (reporting, notebook
+#: orchestration, the experiments that only build job grids, benchmarks, the command line, the
+#: published numbers, the cache's file handling and the executors): editing them keeps cached
+#: results valid.  Everything else under lib/cmkd counts, the embedded data files included.  A
+#: change to the cache folder's layout bumps :data:`SCHEMA` instead.
+SOURCE_EXCLUDE = ("cli.py", "reporting.py", "reproduce.py", "provenance.py", "bench/",
+                  "experiments/", "reference/", "data/build_avdigits.py", "jobs/cache.py",
+                  "jobs/executors.py")
+
+SOURCE_SUFFIXES = (".py", ".npz", ".npy", ".json", ".yaml")
+
+_SOURCE = "job"
+
+
+def canonical(value: Any, name: str = "value") -> Any:
+    """``value`` as plain JSON data: mappings with string keys (sorted on dump), lists for
+    tuples, finite floats, ints, bools, strings and None; anything else is a ParamError naming
+    ``name``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParamError(name, f"must be finite, got {value!r}", _SOURCE)
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ParamError(name, f"keys must be strings, got {k!r}", _SOURCE)
+            out[k] = canonical(v, f"{name}.{k}")
+        return dict(sorted(out.items()))
+    if isinstance(value, (list, tuple)):
+        return [canonical(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return canonical(item(), name)
+    raise ParamError(name, f"must be JSON data (numbers, strings, lists, mappings), got "
+                           f"{type(value).__name__} {value!r}", _SOURCE)
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON text: sorted keys, no spaces, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def source_hash(package: str | None = None) -> str:
+    """sha256 over the relative paths and bytes of the files a run executes: every
+    :data:`SOURCE_SUFFIXES` file under the cmkd package (or the folder ``package``) except
+    :data:`SOURCE_EXCLUDE`.
+
+    For the imported package it is computed once per process: a running process executes the
+    code it imported, so later edits on disk (which it does not run) must not rename its results.
+    """
+    return tree_hash(Path(package)) if package else _imported_source_hash()
+
+
+@functools.cache
+def _imported_source_hash() -> str:
+    return tree_hash(Path(__file__).resolve().parents[1])
+
+
+def tree_hash(root: Path) -> str:
+    """sha256 of the run-relevant files under package folder ``root`` (see :func:`source_hash`)."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if (not path.is_file() or path.suffix not in SOURCE_SUFFIXES or "__pycache__" in rel
+                or any(rel == ex or (ex.endswith("/") and rel.startswith(ex))
+                       for ex in SOURCE_EXCLUDE)):
+            continue
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _optim(value):
+    from cmkd.engine import OptimConfig
+
+    if isinstance(value, OptimConfig):
+        return value
+    if value is None or isinstance(value, Mapping):
+        return OptimConfig.from_mapping(value, source=f"{_SOURCE} optim")
+    raise ParamError("optim", f"must be an OptimConfig or a mapping, got {type(value).__name__}",
+                     _SOURCE)
+
+
+def _keys(value, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(k, str) and k for k in value)):
+        raise ParamError(name, f"must be a non-empty list of batch keys (e.g. ['audio']), got "
+                               f"{value!r}", _SOURCE)
+    return tuple(value)
+
+
+def _positive_int(value, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ParamError(name, f"must be an int >= {low}, got {value!r}", _SOURCE)
+    return value
+
+
+def _defaults(signature_params, given: Mapping, name: str, what: str) -> dict:
+    """``given`` completed with the JSON-able defaults of ``signature_params``."""
+    out = {}
+    for p in signature_params:
+        if p.name in given:
+            out[p.name] = given[p.name]
+        elif p.default is not inspect.Parameter.empty:
+            try:
+                out[p.name] = canonical(p.default, f"{name}.{p.name}")
+            except ParamError:
+                continue  # a default that is not JSON data is left to the factory
+    return canonical(out, name)
+
+
+def _model_options(model: str, options: Mapping) -> dict:
+    from cmkd import models
+
+    try:
+        allowed = models.options(model)
+    except ValueError as err:
+        raise ParamError("model", str(err), _SOURCE) from None
+    unknown = [k for k in options if k not in allowed]
+    missing = [k for k, d in allowed.items() if d is inspect.Parameter.empty and k not in options]
+    if unknown or missing:
+        described = ", ".join(k if d is inspect.Parameter.empty else f"{k}={d!r}"
+                              for k, d in allowed.items())
+        what = (f"unknown option(s) {', '.join(map(repr, unknown))}" if unknown
+                else f"missing required option(s) {', '.join(missing)}")
+        raise ParamError("model_options", f"model {model!r}: {what}; allowed options: "
+                                          f"{described}", _SOURCE)
+    params = inspect.signature(models.registry._factory(model)).parameters.values()
+    return _defaults(params, options, "model_options", f"model {model!r}")
+
+
+def _dataset_options(dataset: str, options: Mapping) -> dict:
+    from cmkd import data
+
+    try:
+        mod = data.module(dataset)
+        data.check_options(dataset, mod.load, options)
+    except ValueError as err:
+        name = "dataset" if dataset not in data.DATASETS else "dataset_options"
+        raise ParamError(name, str(err), _SOURCE) from None
+    params = list(inspect.signature(mod.load).parameters.values())[2:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return canonical(dict(options), "dataset_options")
+    return _defaults(params, options, "dataset_options", f"dataset {dataset!r}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run; see the module docstring.
+
+    Parameters
+    ----------
+    dataset : a name of ``cmkd.data.DATASETS``.
+    model : a ``cmkd.models`` registry name: the student of a 'student' job, the teacher model
+        of a 'teacher' job.
+    inputs : the batch keys fed to ``model``, in order (e.g. ``('audio',)``).
+    kind : 'student' (default) or 'teacher' (method 'nokd', no teacher).
+    method : a ``cmkd.methods`` registry name ('nokd' default).
+    hparams : the method's hyperparameters (validated, stored with defaults filled).
+    teacher : the teacher :class:`Job` (kind 'teacher', same dataset and root), or None.  Its
+        best-validation model, from the cache, is the teacher; it reads ``teacher.inputs``.
+    dataset_options : options of ``cmkd.data.load`` (stored with defaults filled).
+    data_root : the real dataset's folder; None for the embedded sets.
+    model_options : options of ``cmkd.models.build`` (``classes`` where the model requires it).
+    optim : a ``cmkd.engine.OptimConfig`` or a mapping of its fields.
+    epochs, batch_size : training length and mini-batch size (evaluation uses the same size).
+    seed : seeds the model initialisation, the method's extra modules and the data order.
+    device : 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' (the device actually used is in the row).
+    metric : a name of ``cmkd.metrics.task.METRICS``; selects the best epoch and is reported.
+    workers : DataLoader worker processes (part of the key: per-worker seeds can change
+        random augmentation).
+    """
+
+    dataset: str
+    model: str
+    inputs: tuple[str, ...]
+    kind: str = "student"
+    method: str = "nokd"
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    teacher: Job | None = None
+    dataset_options: Mapping[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    optim: Any = None
+    epochs: int = 1
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    metric: str = "accuracy"
+    workers: int = 0
+
+    def __post_init__(self):
+        from cmkd import methods
+        from cmkd.metrics.task import METRICS
+        from cmkd.train import DEVICES
+
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        if self.kind not in KINDS:
+            raise ParamError("kind", f"must be one of {KINDS}, got {self.kind!r}", _SOURCE)
+        for name in ("dataset", "model", "method"):
+            if not isinstance(getattr(self, name), str):
+                raise ParamError(name, f"must be a name (str), got {getattr(self, name)!r}",
+                                 _SOURCE)
+        put("inputs", _keys(self.inputs, "inputs"))
+        if self.data_root is not None:
+            put("data_root", str(self.data_root))
+        put("dataset_options", _dataset_options(self.dataset, self.dataset_options or {}))
+        put("model_options", _model_options(self.model, self.model_options or {}))
+        try:
+            cls = methods.get(self.method)
+        except ParamError as err:
+            raise ParamError("method", err.message, _SOURCE) from None
+        hp = cls.make_hparams(self.hparams)
+        put("hparams", canonical(dataclasses.asdict(hp), "hparams"))
+        put("optim", _optim(self.optim))
+        put("epochs", _positive_int(self.epochs, "epochs"))
+        put("batch_size", _positive_int(self.batch_size, "batch_size"))
+        put("seed", _positive_int(self.seed, "seed", 0))
+        put("workers", _positive_int(self.workers, "workers", 0))
+        if not isinstance(self.device, str) or (self.device not in DEVICES
+                                                and not self.device.startswith("cuda:")):
+            raise ParamError("device", f"must be one of {DEVICES} or 'cuda:N', got "
+                                       f"{self.device!r}", _SOURCE)
+        if self.metric not in METRICS:
+            raise ParamError("metric", f"must be one of {METRICS}, got {self.metric!r}", _SOURCE)
+        if self.kind == "teacher":
+            if self.method != "nokd" or self.teacher is not None:
+                raise ParamError("kind", "a 'teacher' job trains its model alone: method must "
+                                         f"be 'nokd' and teacher None (got method "
+                                         f"{self.method!r}, teacher {self.teacher!r})", _SOURCE)
+        if self.teacher is not None:
+            t = self.teacher
+            if not isinstance(t, Job):
+                raise ParamError("teacher", f"must be a Job (kind 'teacher') or None, got "
+                                            f"{type(t).__name__}", _SOURCE)
+            if t.kind != "teacher":
+                raise ParamError("teacher", f"must be a job of kind 'teacher', got kind "
+                                            f"{t.kind!r}", _SOURCE)
+            if (t.dataset, t.data_root) != (self.dataset, self.data_root):
+                raise ParamError("teacher", f"the teacher job trains on dataset {t.dataset!r} "
+                                            f"(root {t.data_root!r}) but this job on "
+                                            f"{self.dataset!r} (root {self.data_root!r}); a "
+                                            f"teacher reads the student's batches", _SOURCE)
+        elif cls.needs_teacher:
+            raise ParamError("teacher", f"method {self.method!r} needs a teacher job; got None",
+                             _SOURCE)
+
+    # ------------------------------------------------------------------ identity
+    def config(self) -> dict:
+        """The job as canonical JSON data, the teacher as its full config (``job.json``)."""
+        out = {"schema": SCHEMA}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "teacher":
+                value = None if value is None else value.config()
+            elif f.name == "optim":
+                value = dataclasses.asdict(value)
+            out[f.name] = canonical(value, f.name)
+        return out
+
+    def _identity(self) -> dict:
+        ident = self.config()
+        ident["teacher"] = None if self.teacher is None else self.teacher.key
+        return ident
+
+    @property
+    def key(self) -> str:
+        """sha256 (hex) of the canonical JSON of the job (the teacher by its key) and of
+        :func:`source_hash`; the name of its cache folder."""
+        text = dumps({"job": self._identity(), "source": source_hash()})
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __hash__(self) -> int:
+        return hash(dumps(self._identity()))
+
+    def to_json(self) -> str:
+        return json.dumps(self.config(), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Job:
+        """The Job of a :meth:`config` mapping (as stored in ``job.json``)."""
+        values = dict(config)
+        schema = values.pop("schema", SCHEMA)
+        if schema != SCHEMA:
+            raise ParamError("schema", f"job schema {schema!r} is not {SCHEMA}", _SOURCE)
+        if values.get("teacher") is not None:
+            values["teacher"] = cls.from_config(values["teacher"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParamError(unknown[0], f"unknown job field; fields: {', '.join(sorted(known))}",
+                             _SOURCE)
+        return cls(**values)
+
+    def replace(self, **changes) -> Job:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ pre-flight
+    def check(self) -> None:
+        """Build the models and the method on the 'meta' device (no memory, no compute) and
+        check a real dataset's folder, so that bad option values, a teacher the method cannot
+        use or a missing dataset fail before any training."""
+        import torch
+
+        from cmkd import data, methods, models
+
+        if self.dataset in data.REAL:
+            mod = data.module(self.dataset)
+            if self.data_root is None:
+                raise ParamError("data_root", f"dataset {self.dataset!r} is read from disk; give "
+                                              f"its folder (expected layout: {mod.LAYOUT})",
+                                 _SOURCE)
+            problems = mod.check(Path(self.data_root))
+            if problems:
+                raise ParamError("data_root", f"dataset {self.dataset!r} at {self.data_root}: "
+                                              f"{'; '.join(problems)}", _SOURCE)
+        with torch.device("meta"):
+            try:
+                student = models.build(self.model, **self.model_options)
+                teacher = None
+                if self.teacher is not None:
+                    self.teacher.check()
+                    teacher = models.build(self.teacher.model, **self.teacher.model_options)
+            except (ValueError, TypeError) as err:
+                raise ParamError("model_options", str(err), _SOURCE) from None
+            classes = getattr(student, "classes", None)
+            if teacher is not None and getattr(teacher, "classes", None) != classes:
+                raise ParamError("teacher", f"the teacher model has {teacher.classes} classes, "
+                                            f"the student {classes}", _SOURCE)
+            try:
+                methods.build(self.method, self.hparams, student=student, teacher=teacher,
+                              classes=classes, student_inputs=self.inputs,
+                              teacher_inputs=None if teacher is None else self.teacher.inputs)
+            except (ValueError, TypeError) as err:
+                raise ParamError("method", f"{self.method!r} cannot be built: {err}",
+                                 _SOURCE) from None
+
+    def describe(self) -> str:
+        """One line: kind, dataset, model(inputs), method, seed, key prefix."""
+        teacher = "" if self.teacher is None else (
+            f" <- {self.teacher.model}({','.join(self.teacher.inputs)})")
+        return (f"{self.kind} {self.dataset} {self.model}({','.join(self.inputs)}){teacher} "
+                f"{self.method} seed {self.seed} [{self.key[:12]}]")

@@ -1,0 +1,206 @@
+"""Running jobs: :func:`run_job` trains one job into the cache, :func:`run_jobs` a list of them.
+
+:func:`run_job` is self-contained (its arguments say everything; no module state), so any
+executor can call it in any process: it loads the three splits, builds the model (seeded by the
+job), loads the teacher's checkpoint from the cache (training the teacher job first when it is
+missing), builds the method, calls :func:`cmkd.engine.fit` and stores the row, the history and
+the checkpoint atomically (:func:`cmkd.jobs.cache.store`).
+
+Checkpoints.  A student job stores its final student state (``which: 'final'``); a teacher job
+stores its best-validation model (``which: 'best'``), the one its reported accuracy
+(``test_at_best_val``) belongs to and the one every student of that teacher distils from.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from cmkd.jobs import cache as jc
+from cmkd.jobs.executors import Executor, SerialExecutor
+from cmkd.jobs.job import Job, source_hash
+
+SPLITS = ("train", "val", "test")
+
+
+def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
+               device: str) -> dict:
+    """The flat result row of a finished job.
+
+    Identifying fields: key, kind, dataset, data_root, model, inputs ('+'-joined), method,
+    seed, epochs, batch_size, metric, workers, device_preference, teacher_key,
+    teacher_model, teacher_inputs, and the options flattened as ``data_<name>``,
+    ``model_<name>``, ``hp_<name>``, ``optim_<name>``.  Scores (of ``job.metric``): best_epoch,
+    best_val, test_at_best_val (the default reported score), val_last, test_last,
+    teacher_test (the teacher job's test_at_best_val, NaN without a teacher).  Then seconds
+    (training wall time), device (the one used) and source (:func:`source_hash`).
+    """
+    t = job.teacher
+    row = {"key": job.key, "kind": job.kind, "dataset": job.dataset, "data_root": job.data_root,
+           "model": job.model, "inputs": "+".join(job.inputs), "method": job.method,
+           "seed": job.seed, "epochs": job.epochs, "batch_size": job.batch_size,
+           "metric": job.metric, "workers": job.workers, "device_preference": job.device,
+           "teacher_key": None if t is None else t.key,
+           "teacher_model": None if t is None else t.model,
+           "teacher_inputs": None if t is None else "+".join(t.inputs)}
+    config = job.config()
+    for prefix, name in (("data", "dataset_options"), ("model", "model_options"),
+                         ("hp", "hparams"), ("optim", "optim")):
+        for k, v in config[name].items():
+            row[f"{prefix}_{k}"] = v
+    m = job.metric
+    nan = float("nan")
+    row.update({"best_epoch": int(fit_result.best_epoch),
+                "best_val": fit_result.best_val.get(m, nan),
+                "test_at_best_val": fit_result.test_at_best_val.get(m, nan),
+                "val_last": fit_result.val_last.get(m, nan),
+                "test_last": fit_result.test_last.get(m, nan),
+                "teacher_test": nan if teacher_row is None else teacher_row["test_at_best_val"],
+                "seconds": round(seconds, 3), "device": device, "source": source_hash()})
+    return row
+
+
+def _teacher(job: Job, cache: Path, progress: bool):
+    """(teacher model with its cached best-validation weights, teacher row), or (None, None)."""
+    from cmkd import models
+
+    if job.teacher is None:
+        return None, None
+    t = job.teacher
+    t_row = run_job(t, cache, progress=progress)
+    state = torch.load(jc.checkpoint_file(cache, t.key), map_location="cpu", weights_only=True)
+    with torch.random.fork_rng(devices=[]):  # the student's initialisation must not depend on it
+        model = models.build(t.model, **t.model_options)
+    model.load_state_dict(state["model"])
+    return model, t_row
+
+
+def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False) -> dict:
+    """Train ``job`` (its teacher job first, if not cached) and store it in ``cache``; return
+    its result row.  A job already in the cache is not run again (its row is returned).
+
+    Deterministic: the same job gives the same scores, history and checkpoint on the same
+    machine (the model, the method's extra modules, the data order and the training are seeded
+    by ``job.seed``; the seconds differ).
+    """
+    from cmkd import data, methods, models
+    from cmkd.engine import fit, make_loader
+    from cmkd.train import seed_everything, select_device
+
+    if not isinstance(job, Job):
+        raise TypeError(f"run_job takes a cmkd.jobs.Job, got {type(job).__name__}")
+    cache = jc.cache_dir(cache)
+    if jc.has(cache, job.key):
+        return jc.read_result(cache, job.key)
+    teacher, t_row = _teacher(job, cache, progress)
+    device = select_device(job.device)
+    sets = {s: data.load(job.dataset, job.data_root, s, **job.dataset_options) for s in SPLITS}
+    seed_everything(job.seed)
+    student = models.build(job.model, **job.model_options)
+    method = methods.build(job.method, job.hparams, student=student, teacher=teacher,
+                           classes=student.classes, student_inputs=job.inputs,
+                           teacher_inputs=None if teacher is None else job.teacher.inputs)
+    pin = device.type == "cuda"
+    loaders = {s: make_loader(sets[s], job.batch_size, shuffle=s == "train", seed=job.seed,
+                              num_workers=job.workers, pin_memory=pin) for s in SPLITS}
+    start = time.perf_counter()
+    result = fit(method, loaders["train"], loaders["val"], loaders["test"], optim=job.optim,
+                 epochs=job.epochs, device=device, seed=job.seed, progress=progress,
+                 metrics=(job.metric,))
+    seconds = time.perf_counter() - start
+    row = result_row(job, result, t_row, seconds, str(device))
+    if job.kind == "teacher":
+        checkpoint = {"model": result.state_dicts["best_student"], "which": "best",
+                      "epoch": result.best_epoch}
+    else:
+        checkpoint = {"model": result.state_dicts["student"], "which": "final",
+                      "epoch": job.epochs - 1}
+
+    def write(tmp: Path) -> None:
+        (tmp / jc.JOB).write_text(job.to_json() + "\n")
+        (tmp / jc.RESULT).write_text(json.dumps(row, indent=1) + "\n")
+        (tmp / jc.HISTORY).write_text(result.history.to_csv(index=False))
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        (tmp / jc.CHECKPOINT).write_bytes(buf.getvalue())
+
+    jc.store(cache, job.key, write)
+    return row
+
+
+def _depth(job: Job) -> int:
+    return 0 if job.teacher is None else 1 + _depth(job.teacher)
+
+
+def _closure(jobs: Iterable[Job]) -> list[Job]:
+    """The distinct jobs (by key) of ``jobs`` and of their teachers, teachers first, otherwise
+    in order of first appearance."""
+    seen: dict[str, Job] = {}
+
+    def visit(job: Job) -> None:
+        if job.teacher is not None:
+            visit(job.teacher)
+        seen.setdefault(job.key, job)
+
+    for job in jobs:
+        visit(job)
+    return sorted(seen.values(), key=_depth)  # stable: first appearance within a depth
+
+
+def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
+             cache: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run the jobs not yet in the cache and return the result rows of all of them.
+
+    Every job (and teacher job) is checked first (:meth:`Job.check`), so a bad one fails before
+    any training.  Duplicates run once; teacher jobs run before the jobs that use them (each
+    distinct teacher once, shared by every student and every notebook naming the same teacher
+    job); cached keys are skipped.  Each finished job is stored at once, so an interruption
+    (Ctrl-C, a kill) loses at most the jobs in flight and a rerun resumes.
+
+    Parameters
+    ----------
+    jobs : :class:`Job` objects, in the order of the returned rows.
+    executor : runs ``run_job`` over a list of jobs (:class:`SerialExecutor` by default).
+    cache : the cache folder (default :func:`cmkd.jobs.cache.cache_dir`).
+    progress : a tqdm bar over the jobs to run (TQDM_DISABLE=1 switches it off).
+
+    Returns
+    -------
+    DataFrame with one row per input job, in input order (duplicates repeated), the columns of
+    :func:`result_row`.
+    """
+    jobs = list(jobs)
+    bad = [type(j).__name__ for j in jobs if not isinstance(j, Job)]
+    if bad:
+        raise TypeError(f"run_jobs takes cmkd.jobs.Job objects, got {', '.join(set(bad))}")
+    cache = jc.cache_dir(cache)
+    everything = _closure(jobs)
+    for job in everything:
+        job.check()
+    jc.remove_incomplete(cache)
+    todo = [j for j in everything if not jc.has(cache, j.key)]
+    executor = SerialExecutor() if executor is None else executor
+    run = functools.partial(run_job, cache=str(cache), progress=False)
+    with tqdm(total=len(todo), desc="jobs", unit="job",
+              **({} if progress else {"disable": True})) as bar:
+        for depth in sorted({_depth(j) for j in todo}):
+            for row in executor.map(run, [j for j in todo if _depth(j) == depth]):
+                bar.set_postfix_str(f"{row['kind']} {row['method']} seed {row['seed']}",
+                                    refresh=False)
+                bar.update(1)
+    rows = []
+    for job in jobs:
+        try:
+            rows.append(jc.read_result(cache, job.key))
+        except FileNotFoundError:
+            raise RuntimeError(f"job {job.describe()} ran but its result is not in the cache "
+                               f"{cache} (did the executor run different cmkd code?)") from None
+    return pd.DataFrame(rows)

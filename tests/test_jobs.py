@@ -1,0 +1,440 @@
+"""cmkd.jobs: job keys, validation, the atomic cache, skipping, shared teachers, resuming after a
+kill, pruning, the `cmkd cache` command and determinism (embedded avdigits, tiny CNNs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import cmkd.engine
+from cmkd import cli
+from cmkd.jobs import Job, SerialExecutor, run_job, run_jobs, source_hash
+from cmkd.jobs import cache as jc
+from cmkd.jobs import job as job_module
+from cmkd.params import ParamError
+from cmkd.train import torch_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Counts the calls of cmkd.engine.fit (each is one training run)."""
+    calls = []
+    real = cmkd.engine.fit
+
+    def counting(method, *args, **kwargs):
+        calls.append(method.name)
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(cmkd.engine, "fit", counting)
+    return calls
+
+
+def teacher(**kw) -> Job:
+    base = dict(dataset="avdigits", model="avdigits_cnn", inputs=("image",), kind="teacher",
+                model_options={"modality": "image"}, epochs=1, batch_size=128, seed=7)
+    return Job(**{**base, **kw})
+
+
+def student(**kw) -> Job:
+    base = dict(dataset="avdigits", model="avdigits_cnn", inputs=("image",), method="kd",
+                hparams={"temperature": 2.0}, teacher=teacher(),
+                model_options={"modality": "image"}, epochs=2, batch_size=128, seed=0)
+    return Job(**{**base, **kw})
+
+
+def folders(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+# ----------------------------------------------------------------------------- keys
+def test_same_job_same_key_and_round_trips():
+    a, b = student(), student()
+    assert a == b and a.key == b.key and hash(a) == hash(b)
+    assert len(a.key) == 64 and int(a.key, 16) >= 0
+    assert Job.from_config(json.loads(a.to_json())).key == a.key
+    assert pickle.loads(pickle.dumps(a)).key == a.key
+    # options and hyperparameters are completed with their defaults
+    explicit = student(hparams={"temperature": 2.0, "ce_weight": 1.0, "kd_weight": 1.0,
+                                "reduction": "mean"},
+                       model_options={"modality": "image", "classes": 10},
+                       dataset_options={"energy_removed": 0.75}, optim={"lr": 0.01})
+    assert explicit.key == a.key
+    assert a.hparams["kd_weight"] == 1.0 and a.dataset_options["standardize"] is True
+
+
+def test_every_field_changes_the_key(monkeypatch):
+    base = student()
+    changes = {
+        "dataset": None, "model": None,  # checked below with a second dataset / model
+        "inputs": ("audio",), "kind": "teacher", "method": "nokd",
+        "hparams": {"temperature": 4.0}, "teacher": teacher(seed=8),
+        "dataset_options": {"energy_removed": 0.5}, "data_root": "/elsewhere",
+        "model_options": {"modality": "image", "classes": 5},
+        "optim": {"lr": 0.02}, "epochs": 3, "batch_size": 64, "seed": 1, "device": "cpu",
+        "metric": "f1_macro", "workers": 1,
+    }
+    assert set(changes) == {f.name for f in dataclasses.fields(Job)}, "a field is not tested"
+    keys = {base.key}
+    for name, value in changes.items():
+        if name in ("dataset", "model"):
+            continue
+        if name == "kind":
+            job = base.replace(kind="teacher", method="nokd", hparams={}, teacher=None)
+        elif name == "method":
+            job = base.replace(method="nokd", hparams={}, teacher=None)
+        elif name == "teacher":
+            job = base.replace(teacher=value)
+        elif name == "data_root":
+            job = base.replace(data_root=value, teacher=teacher(data_root=value))
+        else:
+            job = base.replace(**{name: value})
+        assert job.key not in keys, name
+        keys.add(job.key)
+    other_model = Job("avdigits", "mlp", ("image",), model_options={"in_features": 64,
+                                                                    "classes": 10})
+    nokd = base.replace(method="nokd", hparams={}, teacher=None)
+    assert other_model.key != nokd.key
+    other_data = Job("rgbd_scenes", "avdigits_cnn", ("image",),
+                     model_options={"modality": "image"})
+    assert other_data.key != nokd.replace(dataset_options={}).key
+    # the code the run executes is part of the key
+    monkeypatch.setattr(job_module, "source_hash", lambda package=None: "0" * 64)
+    assert base.key not in keys
+
+
+def test_source_hash_follows_run_code_only(tmp_path):
+    package = tmp_path / "cmkd"
+    shutil.copytree(ROOT / "lib" / "cmkd", package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = source_hash(str(package))
+    (package / "reporting.py").write_text("# reporting is not run by jobs\n")
+    (package / "experiments" / "new.py").write_text("X = 1\n")
+    assert source_hash(str(package)) == before
+    with open(package / "engine.py", "a") as fh:
+        fh.write("\n# a change to the loop\n")
+    assert source_hash(str(package)) != before
+
+
+# ----------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("change, field, words", [
+    ({"dataset": "avdigit"}, "dataset", "unknown dataset"),
+    ({"model": "avdigits_cn"}, "model", "unknown model"),
+    ({"method": "kdd"}, "method", "unknown method"),
+    ({"model_options": {"modality": "image", "clases": 10}}, "model_options", "clases"),
+    ({"model_options": {}}, "model_options", "missing required option(s) modality"),
+    ({"dataset_options": {"energy": 0.5}}, "dataset_options", "energy"),
+    ({"hparams": {"temprature": 2.0}}, "temprature", "unknown parameter"),
+    ({"hparams": {"temperature": -1.0}}, "temperature", ""),
+    ({"teacher": None}, "teacher", "needs a teacher"),
+    ({"teacher": "t"}, "teacher", "must be a Job"),
+    ({"epochs": 0}, "epochs", ">= 1"),
+    ({"batch_size": 2.5}, "batch_size", "int"),
+    ({"seed": -1}, "seed", ">= 0"),
+    ({"device": "tpu"}, "device", "cuda:N"),
+    ({"metric": "acc"}, "metric", "accuracy"),
+    ({"inputs": ()}, "inputs", "batch keys"),
+    ({"optim": {"lr": 0}}, "lr", ""),
+    ({"kind": "pupil"}, "kind", "teacher"),
+    ({"kind": "teacher"}, "kind", "method must be 'nokd'"),
+])
+def test_bad_fields_are_named(change, field, words):
+    with pytest.raises(ParamError) as err:
+        student(**change)
+    assert f"'{field}'" in str(err.value) and words in str(err.value)
+
+
+def test_teacher_job_must_be_a_teacher_on_the_same_data():
+    with pytest.raises(ParamError, match="kind 'teacher'"):
+        student(teacher=student(method="nokd", hparams={}, teacher=None))
+    with pytest.raises(ParamError, match="dataset"):
+        student(teacher=teacher(dataset_options={}, data_root="/x"))
+
+
+def test_check_refuses_bad_values_before_training(tmp_path, fits):
+    bad = student(model_options={"modality": "video"})  # a name check passes, the value not
+    with pytest.raises(ParamError, match="modality"):
+        bad.check()
+    mismatch = student(teacher=teacher(model_options={"modality": "image", "classes": 5}))
+    with pytest.raises(ParamError, match="classes"):
+        mismatch.check()
+    with pytest.raises(ParamError, match="modality"):
+        run_jobs([student(seed=3), bad], cache=tmp_path / "c", progress=False)
+    assert fits == [] and folders(tmp_path / "c") == []
+
+
+def test_real_dataset_without_root_stops_before_compute():
+    job = Job("cremad", "resnet18", ("audio",), model_options={"classes": 6, "in_channels": 1})
+    with pytest.raises(ParamError, match="data_root"):
+        job.check()
+
+
+# ----------------------------------------------------------------------------- running
+def test_run_jobs_rows_in_input_order_and_rerun_skips(tmp_path, fits):
+    cache = tmp_path / "cache"
+    jobs = [student(seed=1), student(method="nokd", hparams={}, teacher=None), student(seed=1)]
+    rows = run_jobs(jobs, cache=cache, progress=False)
+    assert fits == ["nokd", "nokd", "kd"]  # jobs without a teacher (the teacher among them)
+    # first, then the students of a teacher; each distinct job once
+    assert list(rows["key"]) == [j.key for j in jobs]
+    assert list(rows["method"]) == ["kd", "nokd", "kd"]
+    t = teacher()
+    assert (cache / t.key / jc.MARKER).is_file()
+    for name in (jc.RESULT, jc.HISTORY, jc.CHECKPOINT, jc.JOB):
+        assert (cache / jobs[0].key / name).is_file()
+    row = rows.iloc[0]
+    assert row["teacher_key"] == t.key and row["hp_temperature"] == 2.0
+    assert 0 <= row["test_at_best_val"] <= 1 and row["device"] == "cpu"
+    history = pd.read_csv(cache / jobs[0].key / jc.HISTORY)
+    assert list(history["epoch"]) == [0, 1] and "kd" in history
+    again = run_jobs(jobs, cache=cache, progress=False)
+    assert len(fits) == 3, "a rerun trained again"
+    pd.testing.assert_frame_equal(again, rows)
+
+
+def test_teacher_trained_once_and_shared(tmp_path, fits):
+    cache = tmp_path / "cache"
+    a, b = student(seed=1), student(seed=2, hparams={"temperature": 4.0})
+    rows = run_jobs([a, b], cache=cache, progress=False)
+    assert fits == ["nokd", "kd", "kd"]
+    t_row = jc.read_result(cache, teacher().key)
+    assert list(rows["teacher_test"]) == [t_row["test_at_best_val"]] * 2
+    ckpt = torch.load(cache / teacher().key / jc.CHECKPOINT, weights_only=True)
+    assert ckpt["which"] == "best" and set(ckpt["model"]) >= {"classifier.weight"}
+    # another notebook that builds the same teacher job (a separate object) reuses it
+    c = Job("avdigits", "avdigits_cnn", ("image",), method="kd",
+            teacher=teacher(), model_options={"modality": "image"}, epochs=1, batch_size=128)
+    run_jobs([c, teacher()], cache=cache, progress=False)
+    assert fits == ["nokd", "kd", "kd", "kd"]
+
+
+def test_run_job_trains_a_missing_teacher_first(tmp_path, fits):
+    row = run_job(student(seed=5), tmp_path / "cache")
+    assert fits == ["nokd", "kd"] and row["kind"] == "student"
+    assert jc.has(tmp_path / "cache", teacher().key)
+    assert run_job(student(seed=5), tmp_path / "cache") == row and len(fits) == 2
+
+
+def test_jobs_survive_pickling_executor(tmp_path, fits):
+    """A process-crossing executor: the function and each job go through pickle."""
+
+    class PickleExecutor:
+        def map(self, fn, jobs):
+            for job in reversed(jobs):  # any order
+                yield pickle.loads(pickle.dumps(fn))(pickle.loads(pickle.dumps(job)))
+
+    jobs = [student(seed=1), student(seed=2)]
+    rows = run_jobs(jobs, executor=PickleExecutor(), cache=tmp_path / "c", progress=False)
+    assert list(rows["seed"]) == [1, 2] and len(fits) == 3
+    serial = run_jobs(jobs, executor=SerialExecutor(), cache=tmp_path / "d", progress=False)
+    cols = ["key", "best_val", "test_at_best_val", "test_last", "teacher_test"]
+    pd.testing.assert_frame_equal(rows[cols], serial[cols])
+
+
+def test_deterministic_across_two_caches(tmp_path):
+    jobs = [student(seed=3), student(method="nokd", hparams={}, teacher=None, seed=3)]
+    one = run_jobs(jobs, cache=tmp_path / "one", progress=False)
+    two = run_jobs(jobs, cache=tmp_path / "two", progress=False)
+    pd.testing.assert_frame_equal(one.drop(columns="seconds"), two.drop(columns="seconds"))
+    for job in [*jobs, teacher()]:
+        h1 = (tmp_path / "one" / job.key / jc.HISTORY).read_text()
+        assert h1 == (tmp_path / "two" / job.key / jc.HISTORY).read_text()
+        c1 = torch.load(tmp_path / "one" / job.key / jc.CHECKPOINT, weights_only=True)
+        c2 = torch.load(tmp_path / "two" / job.key / jc.CHECKPOINT, weights_only=True)
+        assert c1["which"] == c2["which"] and c1["epoch"] == c2["epoch"]
+        for k, v in c1["model"].items():
+            assert torch.equal(v, c2["model"][k]), (job.kind, k)
+    # the same seed gives the same student initialisation with or without a teacher
+    kd_hist = pd.read_csv(tmp_path / "one" / jobs[0].key / jc.HISTORY)
+    assert kd_hist["test_accuracy"].notna().all()
+
+
+# ----------------------------------------------------------------------------- the cache
+def test_store_is_atomic_on_interrupt(tmp_path):
+    def write(tmp):
+        (tmp / jc.RESULT).write_text("{}")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        jc.store(tmp_path, "a" * 64, write)
+    assert folders(tmp_path) == []
+
+
+def test_ctrl_c_loses_only_the_job_in_flight(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    jobs = [student(method="nokd", hparams={}, teacher=None, seed=s) for s in (1, 2, 3)]
+    real, calls = cmkd.engine.fit, []
+
+    def interrupted_second(method, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(cmkd.engine, "fit", interrupted_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs, cache=cache, progress=False)
+    assert folders(cache) == [jobs[0].key]
+    monkeypatch.setattr(cmkd.engine, "fit", real)
+    rows = run_jobs(jobs, cache=cache, progress=False)
+    assert list(rows["seed"]) == [1, 2, 3] and folders(cache) == sorted(j.key for j in jobs)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _fake(cache: Path, name: str, pid: int | None = None, job: Job | None = None) -> Path:
+    path = cache / name
+    path.mkdir(parents=True)
+    (path / jc.RESULT).write_text('{"test_at_best_val": 0.99}')
+    if job is not None:
+        (path / jc.JOB).write_text(job.to_json())
+    if pid is not None:
+        (path / jc.OWNER).write_text(json.dumps({"host": os.uname().nodename, "pid": pid}))
+    return path
+
+
+def test_incomplete_folders_are_ignored_and_removed(tmp_path, fits, monkeypatch):
+    monkeypatch.setattr(jc.socket, "gethostname", lambda: os.uname().nodename)
+    cache = tmp_path / "cache"
+    job = student(method="nokd", hparams={}, teacher=None)
+    _fake(cache, job.key)                                      # no completion marker
+    dead = _fake(cache, f"{jc.TMP_PREFIX}{job.key}-dead", _dead_pid())
+    live = _fake(cache, f"{jc.TMP_PREFIX}{job.key}-live", os.getpid())
+    assert not jc.has(cache, job.key)
+    with pytest.raises(FileNotFoundError):
+        jc.read_result(cache, job.key)
+    rows = run_jobs([job], cache=cache, progress=False)
+    assert fits == ["nokd"] and rows["test_at_best_val"][0] != 0.99
+    assert jc.has(cache, job.key) and not dead.exists() and live.exists()
+    assert [e["live"] for e in jc.entries(cache) if not e["complete"]] == [True]
+    assert jc.prune(cache) == [] and live.exists()             # a live writer is left alone
+    assert [e["path"] for e in jc.prune(cache, everything=True)] == [live, cache / job.key]
+    assert folders(cache) == []
+
+
+def test_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("CMKD_CACHE", str(tmp_path / "elsewhere"))
+    assert jc.cache_dir() == tmp_path / "elsewhere"
+    assert jc.cache_dir(tmp_path / "given") == tmp_path / "given"
+    monkeypatch.delenv("CMKD_CACHE")
+    monkeypatch.setenv("CMKD_ROOT", str(ROOT))
+    assert jc.cache_dir() == ROOT / ".cache" / "jobs"
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
+                              ".cache/jobs/x/result.json"])
+    assert ignored.returncode == 0, ".cache/ is not git-ignored"
+
+
+def test_cmkd_cache_list_and_prune(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CMKD_CACHE", str(cache))
+    t, s = teacher(), student(seed=4)
+    run_jobs([s], progress=False)                               # into $CMKD_CACHE
+    _fake(cache, "f" * 64, job=s)                               # incomplete
+    old = cache / t.key / jc.MARKER
+    two_days = time.time() - 2 * 86400
+    os.utime(old, (two_days, two_days))
+
+    assert cli.main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"job cache {cache}: 2 finished job(s)" in out
+    lines = {line.split()[0]: line for line in out.splitlines()[2:] if line.startswith("  ")}
+    assert lines[t.key[:12]].split()[1:5] == ["teacher", "avdigits", "nokd", "7"]
+    assert lines[t.key[:12]].split()[-1] == "2.0d"
+    assert lines[s.key[:12]].split()[1:5] == ["student", "avdigits", "kd", "4"]
+    assert "(incomplete)" in lines["f" * 12] and "KiB" in lines[s.key[:12]]
+
+    assert cli.main(["cache", "prune", "--all", "--dry-run"]) == 0
+    assert "would remove 3 folder(s)" in capsys.readouterr().out
+    assert len(folders(cache)) == 3
+    assert cli.main(["cache", "prune"]) == 0                   # incomplete ones only
+    out = capsys.readouterr().out
+    assert f"removed {'f' * 12} (incomplete" in out and "removed 1 folder(s)" in out
+    assert folders(cache) == sorted([t.key, s.key])
+    assert cli.main(["cache", "prune", "--older-than", "1", "--cache", str(cache)]) == 0
+    assert f"removed {t.key[:12]} (finished, teacher nokd" in capsys.readouterr().out
+    assert folders(cache) == [s.key]
+    assert cli.main(["cache", "prune", "--older-than", "-1"]) == 2
+    assert "older_than_days must be >= 0" in capsys.readouterr().err
+    assert cli.main(["cache", "prune", "--all"]) == 0
+    assert folders(cache) == []
+    assert cli.main(["cache", "list"]) == 0
+    assert "0 finished job(s)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- a kill
+SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from test_jobs import student
+from cmkd.jobs import run_jobs
+jobs = [student(method="nokd", hparams={{}}, teacher=None, seed=s, epochs=5, batch_size=64)
+        for s in (11, 12, 13)]
+print(" ".join(j.key for j in jobs), flush=True)
+run_jobs(jobs, progress=False)
+"""
+
+
+def test_killed_run_resumes_and_redoes_only_the_missing_jobs(tmp_path, fits):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "CMKD_CACHE": str(cache), "TQDM_DISABLE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "lib"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests"))],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        keys = proc.stdout.readline().split()
+        assert len(keys) == 3
+        deadline = time.time() + 300
+        while not any(jc.has(cache, k) for k in keys):
+            assert proc.poll() is None, "the run ended before a job finished"
+            assert time.time() < deadline, "no job finished in time"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = [k for k in keys if jc.has(cache, k)]
+    assert done and len(done) < 3, "the kill came too late to test resuming"
+    # every folder is either finished or incomplete (never read); nothing half-finished is used
+    jobs = [student(method="nokd", hparams={}, teacher=None, seed=s, epochs=5, batch_size=64)
+            for s in (11, 12, 13)]
+    assert [j.key for j in jobs] == keys
+    rows = run_jobs(jobs, cache=cache, progress=False)
+    assert len(fits) == 3 - len(done), "finished jobs were trained again"
+    assert list(rows["key"]) == keys
+    assert all(jc.has(cache, k) for k in keys)
+    assert not any(name.startswith(jc.TMP_PREFIX) for name in folders(cache))
+    # the resumed result is the one an uninterrupted run gives
+    fresh = run_job(jobs[2], tmp_path / "fresh")
+    assert fresh["test_at_best_val"] == rows["test_at_best_val"][2]
+
+
+def test_partial_of_run_job_is_picklable():
+    fn = functools.partial(run_job, cache="/tmp/x", progress=False)
+    assert pickle.loads(pickle.dumps(fn)).keywords == {"cache": "/tmp/x", "progress": False}
