@@ -156,7 +156,7 @@ def test_source_hash_follows_run_code_only(tmp_path):
     ({"inputs": ()}, "inputs", "batch keys"),
     ({"optim": {"lr": 0}}, "lr", ""),
     ({"kind": "pupil"}, "kind", "teacher"),
-    ({"kind": "teacher"}, "kind", "method must be 'nokd'"),
+    ({"kind": "teacher"}, "kind", "its method must need no teacher"),
 ])
 def test_bad_fields_are_named(change, field, words):
     with pytest.raises(ParamError) as err:
@@ -438,3 +438,22 @@ def test_killed_run_resumes_and_redoes_only_the_missing_jobs(tmp_path, fits):
 def test_partial_of_run_job_is_picklable():
     fn = functools.partial(run_job, cache="/tmp/x", progress=False)
     assert pickle.loads(pickle.dumps(fn)).keywords == {"cache": "/tmp/x", "progress": False}
+
+
+def test_method_hooks_through_jobs(tmp_path):
+    """A fusion teacher trained with OGM-GE, DLB's paired batches, and the updated teacher's
+    accuracy recorded for a bidirectional method (NaN for a frozen teacher)."""
+    fused = teacher(model="fusion_ogm_ge", inputs=("audio", "image"), method="ogm_ge",
+                    model_options={"classes": 10, "modalities": ("audio", "image"),
+                                   "encoders": ("avdigits_cnn", "avdigits_cnn"),
+                                   "encoder_options": ({}, {})})
+    jobs = [student(teacher=fused, method="nkd", hparams={}),
+            student(teacher=None, method="dlb", hparams={}),
+            student(method="c2kd", hparams={"proxy": False})]
+    rows = run_jobs(jobs, cache=tmp_path, progress=False)
+    assert rows.teacher_test.notna().iloc[0] and rows.teacher_end_test.isna().iloc[0]
+    assert rows.teacher_test.isna().iloc[1]
+    assert 0 <= rows.teacher_end_test.iloc[2] <= 1
+    history = pd.read_csv(tmp_path / jobs[1].key / jc.HISTORY)
+    assert (history.dlb > 0).all(), "DLB's consistency term needs its paired batches"
+    assert (history.steps > 0).all()

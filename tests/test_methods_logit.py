@@ -518,3 +518,40 @@ def test_fit_runs_c2kd_on_tiny_backbones():
     assert any(not torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
     assert set(res.state_dicts["extra"]) >= {"student_proxy.fc.weight",
                                              "teacher_proxy.fc.weight"}
+
+
+def test_ogm_ge_trains_a_fusion_teacher_and_modulates_gradients():
+    """OGM-GE: the fused CE is the loss; after backward the dominant modality's conv gradients
+    are scaled by k (checked with ge=False against the coefficients computed directly)."""
+    import torch.nn.functional as F
+
+    from cmkd import methods, models
+    from cmkd.models.fusion import ogm_ge_coefficients
+
+    torch.manual_seed(0)
+    model = models.build("fusion_ogm_ge", classes=4, modalities=("audio", "image"),
+                         encoders=("avdigits_cnn", "avdigits_cnn"),
+                         encoder_options=({}, {}))
+    m = methods.build("ogm_ge", {"alpha": 0.5, "ge": False}, student=model, classes=4,
+                      student_inputs=("audio", "image"))
+    batch = {"audio": torch.randn(6, 1, 32, 32), "image": torch.randn(6, 1, 8, 8),
+             "label": torch.tensor([0, 1, 2, 3, 0, 1])}
+    m.train()
+    out = m.step(batch, 0)
+    logits, feats = model.forward_features(batch["audio"], batch["image"])
+    torch.testing.assert_close(out["ce"], F.cross_entropy(logits, batch["label"]))
+    k = ogm_ge_coefficients(*model.unimodal_logits(feats), batch["label"], alpha=0.5)
+    out["total"].backward()
+    conv = {mod: [p for p in model.encoders[mod].parameters() if p.dim() >= 3]
+            for mod in ("audio", "image")}
+    before = {mod: [p.grad.clone() for p in ps] for mod, ps in conv.items()}
+    m.after_backward(0)
+    for (mod, ps), kk in zip(conv.items(), k):
+        for p, g in zip(ps, before[mod]):
+            torch.testing.assert_close(p.grad, g * kk)
+    assert min(float(k[0]), float(k[1])) < 1.0  # one modality was damped
+    m._k = None
+    m.after_backward(60)  # outside the modulation window: nothing happens
+    with pytest.raises(Exception, match="concatenation late-fusion"):
+        methods.build("ogm_ge", {}, student=models.build("avdigits_cnn", modality="audio"),
+                      classes=10, student_inputs=("audio",))

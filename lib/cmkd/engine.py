@@ -95,10 +95,16 @@ def make_optimizer(parameters: Sequence[nn.Parameter], optim: OptimConfig
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                num_workers: int = 0, drop_last: bool = False, pin_memory: bool = False
-                ) -> DataLoader:
+                num_workers: int = 0, drop_last: bool = False, pin_memory: bool = False,
+                batch_sampler=None) -> DataLoader:
     """A DataLoader whose shuffling and worker seeds depend on ``seed`` only (its own
-    generator), so a run does not depend on what else used the global random state."""
+    generator), so a run does not depend on what else used the global random state.
+    ``batch_sampler`` (a method's own batching, e.g. DLB's) replaces batch_size / shuffle."""
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
+                          pin_memory=pin_memory,
+                          worker_init_fn=_seed_worker if num_workers else None,
+                          persistent_workers=num_workers > 0)
     gen = torch.Generator().manual_seed(seed_for(seed, 1))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen,
                       num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
@@ -123,6 +129,8 @@ class FitResult:
         reported score); val_last, test_last : the last epoch's.
     state_dicts : 'student', 'teacher', 'extra' at the end of training and 'best_student' at
         ``best_epoch`` (on the CPU).
+    teacher_test_last : the teacher's test scores after training, for methods that train it
+        (online, bidirectional: C2KD Table 7 reports the updated teacher); empty otherwise.
     """
 
     history: pd.DataFrame
@@ -132,6 +140,7 @@ class FitResult:
     val_last: dict[str, float]
     test_last: dict[str, float]
     state_dicts: dict[str, dict] = field(repr=False)
+    teacher_test_last: dict[str, float] = field(default_factory=dict)
 
 
 def _use(flag, name: str, device: torch.device) -> bool:
@@ -313,6 +322,7 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
                                  f"to the batched fast path)")
             opt.zero_grad(set_to_none=True)
             total.backward()
+            method.after_backward(epoch)
             opt.step()
             for k, v in terms.items():
                 v = v.detach().to(acc_dtype)
@@ -322,7 +332,7 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
                 train_scores.update(method.last_student_logits, batch["label"])
         if steps == 0:
             raise ValueError("the training loader yielded no batch")
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "steps": steps}
         for k, v in sums.items():
             row[k] = float(v) if k.startswith("n_") else float(v) / steps
         row.update({f"train_{k}": v for k, v in train_scores.compute().items()})
@@ -348,9 +358,14 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
         best_state = _cpu_state(student)
     states = {k: _cpu(v) for k, v in method.state_dict().items()}
     states["best_student"] = best_state
+    teacher_test = {}
+    if test_loader is not None and method.trains_teacher():
+        teacher_test = evaluate(method.teacher, test_loader, method.teacher_inputs, metrics,
+                                device, amp=use_amp, channels_last=use_cl)
     return FitResult(history=pd.DataFrame(rows), best_epoch=best_epoch, best_val=best_val,
                      test_at_best_val=test_best, val_last=dict(val_scores),
-                     test_last=dict(test_scores), state_dicts=states)
+                     test_last=dict(test_scores), state_dicts=states,
+                     teacher_test_last=teacher_test)
 
 
 def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -34,8 +34,8 @@ from typing import Any
 
 from cmkd.params import ParamError
 
-#: 'teacher' jobs train one model with method 'nokd' and give it to the student jobs that name
-#: them; 'student' jobs train a student, with or without a teacher.
+#: 'teacher' jobs train one model alone (method 'nokd', or 'ogm_ge' for a fusion model) and give
+#: it to the student jobs that name them; 'student' jobs train a student, with or without one.
 KINDS = ("teacher", "student")
 
 #: Bumped when the layout of a job's JSON or of its cache folder changes meaning.
@@ -206,7 +206,7 @@ class Job:
     model : a ``cmkd.models`` registry name: the student of a 'student' job, the teacher model
         of a 'teacher' job.
     inputs : the batch keys fed to ``model``, in order (e.g. ``('audio',)``).
-    kind : 'student' (default) or 'teacher' (method 'nokd', no teacher).
+    kind : 'student' (default) or 'teacher' (a method that needs no teacher; no teacher).
     method : a ``cmkd.methods`` registry name ('nokd' default).
     hparams : the method's hyperparameters (validated, stored with defaults filled).
     teacher : the teacher :class:`Job` (kind 'teacher', same dataset and root), or None.  Its
@@ -278,9 +278,10 @@ class Job:
         if self.metric not in METRICS:
             raise ParamError("metric", f"must be one of {METRICS}, got {self.metric!r}", _SOURCE)
         if self.kind == "teacher":
-            if self.method != "nokd" or self.teacher is not None:
-                raise ParamError("kind", "a 'teacher' job trains its model alone: method must "
-                                         f"be 'nokd' and teacher None (got method "
+            if cls.needs_teacher or self.teacher is not None:
+                raise ParamError("kind", "a 'teacher' job trains its model alone: its method "
+                                         "must need no teacher ('nokd', or 'ogm_ge' for a "
+                                         f"fusion model) and teacher must be None (got method "
                                          f"{self.method!r}, teacher {self.teacher!r})", _SOURCE)
         if self.teacher is not None:
             t = self.teacher

@@ -40,8 +40,9 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
     teacher_model, teacher_inputs, and the options flattened as ``data_<name>``,
     ``model_<name>``, ``hp_<name>``, ``optim_<name>``.  Scores (of ``job.metric``): best_epoch,
     best_val, test_at_best_val (the default reported score), val_last, test_last,
-    teacher_test (the teacher job's test_at_best_val, NaN without a teacher).  Then seconds
-    (training wall time), device (the one used) and source (:func:`source_hash`).
+    teacher_test (the teacher job's test_at_best_val, NaN without a teacher), teacher_end_test
+    (the teacher's test score after training, for methods that train it; NaN otherwise).
+    Then seconds (training wall time), device (the one used) and source (:func:`source_hash`).
     """
     t = job.teacher
     row = {"key": job.key, "kind": job.kind, "dataset": job.dataset, "data_root": job.data_root,
@@ -64,6 +65,7 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
                 "val_last": fit_result.val_last.get(m, nan),
                 "test_last": fit_result.test_last.get(m, nan),
                 "teacher_test": nan if teacher_row is None else teacher_row["test_at_best_val"],
+                "teacher_end_test": fit_result.teacher_test_last.get(m, nan),
                 "seconds": round(seconds, 3), "device": device, "source": source_hash()})
     return row
 
@@ -93,7 +95,7 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
     """
     from cmkd import data, methods, models
     from cmkd.engine import fit, make_loader
-    from cmkd.train import seed_everything, select_device
+    from cmkd.train import seed_everything, seed_for, select_device
 
     if not isinstance(job, Job):
         raise TypeError(f"run_job takes a cmkd.jobs.Job, got {type(job).__name__}")
@@ -110,7 +112,10 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
                            teacher_inputs=None if teacher is None else job.teacher.inputs)
     pin = device.type == "cuda"
     loaders = {s: make_loader(sets[s], job.batch_size, shuffle=s == "train", seed=job.seed,
-                              num_workers=job.workers, pin_memory=pin) for s in SPLITS}
+                              num_workers=job.workers, pin_memory=pin,
+                              batch_sampler=None if s != "train" else method.train_batch_sampler(
+                                  len(sets[s]), job.batch_size, seed_for(job.seed, 1)))
+               for s in SPLITS}
     start = time.perf_counter()
     result = fit(method, loaders["train"], loaders["val"], loaders["test"], optim=job.optim,
                  epochs=job.epochs, device=device, seed=job.seed, progress=progress,

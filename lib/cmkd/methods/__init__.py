@@ -20,7 +20,7 @@ from cmkd.params import ParamError
 
 # the methods register themselves on import
 from cmkd.methods import (  # noqa: E402,F401,I001  isort: skip
-    c2kd, dist, dkd, dlb, dml, fitnet, kd, nkd, nokd, review, rkd, shake, uskd, zipf)
+    c2kd, dist, dkd, dlb, dml, fitnet, kd, nkd, nokd, ogm_ge, review, rkd, shake, uskd, zipf)
 from cmkd.methods.c2kd import C2KD_PRESETS  # noqa: E402  isort: skip
 
 #: preset name -> (method name, hyperparameters): named variants a grid can say by name

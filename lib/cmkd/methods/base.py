@@ -260,6 +260,20 @@ class Method:
             return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
         return F.cross_entropy(logits, target)
 
+    # ------------------------------------------------------------------ training hooks
+    def train_batch_sampler(self, n: int, batch_size: int, seed: int):
+        """A DataLoader ``batch_sampler`` the method needs for its training split of ``n``
+        samples (DLB pairs consecutive batches), or None for ordinary shuffled batches."""
+        return None
+
+    def after_backward(self, epoch: int) -> None:
+        """Called by the training loop between ``backward()`` and the optimiser step (OGM-GE
+        modulates gradients here).  Nothing by default."""
+
+    def trains_teacher(self) -> bool:
+        """Whether training changes the teacher (online and bidirectional methods)."""
+        return self.teacher is not None and self.teacher_update != "frozen"
+
     # ------------------------------------------------------------------ the step
     def step(self, batch: Mapping[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
         """Run the forwards of one mini-batch and return the named loss terms.

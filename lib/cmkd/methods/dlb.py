@@ -64,6 +64,10 @@ class DLB(Method):
         super().__init__(*args, **kwargs)
         self.reset()
 
+    def train_batch_sampler(self, n: int, batch_size: int, seed: int) -> DLBBatchSampler:
+        """DLB's batches: each repeats the last half of the previous one."""
+        return DLBBatchSampler(n, batch_size, seed=seed)
+
     def reset(self) -> None:
         """Forget the previous batch (a new epoch, or a new training)."""
         self.previous: torch.Tensor | None = None
