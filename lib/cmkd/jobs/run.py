@@ -41,7 +41,7 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
     ``model_<name>``, ``hp_<name>``, ``optim_<name>``.  Scores (of ``job.metric``): best_epoch,
     best_val, test_at_best_val (the default reported score), val_last, test_last,
     teacher_test (the teacher job's test_at_best_val, NaN without a teacher), teacher_end_test
-    (the teacher's test score after training, for methods that train it; NaN otherwise).
+    (the teacher's test score after training, for methods that train it; None otherwise).
     Then seconds (training wall time), device (the one used) and source (:func:`source_hash`).
     """
     t = job.teacher
@@ -65,7 +65,7 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
                 "val_last": fit_result.val_last.get(m, nan),
                 "test_last": fit_result.test_last.get(m, nan),
                 "teacher_test": nan if teacher_row is None else teacher_row["test_at_best_val"],
-                "teacher_end_test": fit_result.teacher_test_last.get(m, nan),
+                "teacher_end_test": fit_result.teacher_test_last.get(m),
                 "seconds": round(seconds, 3), "device": device, "source": source_hash()})
     return row
 
