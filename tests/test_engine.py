@@ -102,7 +102,7 @@ def test_fit_is_deterministic_and_history_has_the_columns():
     for k, v in a.state_dicts["student"].items():
         torch.testing.assert_close(v, b.state_dicts["student"][k], rtol=0, atol=0)
     assert list(a.history.columns) == [
-        "epoch", "lr", "total", "ce", "kd", "train_accuracy", "train_f1_macro",
+        "epoch", "lr", "steps", "total", "ce", "kd", "train_accuracy", "train_f1_macro",
         "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
     assert a.history.lr.tolist() == pytest.approx([0.05, 0.05 * 0.5**0.9])
     c = _kd_run(3, loader_seed=4)  # another shuffle order: another history
