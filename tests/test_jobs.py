@@ -457,3 +457,14 @@ def test_method_hooks_through_jobs(tmp_path):
     history = pd.read_csv(tmp_path / jobs[1].key / jc.HISTORY)
     assert (history.dlb > 0).all(), "DLB's consistency term needs its paired batches"
     assert (history.steps > 0).all()
+
+
+def test_process_executor_gives_the_serial_results(tmp_path):
+    from cmkd.jobs import ProcessExecutor
+
+    jobs = [student(seed=s) for s in (0, 1)]
+    serial = run_jobs(jobs, cache=tmp_path / "a", progress=False)
+    parallel = run_jobs(jobs, executor=ProcessExecutor(2), cache=tmp_path / "b",
+                        progress=False)
+    cols = ["key", "test_at_best_val", "test_last", "best_val", "teacher_test"]
+    pd.testing.assert_frame_equal(serial[cols], parallel[cols])

@@ -6,13 +6,14 @@
   first and once, cached keys skipped) into a tidy DataFrame of result rows.
 - the cache (:mod:`~cmkd.jobs.cache`): ``$CMKD_CACHE`` or ``<repo>/.cache/jobs``, one folder
   per key written atomically; ``cmkd cache list`` / ``cmkd cache prune``.
-- executors (:mod:`~cmkd.jobs.executors`): ``map(fn, jobs)``; :class:`SerialExecutor` here.
+- executors (:mod:`~cmkd.jobs.executors`): ``map(fn, jobs)``; :class:`SerialExecutor` in process,
+  :class:`ProcessExecutor` over local worker processes.
 """
 
 from cmkd.jobs.cache import cache_dir
-from cmkd.jobs.executors import Executor, SerialExecutor
+from cmkd.jobs.executors import Executor, ProcessExecutor, SerialExecutor
 from cmkd.jobs.job import KINDS, Job, source_hash
 from cmkd.jobs.run import result_row, run_job, run_jobs
 
-__all__ = ["KINDS", "Executor", "Job", "SerialExecutor", "cache_dir", "result_row", "run_job",
-           "run_jobs", "source_hash"]
+__all__ = ["KINDS", "Executor", "Job", "ProcessExecutor", "SerialExecutor", "cache_dir",
+           "result_row", "run_job", "run_jobs", "source_hash"]

@@ -27,3 +27,41 @@ class SerialExecutor:
 
     def __repr__(self) -> str:
         return "SerialExecutor()"
+
+
+def _worker_init(threads: int) -> None:  # pragma: no cover - runs in the worker processes
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class ProcessExecutor:
+    """Runs the jobs in ``processes`` worker processes on this machine (spawned, ``threads``
+    torch threads each): small models on a multi-core CPU, or several small jobs sharing one
+    GPU.  Results are yielded as jobs finish; Ctrl-C cancels the jobs not yet started (a job
+    in flight is lost, the finished ones are in the cache)."""
+
+    def __init__(self, processes: int = 2, threads: int = 1):
+        if processes < 1 or threads < 1:
+            raise ValueError(f"processes and threads must be >= 1, got {processes}, {threads}")
+        self.processes, self.threads = processes, threads
+
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> Iterator[Any]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        jobs = list(jobs)
+        if not jobs:
+            return
+        pool = ProcessPoolExecutor(min(self.processes, len(jobs)),
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(self.threads,))
+        try:
+            futures = [pool.submit(fn, job) for job in jobs]
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(processes={self.processes}, threads={self.threads})"

@@ -1,0 +1,626 @@
+"""Notebook 06: the C2KD benchmark (Huo et al., CVPR 2024): Tables 1, 3, 5, 6, 7 and Fig. 3, 4, 5.
+
+The experiment is a grid of jobs (:mod:`cmkd.jobs`): for every dataset, direction (teacher
+modality -> student modality), seed and row of a table, one job naming the student model, the
+teacher job, the method of the registry (:mod:`cmkd.methods`) and its hyperparameters.  Teachers
+are jobs of their own, trained once per (dataset, modality, seed) and shared by every row (and by
+any notebook that builds the same teacher job); finished jobs come from the cache, so an
+interrupted notebook resumes where it stopped.  The same rows serve several artefacts: Table 1 is
+Table 3's view on AVE and VGGSound, Table 5's rows (a) and (d) are KD and C2KD of Table 3.
+
+Sections (``sections`` parameter):
+- table3: w/o KD, FitNet, Review, KD, DML, SHAKE, RKD, DKD, DIST, NKD, C2KD with the teacher's
+  top ``teacher_top_k`` blocks updated (Ours†) and fully updated (Ours‡).
+- table5: ablation: (e) no KD, (a) KD, (b) BD, BD+NT, BD+OFS, (c) OFS+NT+BD, (d) full C2KD.
+- fig3: training dynamics (test accuracy and samples per batch with KRC <= omega) of SHAKE, NKD
+  and C2KD (their histories; the count is of the pair each method distils between).
+- fig4: C2KD with the KRC, cosine, Pearson and gradient-cosine filters over ``fig4_omegas``, and
+  without selection.
+- fig5: C2KD's modules plugged into DIST and NKD (plain, + BD, + BD + OFS + NT, + proxies).
+- table6: self-KD baselines (DLB, Zipf, USKD; no teacher) beside no KD and C2KD.
+- table7: multimodal teachers (late fusion by concatenation, FiLM, OGM-GE) distilled with NKD,
+  beside NKD and C2KD with the unimodal teacher; teacher accuracies too.
+
+Data: the embedded ``avdigits`` pairs (default profile; not the papers' numbers) or the papers'
+CREMA-D, AVE and VGGSound (paper profile; ResNet-18s, 1 frame for CREMA-D and AVE, 3 for
+VGGSound).  CrisisMMD needs text and image encoders the user loads from local weights; it is
+not in this notebook's grid yet (see the README).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cmkd.params import ParamError, spec
+from cmkd.reporting import new_figure, paper_values
+from cmkd.train import DEVICES, device_available
+
+SECTIONS = ("table3", "table5", "fig3", "fig4", "fig5", "table6", "table7")
+DATASETS = ("avdigits", "cremad", "ave", "vggsound")
+FILTERS = ("krc", "cosine", "pearson", "gradcos")
+FUSIONS = ("fusion_concat", "fusion_film", "fusion_ogm_ge")
+#: direction -> (teacher modality, student modality); the paper's column names the student
+DIRECTIONS = {"a2v": ("audio", "visual"), "v2a": ("visual", "audio")}
+COLUMN = {"a2v": "Visual", "v2a": "Audio"}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How a dataset enters the grid: batch key per modality, models, options, root parameter."""
+
+    keys: dict
+    models: dict
+    options: dict
+    root_param: str | None
+    classes: int
+
+
+DATA = {
+    "avdigits": DataSpec({"audio": "audio", "visual": "image"},
+                         {"audio": ("avdigits_cnn", {"modality": "audio"}),
+                          "visual": ("avdigits_cnn", {"modality": "image"})}, {}, None, 10),
+    "cremad": DataSpec({"audio": "audio", "visual": "image"},
+                       {"audio": ("resnet18", {"in_channels": 1}),
+                        "visual": ("resnet18", {"frames": 1})}, {"frames": 1}, "cremad_root", 6),
+    "ave": DataSpec({"audio": "audio", "visual": "image"},
+                    {"audio": ("resnet18", {"in_channels": 1}),
+                     "visual": ("resnet18", {"frames": 1})}, {"frames": 1}, "ave_root", 28),
+    "vggsound": DataSpec({"audio": "audio", "visual": "image"},
+                         {"audio": ("resnet18", {"in_channels": 1}),
+                          "visual": ("resnet18", {"frames": 3})}, {"frames": 3},
+                         "vggsound_root", 50),
+}
+
+#: row label -> (registry method or preset, hyperparameters beyond the preset's)
+TABLE3 = {
+    "w/o KD": ("nokd", {}), "FitNet": ("fitnet", {}), "Review": ("review", {}),
+    "KD": ("kd", {}), "DML": ("dml", {}), "SHAKE": ("shake", {}), "RKD": ("rkd", {}),
+    "DKD": ("dkd", {}), "DIST": ("dist", {}), "NKD": ("nkd", {}),
+    "Ours† (top layers)": ("c2kd_partial", {}), "Ours‡ (full)": ("c2kd", {}),
+}
+TABLE3_IDS = {"w/o KD": "nokd", "FitNet": "fitnet", "Review": "review", "KD": "kd",
+              "DML": "dml", "SHAKE": "shake", "RKD": "rkd", "DKD": "dkd", "DIST": "dist",
+              "NKD": "nkd", "Ours† (top layers)": "c2kd_partial", "Ours‡ (full)": "c2kd_full"}
+TABLE5 = {  # label -> (method or preset, switches as printed: proxy, ofs, nt, bd)
+    "(e) w/o KD": ("nokd", "", "nokd"), "(a) KD": ("kd", "", "kd"),
+    "(b) BD": ("c2kd_bd", "BD", "c2kd_bd"), "BD+NT": ("c2kd_bd_nt", "NT BD", "c2kd_bd_nt"),
+    "BD+OFS": ("c2kd_bd_ofs", "OFS BD", "c2kd_bd_ofs"),
+    "(c) OFS+NT+BD": ("c2kd_noproxy", "OFS NT BD", "c2kd_noproxy"),
+    "(d) C2KD": ("c2kd", "Proxy OFS NT BD", "c2kd"),
+}
+FIG5 = {  # (base, stage) -> (method or preset, hyperparameters)
+    "plain": lambda b: (b, {}),
+    "+BD": lambda b: ("c2kd", {"base": b, "proxy": False, "ofs": False, "nt": False}),
+    "+BD+OFSD": lambda b: ("c2kd", {"base": b, "proxy": False}),
+    "+BD+OFSD+proxy": lambda b: ("c2kd", {"base": b}),
+}
+TABLE6 = {"w/o KD": "nokd", "DLB": "dlb", "ZipfKD": "zipf", "USKD": "uskd", "Ours": "c2kd"}
+TABLE7_LABELS = {"fusion_concat": "+Cat", "fusion_film": "+FiLM", "fusion_ogm_ge": "+OGM"}
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = field(metadata=spec("base seed; run r uses seed + r", low=0))
+    n_seeds: int = field(metadata=spec("seeds per setting (C2KD: 3)", low=1, high=20))
+    datasets: list[str] = field(metadata=spec(
+        "datasets ('avdigits': embedded, not the papers' numbers)", choices=DATASETS,
+        min_items=1))
+    directions: list[str] = field(metadata=spec(
+        "a2v: audio teacher -> visual student; v2a: visual teacher -> audio student",
+        choices=tuple(DIRECTIONS), min_items=1))
+    sections: list[str] = field(metadata=spec("artefacts to produce", choices=SECTIONS,
+                                              min_items=1))
+    epochs: int = field(metadata=spec("epochs of every student (C2KD: 100)", low=1,
+                                      high=10_000))
+    teacher_epochs: int = field(metadata=spec("epochs of each teacher", low=1, high=10_000))
+    batch_size: int = field(metadata=spec("mini-batch size (C2KD: 64)", low=2, high=4096))
+    lr: float = field(metadata=spec("SGD learning rate (C2KD: 1e-2, momentum 0.9, poly 0.9)",
+                                    low=0, high=10, low_open=True))
+    lr_min: float = field(metadata=spec("floor of the poly decay (C2KD's code: 1e-4)", low=0,
+                                        high=10))
+    weight_decay: float = field(metadata=spec("SGD weight decay", low=0, high=1))
+    omega: float = field(metadata=spec("C2KD's filter threshold (strict >; paper: 0)", low=-1,
+                                       high=1))
+    teacher_top_k: int = field(metadata=spec("Ours†: teacher blocks updated (paper: 2)", low=1,
+                                             high=10))
+    fig4_omegas: list[float] = field(metadata=spec("thresholds of the Fig. 4 sweep", low=-1,
+                                                   high=1, min_items=1))
+    fig4_filters: list[str] = field(metadata=spec("filters of the Fig. 4 sweep", choices=FILTERS,
+                                                  min_items=1))
+    fusions: list[str] = field(metadata=spec("Table 7's multimodal teachers", choices=FUSIONS,
+                                             min_items=1))
+    image_size: int = field(metadata=spec(
+        "frame size of the real datasets' visual input (paper: 224; ignored by avdigits)",
+        low=8, high=1024))
+    cremad_root: str = field(metadata=spec("CREMA-D folder (paper profile; '' when unused)"))
+    ave_root: str = field(metadata=spec("AVE folder (paper profile; '' when unused)"))
+    vggsound_root: str = field(metadata=spec("VGGSound folder (paper profile; '' when unused)"))
+    workers: int = field(metadata=spec("DataLoader worker processes", low=0, high=64))
+    device: str = field(metadata=spec("compute device", choices=DEVICES,
+                                      validate=device_available))
+
+    def check(self) -> None:
+        """Every selected real dataset must be found in its layout before any compute."""
+        from cmkd import data
+
+        for name in self.datasets:
+            param = DATA[name].root_param
+            if param is None:
+                continue
+            root = getattr(self, param)
+            if not root:
+                raise ParamError(param, f"dataset {name!r} is selected but {param} is empty; "
+                                        f"set it to the folder in the layout of "
+                                        f"shared/reference/datasets.md")
+            mod = data.module(name)
+            problems = mod.check(_path(root)) if _path(root).is_dir() else [
+                f"{root} does not exist"]
+            if problems:
+                layout = getattr(mod, "LAYOUT", "").strip()
+                raise ParamError(param, f"dataset {name!r} not usable at {root!r}: "
+                                        + "; ".join(problems)
+                                        + (f"\nexpected layout:\n{layout}" if layout else ""))
+
+
+def _path(root: str):
+    from pathlib import Path
+
+    return Path(root).expanduser()
+
+
+# ----------------------------------------------------------------------------- the grid
+def _optim(config: Config) -> dict:
+    return {"optimizer": "sgd", "lr": config.lr, "momentum": 0.9,
+            "weight_decay": config.weight_decay, "schedule": "poly",
+            "lr_min": min(config.lr_min, config.lr)}
+
+
+def _dataset_options(config: Config, dataset: str) -> dict:
+    opts = dict(DATA[dataset].options)
+    if dataset != "avdigits":
+        opts["image_size"] = config.image_size
+    return opts
+
+
+def _root(config: Config, dataset: str) -> str | None:
+    param = DATA[dataset].root_param
+    return None if param is None else str(_path(getattr(config, param)))
+
+
+def _model(dataset: str, modality: str) -> tuple[str, dict]:
+    name, opts = DATA[dataset].models[modality]
+    return name, dict(opts, classes=DATA[dataset].classes)
+
+
+def teacher_job(config: Config, dataset: str, modality: str, seed: int):
+    """The unimodal teacher of ``modality`` (trained alone, its best-validation weights)."""
+    from cmkd.jobs import Job
+
+    name, opts = _model(dataset, modality)
+    return Job(dataset=dataset, model=name, model_options=opts,
+               inputs=(DATA[dataset].keys[modality],), kind="teacher",
+               dataset_options=_dataset_options(config, dataset),
+               data_root=_root(config, dataset), optim=_optim(config),
+               epochs=config.teacher_epochs, batch_size=config.batch_size, seed=seed,
+               device=config.device, workers=config.workers)
+
+
+def fusion_teacher_job(config: Config, dataset: str, fusion: str, direction: str, seed: int):
+    """A late-fusion teacher on both modalities (Table 7), trained with OGM-GE for 'OGM'."""
+    from cmkd.jobs import Job
+
+    spec_ = DATA[dataset]
+    t_mod, s_mod = DIRECTIONS[direction]
+    encoders, options = [], []
+    for mod in (t_mod, s_mod):
+        name, opts = _model(dataset, mod)
+        encoders.append(name)
+        options.append({k: v for k, v in opts.items() if k not in ("classes", "modality")})
+    return Job(dataset=dataset, model=fusion,
+               model_options={"classes": spec_.classes,
+                              "modalities": (spec_.keys[t_mod], spec_.keys[s_mod]),
+                              "encoders": tuple(encoders), "encoder_options": tuple(options)},
+               inputs=(spec_.keys[t_mod], spec_.keys[s_mod]), kind="teacher",
+               method="ogm_ge" if fusion == "fusion_ogm_ge" else "nokd",
+               dataset_options=_dataset_options(config, dataset),
+               data_root=_root(config, dataset), optim=_optim(config),
+               epochs=config.teacher_epochs, batch_size=config.batch_size, seed=seed,
+               device=config.device, workers=config.workers)
+
+
+def student_job(config: Config, dataset: str, direction: str, seed: int, method: str,
+                hparams: dict | None = None, teacher=None):
+    """A student of ``direction``'s student modality trained by ``method`` (a registry name or
+    preset; C2KD's threshold set to ``config.omega`` unless ``hparams`` says otherwise)."""
+    from cmkd import methods
+    from cmkd.jobs import Job
+
+    name, hp = methods.resolve(method, hparams or {})
+    if name == "c2kd":
+        hp = {"omega": config.omega, **hp}
+        if hp.get("teacher_update") == "top_k":
+            hp["teacher_top_k"] = config.teacher_top_k
+    t_mod, s_mod = DIRECTIONS[direction]
+    needs = methods.get(name).needs_teacher
+    if needs and teacher is None:
+        teacher = teacher_job(config, dataset, t_mod, seed)
+    model, opts = _model(dataset, s_mod)
+    return Job(dataset=dataset, model=model, model_options=opts,
+               inputs=(DATA[dataset].keys[s_mod],), method=name, hparams=hp,
+               teacher=teacher if needs else None,
+               dataset_options=_dataset_options(config, dataset),
+               data_root=_root(config, dataset), optim=_optim(config), epochs=config.epochs,
+               batch_size=config.batch_size, seed=seed, device=config.device,
+               workers=config.workers)
+
+
+def grid(config: Config) -> tuple[list, pd.DataFrame]:
+    """Every job of the selected sections, and a table tagging each (section, dataset,
+    direction, seed, label, job index): one job can serve several artefacts."""
+    jobs, tags, index = [], [], {}
+
+    def add(section, dataset, direction, seed, label, job, **extra):
+        if job.key not in index:
+            index[job.key] = len(jobs)
+            jobs.append(job)
+        tags.append(dict(section=section, dataset=dataset, direction=direction, seed=seed,
+                         label=label, job=index[job.key], **extra))
+
+    for dataset in config.datasets:
+        for direction in config.directions:
+            for r in range(config.n_seeds):
+                seed = config.seed + r
+                student = functools.partial(student_job, config, dataset, direction, seed)
+
+                if {"table3", "fig3"} & set(config.sections):
+                    for label, (method, hp) in TABLE3.items():
+                        job = student(method, hp)
+                        if "table3" in config.sections:
+                            add("table3", dataset, direction, seed, label, job)
+                        if "fig3" in config.sections and method in ("shake", "nkd", "c2kd"):
+                            add("fig3", dataset, direction, seed, label, job)
+                if "table5" in config.sections:
+                    for label, (method, switches, _) in TABLE5.items():
+                        add("table5", dataset, direction, seed, label, student(method),
+                            switches=switches)
+                if "fig4" in config.sections:
+                    for filt in config.fig4_filters:
+                        for omega in config.fig4_omegas:
+                            add("fig4", dataset, direction, seed, filt,
+                                student("c2kd", {"filter": filt, "omega": omega}),
+                                omega=omega)
+                    add("fig4", dataset, direction, seed, "w/o selection",
+                        student("c2kd_noselect"), omega=math.nan)
+                if "fig5" in config.sections:
+                    for base in ("dist", "nkd"):
+                        for stage, make in FIG5.items():
+                            method, hp = make(base)
+                            add("fig5", dataset, direction, seed, stage,
+                                student(method, hp), base=base.upper())
+                if "table6" in config.sections:
+                    for label, method in TABLE6.items():
+                        add("table6", dataset, direction, seed, label, student(method))
+                if "table7" in config.sections:
+                    add("table7", dataset, direction, seed, "NKD", student("nkd"))
+                    for fusion in config.fusions:
+                        fused = fusion_teacher_job(config, dataset, fusion, direction, seed)
+                        add("table7", dataset, direction, seed, TABLE7_LABELS[fusion],
+                            student("nkd", {}, fused))
+                    add("table7", dataset, direction, seed, "Ours", student("c2kd"))
+    return jobs, pd.DataFrame(tags)
+
+
+def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
+    """Run the grid (finished jobs come from the cache) and return one row per tag: the tag's
+    fields plus the job's scores in percent (student ``acc``, ``teacher_acc`` of the teacher
+    job, ``teacher_end_acc`` after training for methods that update the teacher), the job key
+    and its training seconds."""
+    from cmkd.jobs import run_jobs
+
+    jobs, tags = grid(config)
+    rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress)
+    res = pd.DataFrame({
+        "key": rows["key"].to_numpy(), "method": rows["method"].to_numpy(),
+        "acc": 100 * rows["test_at_best_val"].astype(float).to_numpy(),
+        "acc_last": 100 * rows["test_last"].astype(float).to_numpy(),
+        "teacher_acc": 100 * rows["teacher_test"].astype(float).to_numpy(),
+        "teacher_end_acc": 100 * pd.to_numeric(rows["teacher_end_test"]).to_numpy(),
+        "seconds": rows["seconds"].astype(float).to_numpy()})
+    out = tags.join(res, on="job").drop(columns="job")
+    out.attrs["jobs"] = len(jobs)
+    out.attrs["seconds"] = float(res.seconds.sum())
+    return out
+
+
+def histories(results: pd.DataFrame, cache=None) -> pd.DataFrame:
+    """The per-epoch histories of the fig3 rows (from the cache): epoch, test accuracy (%) and
+    the mean number per batch of samples whose KRC is <= omega."""
+    from cmkd.jobs import cache as jc
+
+    folder = jc.cache_dir(cache)
+    frames = []
+    for row in results[results.section == "fig3"].itertuples():
+        h = pd.read_csv(folder / row.key / jc.HISTORY)
+        krc = (h["n_krc_below_omega"] / h["steps"]) if "n_krc_below_omega" in h else np.nan
+        frames.append(pd.DataFrame({"dataset": row.dataset, "direction": row.direction,
+                                    "seed": row.seed, "label": row.label,
+                                    "epoch": h["epoch"] + 1,
+                                    "test_acc": 100 * h["test_accuracy"],
+                                    "krc_below_omega_per_batch": krc}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- tables
+def _mean_std(df: pd.DataFrame, by: list[str], value: str = "acc") -> pd.DataFrame:
+    g = df.groupby(by, sort=False)[value]
+    return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0), "n": g.size()}).reset_index()
+
+
+def _wide(df: pd.DataFrame, section: str, order: list[str]) -> pd.DataFrame:
+    """Rows = labels in ``order``; one 'mean' and 'std' column pair per (dataset, column)."""
+    sub = df[df.section == section]
+    if sub.empty:
+        return pd.DataFrame()
+    s = _mean_std(sub, ["label", "dataset", "direction"])
+    out = pd.DataFrame({"method": [lbl for lbl in order if lbl in set(s.label)]})
+    for (dataset, direction), part in s.groupby(["dataset", "direction"], sort=False):
+        part = part.set_index("label")
+        col = f"{dataset} {COLUMN[direction]}"
+        out[f"{col} mean"] = out.method.map(part["mean"])
+        out[f"{col} std"] = out.method.map(part["std"])
+    return out
+
+
+def table3(df: pd.DataFrame) -> pd.DataFrame:
+    """C2KD Table 3: top-1 accuracy (%, mean and std over seeds) per method and column."""
+    return _wide(df, "table3", list(TABLE3))
+
+
+def table1(df: pd.DataFrame) -> pd.DataFrame:
+    """C2KD Table 1: Table 3's rows on AVE and VGGSound (all datasets when those are absent)."""
+    t3 = df[df.section == "table3"]
+    keep = t3[t3.dataset.isin(["ave", "vggsound"])]
+    return _wide((keep if len(keep) else t3).assign(section="table3"), "table3",
+                 [lbl for lbl in TABLE3 if lbl not in ("FitNet", "RKD", "Ours† (top layers)")])
+
+
+def table5(df: pd.DataFrame) -> pd.DataFrame:
+    out = _wide(df, "table5", list(TABLE5))
+    if not out.empty:
+        out.insert(1, "modules", out.method.map({k: v[1] for k, v in TABLE5.items()}))
+    return out
+
+
+def table6(df: pd.DataFrame) -> pd.DataFrame:
+    return _wide(df, "table6", list(TABLE6))
+
+
+def table7(df: pd.DataFrame) -> pd.DataFrame:
+    """Student (S) and teacher (T) accuracy per row: the teacher is the unimodal one for NKD,
+    the fusion model for +Cat / +FiLM / +OGM, and C2KD's updated teacher for Ours."""
+    sub = df[df.section == "table7"].copy()
+    if sub.empty:
+        return pd.DataFrame()
+    sub["t_acc"] = np.where(sub.label == "Ours", sub.teacher_end_acc, sub.teacher_acc)
+    order = ["NKD"] + [TABLE7_LABELS[f] for f in FUSIONS] + ["Ours"]
+    out = pd.DataFrame({"method": [lbl for lbl in order if lbl in set(sub.label)]})
+    for (dataset, direction), part in sub.groupby(["dataset", "direction"], sort=False):
+        g = part.groupby("label")
+        col = f"{dataset} {COLUMN[direction]}"
+        out[f"{col} S"] = out.method.map(g.acc.mean())
+        out[f"{col} T"] = out.method.map(g.t_acc.mean())
+    return out
+
+
+def fig4_table(df: pd.DataFrame) -> pd.DataFrame:
+    sub = df[df.section == "fig4"]
+    if sub.empty:
+        return pd.DataFrame()
+    return _mean_std(sub, ["dataset", "direction", "label", "omega"])
+
+
+def fig5_table(df: pd.DataFrame) -> pd.DataFrame:
+    sub = df[df.section == "fig5"]
+    if sub.empty:
+        return pd.DataFrame()
+    out = _mean_std(sub, ["dataset", "direction", "base", "label"])
+    return out.rename(columns={"label": "stage"})
+
+
+# ----------------------------------------------------------------------------- paper values
+def compare(df: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
+    """Ours beside every published value that our rows have a counterpart for (real datasets
+    only: the embedded data has no published numbers): {variant: {reference id: (mean, std)}}
+    for :meth:`cmkd.reporting.Report.compare`."""
+    known = paper_values()
+    out: dict[str, tuple[float, float]] = {}
+
+    def put(ref, values):
+        if ref in known and len(values):
+            out[ref] = (float(np.mean(values)), float(np.std(values)))
+
+    real = df[df.dataset != "avdigits"]
+    for (section, dataset, direction, label), g in real.groupby(
+            ["section", "dataset", "direction", "label"]):
+        if section == "table3":
+            name = TABLE3_IDS[label]
+            if name.startswith("c2kd_"):
+                put(f"c2kd_t3_{dataset}_{direction}_c2kd_{name[5:]}", g.acc)
+                if name == "c2kd_full":
+                    put(f"c2kd_t1_{dataset}_{direction}_c2kd", g.acc)
+            else:
+                put(f"c2kd_t3_{dataset}_{direction}_{name}", g.acc)
+                put(f"c2kd_t1_{dataset}_{direction}_{name}", g.acc)
+        elif section == "table5":
+            put(f"c2kd_t5_{dataset}_{direction}_{TABLE5[label][2]}", g.acc)
+        elif section == "table6":
+            name = {"zipf": "zipfkd"}.get(TABLE6[label], TABLE6[label])
+            put(f"c2kd_t6_{dataset}_{direction}_{name}", g.acc)
+        elif section == "table7":
+            name = {"NKD": "nkd", "+Cat": "nkd_cat", "+FiLM": "nkd_film", "+OGM": "nkd_ogm",
+                    "Ours": "c2kd"}[label]
+            teacher = g.teacher_end_acc if label == "Ours" else g.teacher_acc
+            put(f"c2kd_t7_{dataset}_{direction}_{name}_student", g.acc)
+            put(f"c2kd_t7_{dataset}_{direction}_{name}_teacher", teacher)
+    return {"ours (test at best validation epoch)": out} if out else {}
+
+
+# ----------------------------------------------------------------------------- claims
+def _col_means(df: pd.DataFrame, section: str) -> pd.DataFrame:
+    sub = df[df.section == section]
+    return sub.groupby(["dataset", "direction", "label"]).acc.mean().unstack("label")
+
+
+def claims(df: pd.DataFrame) -> pd.DataFrame:
+    """The paper's qualitative claims, each checked on our rows (means over seeds)."""
+    out = []
+
+    def claim(artefact, text, evidence, held):
+        out.append({"artefact": artefact, "claim": text, "evidence": evidence,
+                    "held": bool(held)})
+
+    t3 = _col_means(df, "table3")
+    if len(t3):
+        ours = [c for c in ("Ours‡ (full)", "Ours† (top layers)") if c in t3.columns]
+        ranks = []
+        for idx, row in t3.iterrows():
+            order = row.sort_values(ascending=False).index.tolist()
+            best = min(order.index(c) for c in ours) + 1 if ours else None
+            ranks.append((f"{idx[0]} {COLUMN[idx[1]]}", best))
+        worst = max(r for _, r in ranks)
+        claim("C2KD Table 3", "C2KD (either variant) is best or second in every column",
+              "; ".join(f"{c}: rank {r}" for c, r in ranks), worst <= 2)
+        if {"KD", "w/o KD"} <= set(t3.columns):
+            diffs = []
+            for (dataset, direction), row in t3.iterrows():
+                diffs.append((dataset, direction, row["KD"] - row["w/o KD"]))
+            teacher_acc = df[df.section == "table3"].groupby(
+                ["dataset", "direction"]).teacher_acc.mean()
+            student_alone = t3["w/o KD"]
+            weak_to_strong = [(d, r, x) for d, r, x in diffs
+                              if teacher_acc[(d, r)] < student_alone[(d, r)]]
+            if weak_to_strong:
+                claim("C2KD Table 1 / 3",
+                      "KD from the weaker modality hurts the stronger one (KD < w/o KD where "
+                      "the teacher is less accurate than the student trained alone)",
+                      "; ".join(f"{d} {COLUMN[r]}: KD - w/o KD = {x:+.2f}"
+                                for d, r, x in weak_to_strong),
+                      all(x < 0 for _, _, x in weak_to_strong))
+    t5 = _col_means(df, "table5")
+    if len(t5) and {"(b) BD", "BD+NT", "BD+OFS"} <= set(t5.columns):
+        nt = (t5["BD+NT"] - t5["(b) BD"]).mean()
+        ofs = (t5["BD+OFS"] - t5["(b) BD"]).mean()
+        claim("C2KD Table 5", "OFS and NT each help over bidirectional distillation (BD)",
+              f"mean over columns: BD+NT - BD = {nt:+.2f}, BD+OFS - BD = {ofs:+.2f}",
+              nt > 0 and ofs > 0)
+    f4 = df[df.section == "fig4"]
+    if len(f4):
+        best = f4[f4.label != "w/o selection"].groupby(
+            ["dataset", "direction", "label", "omega"]).acc.mean().groupby(
+            ["dataset", "direction", "label"]).max().unstack("label")
+        if "krc" in best.columns and best.shape[1] > 1:
+            others = best.drop(columns="krc").max(axis=1)
+            margin = (best["krc"] - others)
+            claim("C2KD Fig. 4", "the KRC filter is at least as good as the cosine, Pearson and "
+                  "gradient-cosine filters (best threshold of each)",
+                  "; ".join(f"{d} {COLUMN[r]}: KRC - best other = {m:+.2f}"
+                            for (d, r), m in margin.items()), (margin >= 0).all())
+    f5 = df[df.section == "fig5"]
+    if len(f5):
+        m = f5.groupby(["dataset", "direction", "base", "label"]).acc.mean().unstack("label")
+        if {"plain", "+BD+OFSD+proxy"} <= set(m.columns):
+            gain = m["+BD+OFSD+proxy"] - m["plain"]
+            claim("C2KD Fig. 5", "C2KD's modules improve DIST and NKD",
+                  "; ".join(f"{b} {d} {COLUMN[r]}: {g:+.2f}" for (d, r, b), g in gain.items()),
+                  (gain > 0).all())
+    t6 = _col_means(df, "table6")
+    if len(t6) and "Ours" in t6.columns:
+        selfkd = [c for c in ("DLB", "ZipfKD", "USKD") if c in t6.columns]
+        margin = t6["Ours"] - t6[selfkd].max(axis=1)
+        claim("C2KD Table 6", "C2KD beats the self-KD methods",
+              "; ".join(f"{d} {COLUMN[r]}: C2KD - best self-KD = {x:+.2f}"
+                        for (d, r), x in margin.items()), (margin > 0).all())
+    t7 = df[df.section == "table7"]
+    if len(t7):
+        fused = t7[t7.label.isin(TABLE7_LABELS.values())]
+        uni_t = t7[t7.label == "NKD"].teacher_acc.mean()
+        fused_t = fused.teacher_acc.mean()
+        ours_s = t7[t7.label == "Ours"].acc.mean()
+        best_fused_s = fused.groupby("label").acc.mean().max()
+        claim("C2KD Table 7", "multimodal teachers are more accurate than the unimodal teacher "
+              "without giving better students than C2KD",
+              f"teacher accuracy fused {fused_t:.2f} vs unimodal {uni_t:.2f}; student: best "
+              f"fused-teacher NKD {best_fused_s:.2f} vs C2KD {ours_s:.2f}",
+              fused_t > uni_t and best_fused_s <= ours_s)
+    return pd.DataFrame(out, columns=["artefact", "claim", "evidence", "held"])
+
+
+# ----------------------------------------------------------------------------- figures
+def plot_dynamics(hist: pd.DataFrame):
+    """Fig. 3: test accuracy (solid) and samples per batch with KRC <= omega (dotted) over
+    epochs, for SHAKE, NKD and C2KD (mean over seeds), one panel per column."""
+    cols = list(hist.groupby(["dataset", "direction"]).groups)
+    fig, axes = new_figure(ncols=len(cols), width=4.6 * len(cols), height=3.4, squeeze=False)
+    colors = {"SHAKE": "#4C72B0", "NKD": "#DD8452", "Ours‡ (full)": "#000000",
+              "Ours† (top layers)": "#8C8C8C"}
+    for ax, (dataset, direction) in zip(axes[0], cols):
+        sub = hist[(hist.dataset == dataset) & (hist.direction == direction)]
+        ax2 = ax.twinx()
+        for label, g in sub.groupby("label", sort=False):
+            m = g.groupby("epoch").mean(numeric_only=True)
+            color = colors.get(label, None)
+            ax.plot(m.index, m.test_acc, "-", color=color, label=label)
+            ax2.plot(m.index, m.krc_below_omega_per_batch, ":", color=color)
+        ax.set_title(f"{dataset}: {DIRECTIONS[direction][0]} -> {DIRECTIONS[direction][1]}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax2.set_ylabel("samples per batch with KRC <= omega (dotted)")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    return fig
+
+
+def plot_filters(df: pd.DataFrame):
+    """Fig. 4: accuracy vs omega per filter (mean +- std over seeds); dashed: no selection."""
+    f4 = df[df.section == "fig4"]
+    cols = list(f4.groupby(["dataset", "direction"]).groups)
+    fig, axes = new_figure(ncols=len(cols), width=4.4 * len(cols), height=3.3, squeeze=False)
+    for ax, (dataset, direction) in zip(axes[0], cols):
+        sub = f4[(f4.dataset == dataset) & (f4.direction == direction)]
+        for label, g in sub[sub.label != "w/o selection"].groupby("label", sort=False):
+            s = g.groupby("omega").acc.agg(["mean", "std"])
+            ax.errorbar(s.index, s["mean"], yerr=s["std"].fillna(0), marker="o", ms=3,
+                        capsize=2, label=label)
+        none = sub[sub.label == "w/o selection"].acc.mean()
+        ax.axhline(none, color="0.4", linestyle="--", linewidth=1, label="w/o selection")
+        ax.set_title(f"{dataset}: {DIRECTIONS[direction][0]} -> {DIRECTIONS[direction][1]}")
+        ax.set_xlabel(r"$\omega$")
+        ax.set_ylabel("student test accuracy (%)")
+        ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def plot_modules(df: pd.DataFrame):
+    """Fig. 5: DIST and NKD plain and with C2KD's modules added (mean +- std over seeds)."""
+    t = fig5_table(df)
+    cols = list(t.groupby(["dataset", "direction"]).groups)
+    fig, axes = new_figure(ncols=len(cols), width=4.4 * len(cols), height=3.3, squeeze=False)
+    stages = list(FIG5)
+    for ax, (dataset, direction) in zip(axes[0], cols):
+        sub = t[(t.dataset == dataset) & (t.direction == direction)]
+        width = 0.38
+        for i, (base, g) in enumerate(sub.groupby("base", sort=False)):
+            g = g.set_index("stage").reindex(stages)
+            x = np.arange(len(stages)) + (i - 0.5) * width
+            ax.bar(x, g["mean"], width, yerr=g["std"].fillna(0), capsize=2, label=base)
+        ax.set_xticks(np.arange(len(stages)), stages, fontsize=7)
+        lo = sub["mean"].min() - 3 * max(sub["std"].max(), 1.0)
+        ax.set_ylim(max(lo, 0), None)
+        ax.set_title(f"{dataset}: {DIRECTIONS[direction][0]} -> {DIRECTIONS[direction][1]}")
+        ax.set_ylabel("student test accuracy (%)")
+        ax.legend(fontsize=7, frameon=False)
+    return fig
