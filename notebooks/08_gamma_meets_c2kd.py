@@ -36,6 +36,18 @@
 #   the target logit (the softmax still covers all K classes) and averages the masked KL over the
 #   whole batch; that variant runs too ("C2KD, official code's NT-KL", dotted), so its effect on
 #   the numbers is visible beside the paper's.
+# * **Code**: every method is an object of the method registry `cmkd.methods` (the C2KD
+#   ablations are its presets, `C2KD_PRESETS`), built on the batched MLPs with `runs=True` and
+#   trained by the small-model loop `cmkd.train.train_minibatch`: the same objects notebook 06
+#   trains on real data. Two things changed when this notebook moved onto the registry (all other
+#   methods give bit-identical numbers): DKD's warm-up factor is now mdistiller's
+#   `min((epoch + 1) / warm-up, 1)` with epochs counted from 0, so its first epoch already
+#   distils (it distilled nothing before); and the offline methods (KD, DKD, DIST, NKD) read the
+#   fixed teacher's logits computed per mini-batch, as the registry does everywhere, rather than
+#   once for the whole training set. The two computations round the last bit of a logit
+#   differently (float32 matrix products of different sizes), and SGD amplifies that: on the
+#   default profile a run's accuracy moves by up to 0.8 points and a mean over runs by at most
+#   0.2 (DKD, its warm-up included: up to 3.4 points per run, 0.8 per mean); no claim changes.
 #
 # Questions: does KD's gain rise with γ (MFH, now with K classes and MLPs)? Does the KRC filter keep
 # more samples as γ grows (the link between the two papers)? Is C2KD's advantage over KD largest

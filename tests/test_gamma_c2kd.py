@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
+from cmkd import methods
 from cmkd.data import mvd
 from cmkd.experiments import gamma_c2kd
 from cmkd.models import BatchedBatchNorm, BatchedLinear, BatchedMLP
 from cmkd.params import ParamError, from_mapping
-from cmkd.train import torch_threads, train_minibatch
+from cmkd.train import seed_for, torch_threads, train_minibatch
 
 
 # ----------------------------------------------------------------------------- K-class MVD
@@ -143,6 +144,9 @@ def test_config_errors():
         from_mapping(gamma_c2kd.Config, dict(SMALL, methods=["kd", "c2kd"]))
     with pytest.raises(ParamError, match="'methods': 'c3kd' is not allowed"):
         from_mapping(gamma_c2kd.Config, dict(SMALL, methods=["nokd", "kd", "c3kd"]))
+    # a registry method this notebook does not run (DLB needs its own batch order)
+    with pytest.raises(ParamError, match="'methods': 'dlb' is not allowed"):
+        from_mapping(gamma_c2kd.Config, dict(SMALL, methods=["nokd", "kd", "dlb"]))
     with pytest.raises(ParamError, match="'gammas': gamma = 0.3 is not reachable"):
         from_mapping(gamma_c2kd.Config, dict(SMALL, gammas=[0.3]))
 
@@ -182,3 +186,44 @@ def test_teacher_top_layer_variant_leaves_lower_layers_alone():
         gamma_c2kd.train_method("c2kd_top1", cfg, data, teacher)  # trains a copy
     for p, q in zip(teacher.parameters(), before.parameters()):
         assert torch.equal(p, q)
+
+
+def test_methods_are_the_registry_s_with_the_notebook_s_settings_and_seeds():
+    """Every method of notebook 08 is a registry method or preset, built with runs=True; the
+    hyperparameters the notebook sets come from its config; the extra modules have the seeds
+    notebook 08 always gave them (C2KD's teacher proxy: the student proxy's + 11)."""
+    cfg = from_mapping(gamma_c2kd.Config, dict(SMALL, methods=["nokd", "kd"], epochs=25,
+                                               temperature=2.0, omega=0.1))
+    data = gamma_c2kd.make_data(cfg, torch.device("cpu"))
+    teacher = gamma_c2kd._mlp(cfg, data, data.xa.shape[-1], "teacher")
+    for name in gamma_c2kd.METHODS:
+        m = gamma_c2kd.build_method(name, cfg, data, teacher)
+        method, preset = methods.resolve(name)
+        assert type(m) is methods.get(method) and m.runs, name
+        for key, value in preset.items():
+            assert getattr(m.hp, key) == value, (name, key)
+        assert m.teacher is not teacher, name  # online methods train a copy
+        assert all(torch.equal(p, q) for p, q in zip(m.teacher.parameters(),
+                                                     teacher.parameters()))
+        seeds = [seed_for(*k, gamma_c2kd.PHASE[name], 7) % 2**31 for k in data.keys]
+        if method == "c2kd":
+            assert m.hp.omega == 0.1
+            for key, offset in (("student_proxy", 0), ("teacher_proxy", 11)):
+                has = key in m.extra
+                assert has == m.hp.proxy, (name, key)
+                if has:
+                    ref = BatchedLinear(cfg.hidden, cfg.hidden, [s + offset for s in seeds],
+                                        bias=False)
+                    assert torch.equal(m.extra[key][0].weight, ref.weight), (name, key)
+    assert gamma_c2kd.build_method("kd", cfg, data, teacher).hp.temperature == 2.0
+    assert gamma_c2kd.build_method("dml", cfg, data, teacher).hp.temperature == 2.0
+    dkd = gamma_c2kd.build_method("dkd", cfg, data, teacher)
+    # warm-up over epochs // 10 = 2 epochs, the registry's (mdistiller's) count: 1/2, 1, 1
+    assert dkd.hp.warmup_epochs == 2 and [dkd.warmup(e) for e in range(3)] == [0.5, 1.0, 1.0]
+    fitnet = gamma_c2kd.build_method("fitnet", cfg, data, teacher)
+    assert fitnet.hp.feat_weight == 1.0 and fitnet.layers == [("pooled", "pooled")]
+    seeds = [seed_for(*k, gamma_c2kd.PHASE["fitnet"], 7) % 2**31 for k in data.keys]
+    assert torch.equal(fitnet.extra["regressors"][0].weight,
+                       BatchedLinear(cfg.hidden, cfg.hidden, seeds).weight)
+    with pytest.raises(ValueError, match="method must be one of"):
+        gamma_c2kd.build_method("rkd", cfg, data, teacher)

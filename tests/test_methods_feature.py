@@ -233,8 +233,9 @@ def _batched_pair(runs=3, hidden=5, seed=0):
 
 
 def test_fitnet_runs_equals_notebook_08():
-    """The batched path gives notebook 08's FitNet loss (experiments/gamma_c2kd.py) on the same
-    tensors: CE(head(f)) + fitnet_loss(f, teacher features, BatchedLinear(seeds), runs=True)."""
+    """The batched path gives the FitNet loss notebook 08 computed before it moved onto the
+    registry, on the same tensors: CE(head(f)) + fitnet_loss(f, teacher features,
+    BatchedLinear(seeds), runs=True)."""
     student, teacher, batch = _batched_pair()
     seeds = [101, 202, 303]
     m = methods.build("fitnet", {"feat_weight": 1.0}, student=student, teacher=teacher,
@@ -242,7 +243,7 @@ def test_fitnet_runs_equals_notebook_08():
                       regressor_seeds=seeds)
     assert m.layers == [("pooled", "pooled")]
     out = m.step(batch, 0)
-    # notebook 08, as gamma_c2kd.train_method's 'fitnet' branch computes it
+    # notebook 08's former 'fitnet' branch of gamma_c2kd.train_method
     reg = BatchedLinear(5, 5, seeds)
     with torch.no_grad():
         tfeat = teacher.features(batch["xa"])

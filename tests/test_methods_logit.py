@@ -95,16 +95,25 @@ def test_registry_lists_the_methods_and_presets():
 
 
 def test_presets_cover_notebook_08_variants():
-    """gamma_c2kd.C2KD_VARIANTS in the preset's hyperparameters, switch by switch."""
+    """Notebook 08's C2KD variants (gamma_c2kd.C2KD_VARIANTS, once its private switch table,
+    kept here) are the presets' hyperparameters, switch by switch."""
     from cmkd.experiments.gamma_c2kd import C2KD_VARIANTS
 
-    for name, v in C2KD_VARIANTS.items():
+    switches = {  # name: (proxy, ofs, nt, top_k, target_mode, average)
+        "c2kd": (True, True, True, None, "remove", "selected"),
+        "c2kd_top1": (True, True, True, 1, "remove", "selected"),
+        "c2kd_official": (True, True, True, None, "zero", "batch"),
+        "c2kd_noproxy": (False, True, True, None, "remove", "selected"),
+        "c2kd_bd_nt": (False, False, True, None, "remove", "selected"),
+        "c2kd_bd_ofs": (False, True, False, None, "remove", "selected"),
+        "c2kd_bd": (False, False, False, None, "remove", "selected"),
+    }
+    assert set(C2KD_VARIANTS) == set(switches)
+    for name, v in switches.items():
         hp = methods.get("c2kd").make_hparams(methods.resolve(name)[1])
-        assert (hp.proxy, hp.ofs, hp.nt, hp.bd) == (v["proxy"], v["ofs"], v["nt"], True), name
         top_k = None if hp.teacher_update == "all" else hp.teacher_top_k
-        assert top_k == v["top_k"], name
-        assert hp.target_mode == v.get("target_mode", "remove"), name
-        assert hp.average == v.get("average", "selected"), name
+        assert (hp.proxy, hp.ofs, hp.nt, top_k, hp.target_mode, hp.average) == v, name
+        assert hp.bd, name
 
 
 @pytest.mark.parametrize("name, hparams, words", [

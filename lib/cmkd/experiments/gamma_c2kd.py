@@ -7,14 +7,19 @@ then MLP students on x^b trained with each distillation method.  All runs of all
 method train together (R = gammas x runs models batched, :mod:`cmkd.models.mlp`) in the one
 training loop :func:`cmkd.train.train_minibatch`.
 
-Methods: 'nokd'; offline KD from the fixed teacher: 'kd', 'dkd', 'dist', 'nkd', 'fitnet';
-online: 'dml' (the peer starts from the trained teacher); C2KD (teacher starts from the trained
-teacher and keeps learning) and its ablations (Table 5): 'c2kd' (proxy + OFS + NT + BD),
-'c2kd_top1' (as c2kd, teacher updated in its top layer only, Table 3's partial variant),
-'c2kd_official' (as c2kd with the official code's non-target KL: target logit zeroed rather than
-removed, masked KL averaged over the whole batch rather than the kept samples),
-'c2kd_noproxy' (OFS + NT + BD), 'c2kd_bd_nt' (NT + BD), 'c2kd_bd_ofs' (OFS + BD), 'c2kd_bd'
-(BD only: bidirectional KD).
+Methods: each a name of the method registry :mod:`cmkd.methods` or one of its presets
+(:data:`cmkd.methods.C2KD_PRESETS`), built with ``runs=True`` on the batched MLPs and driven by
+:func:`cmkd.train.train_minibatch` (the fast path of the registry's methods).  'nokd'; offline KD
+from the fixed teacher: 'kd', 'dkd', 'dist', 'nkd', 'fitnet'; online: 'dml' (the peer starts from
+the trained teacher); C2KD (teacher starts from the trained teacher and keeps learning) and its
+ablations (Table 5): 'c2kd' (proxy + OFS + NT + BD), 'c2kd_top1' (as c2kd, teacher updated in its
+top layer only, Table 3's partial variant), 'c2kd_official' (as c2kd with the official code's
+non-target KL: target logit zeroed rather than removed, masked KL averaged over the whole batch
+rather than the kept samples), 'c2kd_noproxy' (OFS + NT + BD), 'c2kd_bd_nt' (NT + BD),
+'c2kd_bd_ofs' (OFS + BD), 'c2kd_bd' (BD only: bidirectional KD).  Every method takes the
+registry's default hyperparameters except those this notebook sets (:func:`method_hparams`):
+the KD temperature of KD and DML, C2KD's omega, DKD's warm-up over the first 10% of the epochs
+and FitNet's hint weight 1.
 
 On a CUDA device the methods train in parallel worker processes (one per method, up to the number
 of CPU cores): these small models keep the GPU waiting on each process's kernel launches, so
@@ -25,6 +30,7 @@ trained teacher's weights; a method's numbers do not depend on where it ran (a t
 from __future__ import annotations
 
 import copy
+import inspect
 import multiprocessing
 import os
 import time
@@ -37,20 +43,10 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from cmkd import methods as registry
 from cmkd.data import mvd
-from cmkd.distill import (
-    c2kd_loss,
-    dist_loss,
-    dkd_loss,
-    dkd_warmup,
-    dml_loss,
-    fitnet_loss,
-    kd_loss,
-    nkd_loss,
-    teacher_parameters,
-)
 from cmkd.metrics import kendall_tau
-from cmkd.models import BatchedLinear, BatchedMLP, BatchedProxyHead
+from cmkd.models import BatchedMLP
 from cmkd.params import ParamError, check_each, spec
 from cmkd.reporting import new_figure
 from cmkd.train import (
@@ -63,19 +59,14 @@ from cmkd.train import (
     train_minibatch,
 )
 
-#: method -> (label, C2KD switches or None)
-C2KD_VARIANTS = {
-    "c2kd": dict(proxy=True, ofs=True, nt=True, top_k=None),
-    "c2kd_top1": dict(proxy=True, ofs=True, nt=True, top_k=1),
-    "c2kd_official": dict(proxy=True, ofs=True, nt=True, top_k=None, target_mode="zero",
-                          average="batch"),
-    "c2kd_noproxy": dict(proxy=False, ofs=True, nt=True, top_k=None),
-    "c2kd_bd_nt": dict(proxy=False, ofs=False, nt=True, top_k=None),
-    "c2kd_bd_ofs": dict(proxy=False, ofs=True, nt=False, top_k=None),
-    "c2kd_bd": dict(proxy=False, ofs=False, nt=False, top_k=None),
-}
+#: The methods of this notebook: names of the registry (cmkd.methods) or its presets
+#: (cmkd.methods.C2KD_PRESETS).  The order fixes each method's seeds (PHASE): append only.
 BASELINES = ("nokd", "kd", "dkd", "dist", "nkd", "fitnet", "dml")
-METHODS = BASELINES + tuple(C2KD_VARIANTS)
+C2KD_VARIANTS = ("c2kd", "c2kd_top1", "c2kd_official", "c2kd_noproxy", "c2kd_bd_nt",
+                 "c2kd_bd_ofs", "c2kd_bd")
+METHODS = BASELINES + C2KD_VARIANTS
+for _name in METHODS:  # each resolves in the registry (a ParamError at import otherwise)
+    registry.resolve(_name)
 LABELS = {"nokd": "no KD", "kd": "KD", "dkd": "DKD", "dist": "DIST", "nkd": "NKD",
           "fitnet": "FitNet", "dml": "DML", "c2kd": "C2KD", "c2kd_top1": "C2KD, teacher top layer",
           "c2kd_official": "C2KD, official code's NT-KL",
@@ -104,7 +95,9 @@ class Config:
     temperature: float = field(metadata=spec("KD temperature of KD and DML", low=0, high=100,
                                              low_open=True))
     omega: float = field(metadata=spec("C2KD's KRC threshold (strict >)", low=-1, high=1))
-    methods: list[str] = field(metadata=spec("methods to train", choices=METHODS, min_items=1))
+    methods: list[str] = field(metadata=spec(
+        "methods to train: names of the method registry cmkd.methods or its presets",
+        choices=METHODS, min_items=1))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                        validate=device_available))
 
@@ -174,9 +167,43 @@ def train_teacher(config: Config, data: Data) -> BatchedMLP:
     return teacher
 
 
+def method_hparams(method: str, config: Config) -> tuple[str, dict]:
+    """``(registry method, hyperparameters)`` of one of :data:`METHODS`: the preset's (if it is
+    one) and the registry's defaults, except what this notebook sets from its config: the KD
+    temperature of KD and DML, C2KD's omega, DKD's warm-up over the first 10% of the epochs (at
+    least one) and FitNet's hint weight 1 (a loss on the last hidden layer beside the CE)."""
+    name, _ = registry.resolve(method)
+    own = {"kd": {"temperature": config.temperature},
+           "dml": {"temperature": config.temperature},
+           "dkd": {"warmup_epochs": max(1, config.epochs // 10)},
+           "fitnet": {"feat_weight": 1.0},
+           "c2kd": {"omega": config.omega}}.get(name, {})
+    return registry.resolve(method, own)
+
+
+def build_method(method: str, config: Config, data: Data, teacher: BatchedMLP
+                 ) -> registry.Method:
+    """One of :data:`METHODS` from the registry, on batched MLPs (``runs=True``): a fresh
+    student on x^b, a copy of the trained ``teacher`` on x^a (online methods train it), and the
+    method's own batched modules (C2KD's proxies, FitNet's regressor) seeded per run (the
+    teacher proxy's seeds are the student proxy's + 11)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    name, hparams = method_hparams(method, config)
+    cls = registry.get(name)
+    seeds = [seed_for(*k, PHASE[method], 7) % 2**31 for k in data.keys]
+    # the seeds of every extra batched module (FitNet's regressor_seeds, ...) are these
+    seed_kwargs = {p: seeds for p in inspect.signature(cls.__init__).parameters
+                   if p.endswith("_seeds")}
+    return cls(cls.make_hparams(hparams), student=_mlp(config, data, data.xb.shape[-1], method),
+               teacher=copy.deepcopy(teacher), classes=config.classes, student_inputs=("xb",),
+               teacher_inputs=("xa",), runs=True, seeds=seeds, **seed_kwargs)
+
+
 def train_method(method: str, config: Config, data: Data, teacher: BatchedMLP
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, BatchedMLP]:
-    """Train the students of one method.
+    """Train the students of one method (:func:`build_method`) with
+    :func:`cmkd.train.train_minibatch`; ``teacher`` is left as it is.
 
     Returns
     -------
@@ -184,94 +211,25 @@ def train_method(method: str, config: Config, data: Data, teacher: BatchedMLP
     teacher for offline methods), and the fraction of samples C2KD's filter kept in the last
     epoch (R,; NaN for other methods); and the trained student.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    device = data.xa.device
-    runs = data.xa.shape[0]
-    student = _mlp(config, data, data.xb.shape[-1], method)
-    seeds = [seed_for(*k, PHASE[method], 7) % 2**31 for k in data.keys]
-    params = list(student.parameters())
-    modules: list[torch.nn.Module] = [student]
-    tmodel = teacher
+    m = build_method(method, config, data, teacher)
     keep_log: list[torch.Tensor] = []
-    T = config.temperature
-    warm = max(1, config.epochs // 10)
-    with torch.no_grad():
-        soft = teacher(data.xa)
-        tfeat = teacher.features(data.xa)
-    stored = {"xb": data.xb, "y": data.y, "soft": soft, "tfeat": tfeat, "xa": data.xa}
 
-    if method == "nokd":
-        def loss(b, e):
-            return _ce(student(b["xb"]), b["y"])
-    elif method == "kd":
-        def loss(b, e):
-            z = student(b["xb"])
-            return _ce(z, b["y"]) + kd_loss(z, b["soft"], temperature=T, runs=True)
-    elif method == "dkd":
-        def loss(b, e):
-            z = student(b["xb"])
-            return _ce(z, b["y"]) + dkd_loss(z, b["soft"], b["y"], alpha=1.0, beta=8.0,
-                                             temperature=4.0, warmup=dkd_warmup(e, warm),
-                                             runs=True)
-    elif method == "dist":
-        def loss(b, e):
-            z = student(b["xb"])
-            return _ce(z, b["y"]) + dist_loss(z, b["soft"], runs=True)
-    elif method == "nkd":
-        def loss(b, e):
-            z = student(b["xb"])
-            return _ce(z, b["y"]) + nkd_loss(z, b["soft"], b["y"], runs=True)
-    elif method == "fitnet":
-        reg = BatchedLinear(config.hidden, config.hidden, seeds).to(device)
-        params += list(reg.parameters())
+    def loss(batch, epoch):
+        terms = m.step(batch, epoch)
+        if "keep" in terms and epoch == config.epochs - 1:
+            keep_log.append(terms["keep"])
+        return terms["total"]
 
-        def loss(b, e):
-            f = student.features(b["xb"])
-            return _ce(student.head(f), b["y"]) + fitnet_loss(f, b["tfeat"], regressor=reg,
-                                                             runs=True)
-    elif method == "dml":
-        tmodel = copy.deepcopy(teacher)
-        params += list(tmodel.parameters())
-        modules.append(tmodel)
-
-        def loss(b, e):
-            return dml_loss(student(b["xb"]), tmodel(b["xa"]), b["y"], temperature=T,
-                            runs=True)["total"]
-    else:
-        v = C2KD_VARIANTS[method]
-        tmodel = copy.deepcopy(teacher)
-        params += teacher_parameters(tmodel, v["top_k"])
-        modules.append(tmodel)
-        if v["proxy"]:
-            sp = BatchedProxyHead(config.hidden, config.hidden, config.classes, seeds).to(device)
-            tp = BatchedProxyHead(config.hidden, config.hidden, config.classes,
-                                  [s + 11 for s in seeds]).to(device)
-            params += list(sp.parameters()) + list(tp.parameters())
-            modules += [sp, tp]
-
-        def loss(b, e):
-            fs, ft = student.features(b["xb"]), tmodel.features(b["xa"])
-            zs, zt = student.head(fs), tmodel.head(ft)
-            sz, tz = (sp(fs), tp(ft)) if v["proxy"] else (None, None)
-            out = c2kd_loss(zs, zt, b["y"], student_proxy=sz, teacher_proxy=tz,
-                            omega=config.omega, ofs=v["ofs"], nt=v["nt"], bidirectional=True,
-                            target_mode=v.get("target_mode", "remove"),
-                            average=v.get("average", "selected"), runs=True)
-            if e == config.epochs - 1:
-                keep_log.append(out["keep"].detach())
-            return out["total"]
-
-    train_minibatch(loss, params, stored, epochs=config.epochs, batch_size=config.batch_size,
-                    lr=config.lr, schedule="poly", seed=seed_for(config.seed, PHASE[method]),
-                    modules=tuple(modules))
-    for p in tmodel.parameters():
-        p.requires_grad_(True)
-    acc_s = _accuracy(student, data.xb_te, data.y_te)
-    acc_t = _accuracy(tmodel, data.xa_te, data.y_te)
+    train_minibatch(loss, m.parameters(), {"xb": data.xb, "xa": data.xa, "label": data.y},
+                    epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                    schedule="poly", seed=seed_for(config.seed, PHASE[method]),
+                    modules=tuple(m.train_modules()))
+    m.eval()
+    acc_s = _accuracy(m.student, data.xb_te, data.y_te)
+    acc_t = _accuracy(m.teacher, data.xa_te, data.y_te)
     keep = (torch.stack(keep_log).mean(0).cpu().numpy() if keep_log
-            else np.full(runs, np.nan))
-    return acc_s, acc_t, keep, student
+            else np.full(data.xa.shape[0], np.nan))
+    return acc_s, acc_t, keep, m.student
 
 
 def _train_method_worker(method: str, config: Config, device: str, teacher_state: dict
@@ -465,7 +423,7 @@ def plot_accuracy(df: pd.DataFrame):
     fig, axes = new_figure(nrows=2, ncols=2, width=10.5, height=6.6, sharex=True, sharey="row")
     present = set(df.method)
     groups = (("baselines", [m for m in BASELINES if m in present] + ["c2kd"]),
-              ("C2KD and its ablations", ["nokd", "kd"] + list(C2KD_VARIANTS)))
+              ("C2KD and its ablations", ["nokd", "kd", *C2KD_VARIANTS]))
     nokd = df[df.method == "nokd"].set_index(["gamma", "run"]).student_acc
     for col, (title, methods) in enumerate(groups):
         ax, ax_gain = axes[0, col], axes[1, col]
