@@ -119,7 +119,14 @@ def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, di
                           "cmkd.experiments.NOTEBOOKS, so its parameters cannot be checked")
             continue
         try:
-            load_params(root / rel, module_for(nb).Config, rel)
+            config = load_params(root / rel, module_for(nb).Config, rel)
+            preflight = getattr(config, "preflight", None)  # data a notebook reads, if any
+            if preflight is not None:
+                try:
+                    with _environment(CMKD_ROOT=str(root)):
+                        preflight()
+                except ParamError as err:
+                    raise ParamError(err.name, err.message, rel) from None
             values[nb] = read_yaml(root / rel)
         except ParamError as err:
             errors.append(str(err))

@@ -140,12 +140,17 @@ class Config:
     cremad_root: str = field(metadata=spec("CREMA-D folder (paper profile; '' when unused)"))
     ave_root: str = field(metadata=spec("AVE folder (paper profile; '' when unused)"))
     vggsound_root: str = field(metadata=spec("VGGSound folder (paper profile; '' when unused)"))
-    workers: int = field(metadata=spec("DataLoader worker processes", low=0, high=64))
+    workers: int = field(metadata=spec("DataLoader worker processes per job", low=0, high=64))
+    processes: int = field(metadata=spec(
+        "jobs trained at once in worker processes (1: one after the other in this process)",
+        low=1, high=64))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                       validate=device_available))
 
-    def check(self) -> None:
-        """Every selected real dataset must be found in its layout before any compute."""
+    def preflight(self) -> None:
+        """Every selected real dataset must be found in its layout: checked by ``cmkd
+        reproduce`` with the other parameters and by :func:`run`, before any compute (not by
+        plain validation, so a params file can name folders of another machine)."""
         from cmkd import data
 
         for name in self.datasets:
@@ -168,9 +173,13 @@ class Config:
 
 
 def _path(root: str):
+    """A root as given, '~' expanded; a relative root is relative to the project folder."""
     from pathlib import Path
 
-    return Path(root).expanduser()
+    from cmkd.reporting import repo_root
+
+    path = Path(root).expanduser()
+    return path if path.is_absolute() else repo_root() / path
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -320,9 +329,12 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     fields plus the job's scores in percent (student ``acc``, ``teacher_acc`` of the teacher
     job, ``teacher_end_acc`` after training for methods that update the teacher), the job key
     and its training seconds."""
-    from cmkd.jobs import run_jobs
+    from cmkd.jobs import ProcessExecutor, run_jobs
 
+    config.preflight()
     jobs, tags = grid(config)
+    if executor is None and config.processes > 1:
+        executor = ProcessExecutor(config.processes)
     rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress)
     res = pd.DataFrame({
         "key": rows["key"].to_numpy(), "method": rows["method"].to_numpy(),
