@@ -217,7 +217,7 @@ def _rows(pair: Pair, times: dict[str, float], device: str, amp: bool,
         check = ""
         if v == "c2kd" and "bd" in times:
             extra = t / times["bd"] - 1
-            check = (f"C2KD's modules {extra:+.0%} over BD (target <= {TARGET:.0%}): "
+            check = (f"C2KD's modules {extra:+.1%} over BD (target <= {TARGET:.0%}): "
                      + ("met" if extra <= TARGET else "NOT met"))
         if v == "official_filter" and "c2kd" in times:
             check = f"official filter's step / ours: {t / times['c2kd']:.2f}x"
