@@ -9,14 +9,15 @@ One module per benchmark, each with ``run() -> list[dict]`` (one row per timed v
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
 BENCHMARKS = {
     "mvd_sweeps": "notebook 01 (MFH Fig. 2 and Fig. 3), paper profile",
     "mfh": "MFH Algorithm 1 salience (Table 2 setting) vs a loop; notebook 02, paper profile",
-    "c2kd": "one C2KD training step against one KD step (ResNet-18 teacher and student)",
+    "c2kd": "one C2KD training step against one bidirectional-KD step (registry methods), "
+            "and with the official code's filter",
     "krc": "Kendall tau of logit rows (C2KD's OFSD filter) against a per-sample scipy loop",
     "embedded_data": "embedded data: AV-digits file load, RGB-D scene generation",
 }
@@ -40,6 +41,32 @@ def best_seconds(fn: Callable[[], object], repeats: int, warmup: bool = False,
         sync()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_seconds_interleaved(fns: Mapping[str, Callable[[], object]], rounds: int,
+                             inner: int = 1, warmup: int = 1, device: str = "cpu"
+                             ) -> dict[str, float]:
+    """Per call of each of ``fns``: the shortest of ``rounds`` timings, taken round-robin.
+
+    Each round times every function once (``inner`` calls in a row, divided by ``inner``), so a
+    change of load on a shared machine affects them alike and their ratios stay meaningful.
+    ``warmup`` untimed calls of each come first.  On a CUDA ``device`` the clock is read only
+    after the device has finished the calls' work.
+    """
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            sync()
+            best[name] = min(best[name], (time.perf_counter() - start) / inner)
+    return best
 
 
 def device_label(device: str) -> str:
