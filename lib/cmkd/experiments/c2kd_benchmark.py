@@ -152,6 +152,7 @@ class Config:
         reproduce`` with the other parameters and by :func:`run`, before any compute (not by
         plain validation, so a params file can name folders of another machine)."""
         from cmkd import data
+        from cmkd.data.files import DatasetError
 
         for name in self.datasets:
             param = DATA[name].root_param
@@ -159,17 +160,14 @@ class Config:
                 continue
             root = getattr(self, param)
             if not root:
+                layout = getattr(data.module(name), "LAYOUT", "").strip()
                 raise ParamError(param, f"dataset {name!r} is selected but {param} is empty; "
-                                        f"set it to the folder in the layout of "
-                                        f"shared/reference/datasets.md")
-            mod = data.module(name)
-            problems = mod.check(_path(root)) if _path(root).is_dir() else [
-                f"{root} does not exist"]
-            if problems:
-                layout = getattr(mod, "LAYOUT", "").strip()
-                raise ParamError(param, f"dataset {name!r} not usable at {root!r}: "
-                                        + "; ".join(problems)
-                                        + (f"\nexpected layout:\n{layout}" if layout else ""))
+                                        f"set it to the folder holding it. Expected layout:\n"
+                                        f"{layout}")
+            try:  # the loader's own checks (lists, folders), with its tolerance; no item read
+                data.load(name, _path(root), "train", **_dataset_options(self, name))
+            except DatasetError as err:
+                raise ParamError(param, str(err)) from None
 
 
 def _path(root: str):
