@@ -16,7 +16,6 @@ by the next one.  ``refresh_notebooks`` (``make notebooks``) regenerates the sto
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -30,6 +29,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from cmkd.jobs.executors import die_with_parent
 from cmkd.params import ParamError, load_params
 from cmkd.reporting import (
     PROFILES,
@@ -203,14 +203,6 @@ class NotebookFailed(Exception):
         super().__init__(description)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the papermill child gets SIGKILL when cmkd reproduce dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -260,7 +252,7 @@ def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> 
     with open(log, "wb") as log_fh:
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                preexec_fn=die_with_parent)
         try:
             code = proc.wait()
         except KeyboardInterrupt:

@@ -29,9 +29,25 @@ class SerialExecutor:
         return "SerialExecutor()"
 
 
+def die_with_parent() -> None:  # pragma: no cover - runs in a child process
+    """Linux: this process gets SIGKILL when its parent dies (even by SIGKILL), so no worker
+    outlives the notebook or command that started it.  Elsewhere: nothing."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_init(threads: int) -> None:  # pragma: no cover - runs in the worker processes
     import torch
 
+    die_with_parent()
     torch.set_num_threads(threads)
 
 
