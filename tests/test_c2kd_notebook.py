@@ -70,9 +70,9 @@ def test_a_missing_dataset_stops_the_paper_profile_at_once(project, tmp_path):
 
 def test_an_empty_root_is_named_with_its_layout(root):
     config = load_params(root / "params/paper/06_c2kd.yaml", c2.Config)
-    config = c2.Config(**{**config.__dict__, "ave_root": ""})
-    with pytest.raises(ParamError, match=r"parameter 'ave_root': dataset 'ave' is selected but "
-                                         r"ave_root is empty.*Expected layout"):
+    config = c2.Config(**{**config.__dict__, "datasets": ["ave"], "ave_root": ""})
+    with pytest.raises(ParamError, match=r"(?s)parameter 'ave_root': dataset 'ave' is selected "
+                                         r"but ave_root is empty.*Expected layout"):
         config.preflight()
 
 

@@ -264,7 +264,8 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
         (:func:`make_loader`).  Without ``val_loader`` the last epoch is selected.
     optim : an :class:`OptimConfig` (or a mapping validated into one); the learning rate is set
         at the start of each epoch by :func:`learning_rate`.
-    epochs : number of passes over ``train_loader``.
+    epochs : number of passes over ``train_loader`` (a training batch of a single sample, the
+        tail of an epoch, is skipped: batch normalisation cannot train on one sample).
     device : 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' (:func:`cmkd.train.select_device`).
     seed : seeds Python, NumPy and torch before training (dropout, a loader without its own
         generator); with the same seed, models and data a CPU run repeats bit for bit.
@@ -310,6 +311,8 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                    **({} if progress else {"disable": True}))
         for batch in bar:
+            if len(batch["label"]) < 2:  # a trailing batch of one: BatchNorm cannot train on it
+                continue
             batch = _to_device(batch, device, use_cl)
             method.last_student_logits = None
             with _autocast(device, use_amp):
