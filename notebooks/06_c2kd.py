@@ -25,10 +25,14 @@
 #   code path and the paper's qualitative claims on a small audio-visual task. Paper profile:
 #   CREMA-D, AVE and VGGSound-50 with ResNet-18s (1 frame for CREMA-D and AVE, 3 for VGGSound)
 #   and the paper's training (SGD, lr 1e-2, momentum 0.9, poly decay to 1e-4, 100 epochs,
-#   batch 64, 3 seeds); their published values stand beside ours. CrisisMMD (BERT / MobileNetV2
-#   features) is not in the grid yet.
+#   batch 64, 3 seeds), and CrisisMMD (image-text): MLPs on the features of frozen text and
+#   image encoders that you supply as import paths `'package.module:callable'` of your own
+#   module loading local weights (C2KD: BERT-base, MobileNetV2; nothing is downloaded; the
+#   profile refuses to start until both are set). Their published values stand beside ours.
 # * **Directions.** *Visual* columns: the audio teacher distils into a visual student (a2v);
-#   *Audio* columns: the visual teacher distils into an audio student (v2a).
+#   *Audio* columns: the visual teacher distils into an audio student (v2a). On CrisisMMD, a2v
+#   is the text teacher and image student (*Image* column, the paper's t2i), v2a the image
+#   teacher and text student (*Text*, i2t).
 # * **Runs.** Every row is a job of `cmkd.jobs` (dataset, direction, method from the registry
 #   `cmkd.methods`, hyperparameters, seed), trained by the one loop `cmkd.engine.fit`; teachers
 #   are trained once per (modality, seed) and shared; finished jobs come from the cache
@@ -45,7 +49,7 @@ profile: str = "smoke"  # reports/<profile>/ receives figures and tables
 seed: int = 0  # base seed; run r uses seed + r
 n_seeds: int = 1  # seeds per setting (C2KD: 3)
 datasets: list = ["avdigits"]  # datasets ('avdigits': embedded, not the papers' numbers)
-directions: list = ["a2v"]  # a2v: audio teacher -> visual student; v2a: visual teacher -> audio student
+directions: list = ["a2v"]  # a2v: audio (CrisisMMD: text) teacher -> visual (image) student; v2a: the reverse
 sections: list = ["table3", "table5", "fig3", "fig4", "fig5", "table6", "table7"]  # artefacts to produce
 epochs: int = 1  # epochs of every student (C2KD: 100)
 teacher_epochs: int = 1  # epochs of each teacher
@@ -62,6 +66,11 @@ image_size: int = 224  # frame size of the real datasets' visual input (paper: 2
 cremad_root: str = ""  # CREMA-D folder (paper profile; '' when unused)
 ave_root: str = ""  # AVE folder (paper profile; '' when unused)
 vggsound_root: str = ""  # VGGSound folder (paper profile; '' when unused)
+crisismmd_root: str = ""  # CrisisMMD_v2.0 folder (paper profile; '' when unused)
+crisismmd_text_encoder: str = ""  # CrisisMMD text encoder, 'package.module:callable' of your own (C2KD: BERT-base from local weights)
+crisismmd_image_encoder: str = ""  # CrisisMMD image encoder, 'package.module:callable' of your own (C2KD: MobileNetV2 from local weights)
+crisismmd_text_dim: int = 768  # size of the text encoder's features (BERT-base: 768)
+crisismmd_image_dim: int = 1280  # size of the image encoder's features (MobileNetV2: 1280)
 workers: int = 0  # DataLoader worker processes per job
 processes: int = 1  # jobs trained at once in worker processes (1: in this process)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda or mps

@@ -374,6 +374,16 @@ def test_crisismmd_with_pluggable_encoders(tmp_path):
     enc = data.load("crisismmd", tmp_path, "test", text_encoder=text_encoder,
                     image_encoder=lambda x: cnn(x[None]), image_size=32)[1]
     assert enc["text"].shape == (1,) and enc["image"].shape == (4,)
+    # encoders by import path (what a job or a params file holds): resolved with importlib
+    by_path = data.load("crisismmd", tmp_path, "test", text_encoder="stub_encoders:text",
+                        image_encoder="stub_encoders:image", image_size=32)[1]
+    assert by_path["text"].shape == (16,) and by_path["image"].shape == (12,)
+    for path, why in (("stub_encoders", "not an import path"),
+                      ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
+                      ("stub_encoders:nothing", "has no attribute 'nothing'"),
+                      ("stub_encoders:NOT_CALLABLE", "is not callable")):
+        with pytest.raises(ValueError, match=f"option 'image_encoder'.*{why}"):
+            data.load("crisismmd", tmp_path, "test", image_encoder=path)
     moved = tmp_path / "elsewhere"
     (tmp_path / "data_image").rename(_mk(moved) / "data_image")
     with pytest.raises(DatasetError, match="images named by"):

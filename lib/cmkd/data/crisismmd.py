@@ -3,14 +3,41 @@
 Items: text: ``text_encoder(tweet_text)`` (a tensor) when an encoder is given, else the raw
 string; image: the image as a (3, 224, 224) ImageNet-normalised tensor (RandomResizedCrop +
 flip when augmenting, Resize(256) + CenterCrop(224) otherwise), passed through
-``image_encoder`` when one is given; label int64 in 0..7 (:data:`CLASSES` order).
-Encoders are plain callables (e.g. a BERT or MobileNetV2 wrapper the user has loaded from local
-weights); nothing is downloaded here.  Splits: the train / dev / test TSV files.
+``image_encoder`` when one is given; label int64 in 0..7 (:data:`CLASSES` order).  Both
+encoders run under ``torch.no_grad()``.  Splits: the train / dev / test TSV files.
+
+Encoders (C2KD: BERT-base for the text, MobileNetV2 for the image) are the user's: nothing is
+downloaded here.  Each is either a callable or an import path ``'package.module:callable'``
+(``callable`` may be dotted: ``'pkg.mod:Encoder.text'``), resolved with importlib when the
+dataset is opened (:func:`resolve_encoder`); the path form is what a job or a params file holds
+(plain JSON).  The module must be importable (on ``sys.path`` / ``PYTHONPATH``, also in worker
+and notebook-kernel processes) and load its weights from local files, e.g.::
+
+    # my_encoders.py
+    import functools
+
+    import torch
+    import transformers
+
+    WEIGHTS = "/data/weights/bert-base-uncased"       # a local copy
+
+    @functools.cache                                  # loaded on first use, once per process
+    def _bert():
+        tok = transformers.AutoTokenizer.from_pretrained(WEIGHTS)
+        return tok, transformers.AutoModel.from_pretrained(WEIGHTS).eval()
+
+    def bert_cls(text: str) -> torch.Tensor:          # (768,)
+        tok, model = _bert()
+        return model(**tok(text, return_tensors="pt", truncation=True)).last_hidden_state[0, 0]
+
+and ``text_encoder='my_encoders:bert_cls'``.  The image encoder takes the (3, H, W) tensor and
+returns a vector (MobileNetV2's pooled features: 1280).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +86,37 @@ def _rows(path: Path, label_column: str) -> list[dict]:
     return rows
 
 
+def resolve_encoder(encoder, option: str) -> Callable | None:
+    """``encoder`` as a callable: None and callables as they are; a string
+    ``'package.module:callable'`` imported with importlib.  ValueError naming ``option`` and the
+    path when the string is malformed, its module cannot be imported, it has no such attribute,
+    or the attribute is not callable."""
+    if encoder is None or callable(encoder):
+        return encoder
+    if not isinstance(encoder, str):
+        raise ValueError(f"crisismmd option {option!r} must be None, a callable or an import "
+                         f"path 'package.module:callable', got {type(encoder).__name__}")
+    module_name, sep, attr = encoder.partition(":")
+    if not (sep and module_name.strip() and attr.strip()):
+        raise ValueError(f"crisismmd option {option!r}: {encoder!r} is not an import path of "
+                         f"the form 'package.module:callable'")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or an error raised while importing it
+        raise ValueError(f"crisismmd option {option!r}: cannot import module {module_name!r} "
+                         f"of {encoder!r} ({type(err).__name__}: {err}); is it on sys.path "
+                         f"(PYTHONPATH)?") from err
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"crisismmd option {option!r}: {encoder!r}: module "
+                             f"{module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"crisismmd option {option!r}: {encoder!r} is not callable (a "
+                         f"{type(obj).__name__})")
+    return obj
+
+
 @folder_check
 def check(root: Path, label_column: str = "label", image_root=None) -> list[str]:
     problems = []
@@ -76,14 +134,15 @@ def check(root: Path, label_column: str = "label", image_root=None) -> list[str]
 class CrisisMMD(Dataset):
     modalities = ("text", "image")
 
-    def __init__(self, root, split="train", text_encoder: Callable | None = None,
-                 image_encoder: Callable | None = None, image_size=224, augment=None,
+    def __init__(self, root, split="train", text_encoder: Callable | str | None = None,
+                 image_encoder: Callable | str | None = None, image_size=224, augment=None,
                  label_column="label", image_root=None):
         self.root = open_root(sys.modules[__name__], root, split, label_column, image_root)
         self.image_root = self.root if image_root is None else Path(image_root)
         self.rows = _rows(self.root / tsv_name(split), label_column)
         self.label_column = label_column
-        self.text_encoder, self.image_encoder = text_encoder, image_encoder
+        self.text_encoder = resolve_encoder(text_encoder, "text_encoder")
+        self.image_encoder = resolve_encoder(image_encoder, "image_encoder")
         self.transform = image_transform(split == "train", image_size, augment,
                                          crop_from=int(round(image_size * 256 / 224)))
 
@@ -93,22 +152,23 @@ class CrisisMMD(Dataset):
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
         text = row["tweet_text"]
-        if self.text_encoder is not None:
-            text = self.text_encoder(text)
         image = self.transform(read_rgb(self.image_root / row["image"]))
-        if self.image_encoder is not None:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.text_encoder is not None:
+                text = self.text_encoder(text)
+            if self.image_encoder is not None:
                 image = self.image_encoder(image)
         label = torch.tensor(CLASSES.index(row[self.label_column]))
         return {"text": text, "image": image, "label": label}
 
 
-def load(root, split="train", text_encoder: Callable | None = None,
-         image_encoder: Callable | None = None, image_size: int = 224,
+def load(root, split="train", text_encoder: Callable | str | None = None,
+         image_encoder: Callable | str | None = None, image_size: int = 224,
          augment: bool | None = None, label_column: str = "label",
          image_root: str | None = None) -> CrisisMMD:
     """CrisisMMD humanitarian split.  text_encoder(str) -> tensor, image_encoder(tensor) ->
-    tensor: pluggable pretrained models (C2KD: BERT-base, MobileNetV2) or None; image_size 224
+    tensor: pluggable pretrained models (C2KD: BERT-base, MobileNetV2), given as callables or
+    import paths 'package.module:callable' (see the module docstring), or None; image_size 224
     [V]; label_column 'label' [I]; image_root: folder the TSV 'image' paths are relative to
     (None: the dataset root) [I]; augment None: train only."""
     return CrisisMMD(root, split, text_encoder, image_encoder, image_size, augment, label_column,

@@ -23,8 +23,17 @@ Sections (``sections`` parameter):
 
 Data: the embedded ``avdigits`` pairs (default profile; not the papers' numbers) or the papers'
 CREMA-D, AVE and VGGSound (paper profile; ResNet-18s, 1 frame for CREMA-D and AVE, 3 for
-VGGSound).  CrisisMMD needs text and image encoders the user loads from local weights; it is
-not in this notebook's grid yet (see the README).
+VGGSound) and CrisisMMD (image-text).  CrisisMMD's text and image encoders (C2KD: BERT-base and
+MobileNetV2) are the user's: import paths 'package.module:callable' of their own modules that
+load local weights (``crisismmd_text_encoder``, ``crisismmd_image_encoder``; the loader
+:mod:`cmkd.data.crisismmd` resolves them), with the feature sizes ``crisismmd_text_dim`` and
+``crisismmd_image_dim``.  The encoders are frozen feature extractors and every CrisisMMD model
+(teacher, student, fusion encoder) is an MLP (``mlp``) on their features: C2KD does not say
+whether it fine-tunes BERT and MobileNetV2, and fine-tuning them is not done here.
+
+Directions: the Config's ``a2v`` is the non-visual modality (audio; CrisisMMD: text) teaching the
+visual one (visual; image), ``v2a`` the reverse; the paper's columns name the student modality
+(Visual / Audio; Image / Text) and its reference ids the direction (a2v / v2a; t2i / i2t).
 """
 
 from __future__ import annotations
@@ -41,23 +50,31 @@ from cmkd.reporting import new_figure, paper_values
 from cmkd.train import DEVICES, device_available
 
 SECTIONS = ("table3", "table5", "fig3", "fig4", "fig5", "table6", "table7")
-DATASETS = ("avdigits", "cremad", "ave", "vggsound")
+DATASETS = ("avdigits", "cremad", "ave", "vggsound", "crisismmd")
 FILTERS = ("krc", "cosine", "pearson", "gradcos")
 FUSIONS = ("fusion_concat", "fusion_film", "fusion_ogm_ge")
-#: direction -> (teacher modality, student modality); the paper's column names the student
-DIRECTIONS = {"a2v": ("audio", "visual"), "v2a": ("visual", "audio")}
-COLUMN = {"a2v": "Visual", "v2a": "Audio"}
+#: direction -> (teacher, student) as positions in a dataset's (non-visual, visual) modalities
+DIRECTIONS = {"a2v": (0, 1), "v2a": (1, 0)}
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How a dataset enters the grid: batch key per modality, models, options, root parameter."""
+    """How a dataset enters the grid: batch key per modality, models, options, root parameter.
+
+    modalities : (non-visual, visual): the teacher and student of 'a2v' (the reverse: 'v2a').
+    encoders : dataset option -> Config field holding an encoder's import path (checked by
+        preflight, passed to the loader).
+    dims : modality -> Config field giving the model's ``in_features`` (the encoder's size).
+    """
 
     keys: dict
     models: dict
     options: dict
     root_param: str | None
     classes: int
+    modalities: tuple[str, str] = ("audio", "visual")
+    encoders: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)
 
 
 DATA = {
@@ -74,6 +91,13 @@ DATA = {
                          {"audio": ("resnet18", {"in_channels": 1}),
                           "visual": ("resnet18", {"frames": 3})}, {"frames": 3},
                          "vggsound_root", 50),
+    "crisismmd": DataSpec({"text": "text", "image": "image"},
+                          {"text": ("mlp", {"modality": "text", "hidden": (256, 256)}),
+                           "image": ("mlp", {"modality": "image", "hidden": (256, 256)})},
+                          {}, "crisismmd_root", 8, modalities=("text", "image"),
+                          encoders={"text_encoder": "crisismmd_text_encoder",
+                                    "image_encoder": "crisismmd_image_encoder"},
+                          dims={"text": "crisismmd_text_dim", "image": "crisismmd_image_dim"}),
 }
 
 #: row label -> (registry method or preset, hyperparameters beyond the preset's)
@@ -103,6 +127,25 @@ TABLE6 = {"w/o KD": "nokd", "DLB": "dlb", "ZipfKD": "zipf", "USKD": "uskd", "Our
 TABLE7_LABELS = {"fusion_concat": "+Cat", "fusion_film": "+FiLM", "fusion_ogm_ge": "+OGM"}
 
 
+def modalities(dataset: str, direction: str) -> tuple[str, str]:
+    """(teacher, student) modality of ``direction`` on ``dataset`` (e.g. crisismmd a2v: text,
+    image)."""
+    pair = DATA[dataset].modalities
+    t, s = DIRECTIONS[direction]
+    return pair[t], pair[s]
+
+
+def column(dataset: str, direction: str) -> str:
+    """The paper's column: the student modality (Visual, Audio, Image, Text)."""
+    return modalities(dataset, direction)[1].capitalize()
+
+
+def reference_direction(dataset: str, direction: str) -> str:
+    """The direction in the reference ids: teacher and student initials (a2v, v2a, t2i, i2t)."""
+    t, s = modalities(dataset, direction)
+    return f"{t[0]}2{s[0]}"
+
+
 @dataclass(frozen=True)
 class Config:
     seed: int = field(metadata=spec("base seed; run r uses seed + r", low=0))
@@ -111,7 +154,7 @@ class Config:
         "datasets ('avdigits': embedded, not the papers' numbers)", choices=DATASETS,
         min_items=1))
     directions: list[str] = field(metadata=spec(
-        "a2v: audio teacher -> visual student; v2a: visual teacher -> audio student",
+        "a2v: audio (CrisisMMD: text) teacher -> visual (image) student; v2a: the reverse",
         choices=tuple(DIRECTIONS), min_items=1))
     sections: list[str] = field(metadata=spec("artefacts to produce", choices=SECTIONS,
                                               min_items=1))
@@ -140,6 +183,18 @@ class Config:
     cremad_root: str = field(metadata=spec("CREMA-D folder (paper profile; '' when unused)"))
     ave_root: str = field(metadata=spec("AVE folder (paper profile; '' when unused)"))
     vggsound_root: str = field(metadata=spec("VGGSound folder (paper profile; '' when unused)"))
+    crisismmd_root: str = field(metadata=spec("CrisisMMD_v2.0 folder (paper profile; '' when "
+                                              "unused)"))
+    crisismmd_text_encoder: str = field(metadata=spec(
+        "CrisisMMD text encoder, import path 'package.module:callable' of your own (C2KD: "
+        "BERT-base from local weights; '' when unused)"))
+    crisismmd_image_encoder: str = field(metadata=spec(
+        "CrisisMMD image encoder, import path 'package.module:callable' of your own (C2KD: "
+        "MobileNetV2 from local weights; '' when unused)"))
+    crisismmd_text_dim: int = field(metadata=spec(
+        "size of the text encoder's features (BERT-base: 768)", low=1, high=1_000_000))
+    crisismmd_image_dim: int = field(metadata=spec(
+        "size of the image encoder's features (MobileNetV2: 1280)", low=1, high=1_000_000))
     workers: int = field(metadata=spec("DataLoader worker processes per job", low=0, high=64))
     processes: int = field(metadata=spec(
         "jobs trained at once in worker processes (1: one after the other in this process)",
@@ -148,26 +203,49 @@ class Config:
                                       validate=device_available))
 
     def preflight(self) -> None:
-        """Every selected real dataset must be found in its layout: checked by ``cmkd
-        reproduce`` with the other parameters and by :func:`run`, before any compute (not by
-        plain validation, so a params file can name folders of another machine)."""
+        """Every selected real dataset must be found in its layout, and its encoders (CrisisMMD)
+        importable: checked by ``cmkd reproduce`` with the other parameters and by :func:`run`,
+        before any compute (not by plain validation, so a params file can name folders and
+        modules of another machine)."""
+        for name in self.datasets:
+            self._check_encoders(name)
+            self._check_root(name)
+
+    def _check_encoders(self, name: str) -> None:
+        """Each encoder import path of dataset ``name`` is set, importable and callable."""
+        from cmkd.data.crisismmd import resolve_encoder
+
+        for option, param in DATA[name].encoders.items():
+            path = getattr(self, param)
+            if not path:
+                raise ParamError(param, f"dataset {name!r} is selected but {param} is empty; "
+                                        f"set it to the import path 'package.module:callable' "
+                                        f"of a {option.replace('_', ' ')} of your own that "
+                                        f"loads local weights (nothing is downloaded; see "
+                                        f"cmkd.data.{name})")
+            try:
+                resolve_encoder(path, option)
+            except ValueError as err:
+                raise ParamError(param, str(err)) from None
+
+    def _check_root(self, name: str) -> None:
+        """The root of dataset ``name`` (if real) is set and passes the loader's checks."""
         from cmkd import data
         from cmkd.data.files import DatasetError
 
-        for name in self.datasets:
-            param = DATA[name].root_param
-            if param is None:
-                continue
-            root = getattr(self, param)
-            if not root:
-                layout = getattr(data.module(name), "LAYOUT", "").strip()
-                raise ParamError(param, f"dataset {name!r} is selected but {param} is empty; "
-                                        f"set it to the folder holding it. Expected layout:\n"
-                                        f"{layout}")
-            try:  # the loader's own checks (lists, folders), with its tolerance; no item read
-                data.load(name, _path(root), "train", **_dataset_options(self, name))
-            except DatasetError as err:
-                raise ParamError(param, str(err)) from None
+        param = DATA[name].root_param
+        if param is None:
+            return
+        root = getattr(self, param)
+        if not root:
+            layout = getattr(data.module(name), "LAYOUT", "").strip()
+            raise ParamError(param, f"dataset {name!r} is selected but {param} is empty; "
+                                    f"set it to the folder holding it. Expected layout:\n"
+                                    f"{layout}")
+        try:  # the loader's own checks (lists, folders), with its tolerance; no item read
+            data.load(name, _path(root), "train", **_dataset_options(self, name))
+        except DatasetError as err:
+            raise ParamError(param, str(err)) from None
 
 
 def _path(root: str):
@@ -191,6 +269,8 @@ def _dataset_options(config: Config, dataset: str) -> dict:
     opts = dict(DATA[dataset].options)
     if dataset != "avdigits":
         opts["image_size"] = config.image_size
+    for option, param in DATA[dataset].encoders.items():
+        opts[option] = getattr(config, param)
     return opts
 
 
@@ -199,16 +279,20 @@ def _root(config: Config, dataset: str) -> str | None:
     return None if param is None else str(_path(getattr(config, param)))
 
 
-def _model(dataset: str, modality: str) -> tuple[str, dict]:
-    name, opts = DATA[dataset].models[modality]
-    return name, dict(opts, classes=DATA[dataset].classes)
+def _model(config: Config, dataset: str, modality: str) -> tuple[str, dict]:
+    spec_ = DATA[dataset]
+    name, opts = spec_.models[modality]
+    opts = dict(opts, classes=spec_.classes)
+    if modality in spec_.dims:
+        opts["in_features"] = getattr(config, spec_.dims[modality])
+    return name, opts
 
 
 def teacher_job(config: Config, dataset: str, modality: str, seed: int):
     """The unimodal teacher of ``modality`` (trained alone, its best-validation weights)."""
     from cmkd.jobs import Job
 
-    name, opts = _model(dataset, modality)
+    name, opts = _model(config, dataset, modality)
     return Job(dataset=dataset, model=name, model_options=opts,
                inputs=(DATA[dataset].keys[modality],), kind="teacher",
                dataset_options=_dataset_options(config, dataset),
@@ -222,10 +306,10 @@ def fusion_teacher_job(config: Config, dataset: str, fusion: str, direction: str
     from cmkd.jobs import Job
 
     spec_ = DATA[dataset]
-    t_mod, s_mod = DIRECTIONS[direction]
+    t_mod, s_mod = modalities(dataset, direction)
     encoders, options = [], []
     for mod in (t_mod, s_mod):
-        name, opts = _model(dataset, mod)
+        name, opts = _model(config, dataset, mod)
         encoders.append(name)
         options.append({k: v for k, v in opts.items() if k not in ("classes", "modality")})
     return Job(dataset=dataset, model=fusion,
@@ -252,11 +336,11 @@ def student_job(config: Config, dataset: str, direction: str, seed: int, method:
         hp = {"omega": config.omega, **hp}
         if hp.get("teacher_update") == "top_k":
             hp["teacher_top_k"] = config.teacher_top_k
-    t_mod, s_mod = DIRECTIONS[direction]
+    t_mod, s_mod = modalities(dataset, direction)
     needs = methods.get(name).needs_teacher
     if needs and teacher is None:
         teacher = teacher_job(config, dataset, t_mod, seed)
-    model, opts = _model(dataset, s_mod)
+    model, opts = _model(config, dataset, s_mod)
     return Job(dataset=dataset, model=model, model_options=opts,
                inputs=(DATA[dataset].keys[s_mod],), method=name, hparams=hp,
                teacher=teacher if needs else None,
@@ -380,7 +464,7 @@ def _wide(df: pd.DataFrame, section: str, order: list[str]) -> pd.DataFrame:
     out = pd.DataFrame({"method": [lbl for lbl in order if lbl in set(s.label)]})
     for (dataset, direction), part in s.groupby(["dataset", "direction"], sort=False):
         part = part.set_index("label")
-        col = f"{dataset} {COLUMN[direction]}"
+        col = f"{dataset} {column(dataset, direction)}"
         out[f"{col} mean"] = out.method.map(part["mean"])
         out[f"{col} std"] = out.method.map(part["std"])
     return out
@@ -421,7 +505,7 @@ def table7(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"method": [lbl for lbl in order if lbl in set(sub.label)]})
     for (dataset, direction), part in sub.groupby(["dataset", "direction"], sort=False):
         g = part.groupby("label")
-        col = f"{dataset} {COLUMN[direction]}"
+        col = f"{dataset} {column(dataset, direction)}"
         out[f"{col} S"] = out.method.map(g.acc.mean())
         out[f"{col} T"] = out.method.map(g.t_acc.mean())
     return out
@@ -457,26 +541,27 @@ def compare(df: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
     real = df[df.dataset != "avdigits"]
     for (section, dataset, direction, label), g in real.groupby(
             ["section", "dataset", "direction", "label"]):
+        ref = f"{dataset}_{reference_direction(dataset, direction)}"  # e.g. crisismmd_t2i
         if section == "table3":
             name = TABLE3_IDS[label]
             if name.startswith("c2kd_"):
-                put(f"c2kd_t3_{dataset}_{direction}_c2kd_{name[5:]}", g.acc)
+                put(f"c2kd_t3_{ref}_c2kd_{name[5:]}", g.acc)
                 if name == "c2kd_full":
-                    put(f"c2kd_t1_{dataset}_{direction}_c2kd", g.acc)
+                    put(f"c2kd_t1_{ref}_c2kd", g.acc)
             else:
-                put(f"c2kd_t3_{dataset}_{direction}_{name}", g.acc)
-                put(f"c2kd_t1_{dataset}_{direction}_{name}", g.acc)
+                put(f"c2kd_t3_{ref}_{name}", g.acc)
+                put(f"c2kd_t1_{ref}_{name}", g.acc)
         elif section == "table5":
-            put(f"c2kd_t5_{dataset}_{direction}_{TABLE5[label][2]}", g.acc)
+            put(f"c2kd_t5_{ref}_{TABLE5[label][2]}", g.acc)
         elif section == "table6":
             name = {"zipf": "zipfkd"}.get(TABLE6[label], TABLE6[label])
-            put(f"c2kd_t6_{dataset}_{direction}_{name}", g.acc)
+            put(f"c2kd_t6_{ref}_{name}", g.acc)
         elif section == "table7":
             name = {"NKD": "nkd", "+Cat": "nkd_cat", "+FiLM": "nkd_film", "+OGM": "nkd_ogm",
                     "Ours": "c2kd"}[label]
             teacher = g.teacher_end_acc if label == "Ours" else g.teacher_acc
-            put(f"c2kd_t7_{dataset}_{direction}_{name}_student", g.acc)
-            put(f"c2kd_t7_{dataset}_{direction}_{name}_teacher", teacher)
+            put(f"c2kd_t7_{ref}_{name}_student", g.acc)
+            put(f"c2kd_t7_{ref}_{name}_teacher", teacher)
     return {"ours (test at best validation epoch)": out} if out else {}
 
 
@@ -501,7 +586,7 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
         for idx, row in t3.iterrows():
             order = row.sort_values(ascending=False).index.tolist()
             best = min(order.index(c) for c in ours) + 1 if ours else None
-            ranks.append((f"{idx[0]} {COLUMN[idx[1]]}", best))
+            ranks.append((f"{idx[0]} {column(*idx)}", best))
         worst = max(r for _, r in ranks)
         claim("C2KD Table 3", "C2KD (either variant) is best or second in every column",
               "; ".join(f"{c}: rank {r}" for c, r in ranks), worst <= 2)
@@ -518,7 +603,7 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
                 claim("C2KD Table 1 / 3",
                       "KD from the weaker modality hurts the stronger one (KD < w/o KD where "
                       "the teacher is less accurate than the student trained alone)",
-                      "; ".join(f"{d} {COLUMN[r]}: KD - w/o KD = {x:+.2f}"
+                      "; ".join(f"{d} {column(d, r)}: KD - w/o KD = {x:+.2f}"
                                 for d, r, x in weak_to_strong),
                       all(x < 0 for _, _, x in weak_to_strong))
     t5 = _col_means(df, "table5")
@@ -538,7 +623,7 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
             margin = (best["krc"] - others)
             claim("C2KD Fig. 4", "the KRC filter is at least as good as the cosine, Pearson and "
                   "gradient-cosine filters (best threshold of each)",
-                  "; ".join(f"{d} {COLUMN[r]}: KRC - best other = {m:+.2f}"
+                  "; ".join(f"{d} {column(d, r)}: KRC - best other = {m:+.2f}"
                             for (d, r), m in margin.items()), (margin >= 0).all())
     f5 = df[df.section == "fig5"]
     if len(f5):
@@ -546,14 +631,14 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
         if {"plain", "+BD+OFSD+proxy"} <= set(m.columns):
             gain = m["+BD+OFSD+proxy"] - m["plain"]
             claim("C2KD Fig. 5", "C2KD's modules improve DIST and NKD",
-                  "; ".join(f"{b} {d} {COLUMN[r]}: {g:+.2f}" for (d, r, b), g in gain.items()),
+                  "; ".join(f"{b} {d} {column(d, r)}: {g:+.2f}" for (d, r, b), g in gain.items()),
                   (gain > 0).all())
     t6 = _col_means(df, "table6")
     if len(t6) and "Ours" in t6.columns:
         selfkd = [c for c in ("DLB", "ZipfKD", "USKD") if c in t6.columns]
         margin = t6["Ours"] - t6[selfkd].max(axis=1)
         claim("C2KD Table 6", "C2KD beats the self-KD methods",
-              "; ".join(f"{d} {COLUMN[r]}: C2KD - best self-KD = {x:+.2f}"
+              "; ".join(f"{d} {column(d, r)}: C2KD - best self-KD = {x:+.2f}"
                         for (d, r), x in margin.items()), (margin > 0).all())
     t7 = df[df.section == "table7"]
     if len(t7):
@@ -586,7 +671,7 @@ def plot_dynamics(hist: pd.DataFrame):
             color = colors.get(label, None)
             ax.plot(m.index, m.test_acc, "-", color=color, label=label)
             ax2.plot(m.index, m.krc_below_omega_per_batch, ":", color=color)
-        ax.set_title(f"{dataset}: {DIRECTIONS[direction][0]} -> {DIRECTIONS[direction][1]}")
+        ax.set_title(f"{dataset}: {' -> '.join(modalities(dataset, direction))}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax2.set_ylabel("samples per batch with KRC <= omega (dotted)")
@@ -607,7 +692,7 @@ def plot_filters(df: pd.DataFrame):
                         capsize=2, label=label)
         none = sub[sub.label == "w/o selection"].acc.mean()
         ax.axhline(none, color="0.4", linestyle="--", linewidth=1, label="w/o selection")
-        ax.set_title(f"{dataset}: {DIRECTIONS[direction][0]} -> {DIRECTIONS[direction][1]}")
+        ax.set_title(f"{dataset}: {' -> '.join(modalities(dataset, direction))}")
         ax.set_xlabel(r"$\omega$")
         ax.set_ylabel("student test accuracy (%)")
         ax.legend(fontsize=7, frameon=False)
@@ -630,7 +715,7 @@ def plot_modules(df: pd.DataFrame):
         ax.set_xticks(np.arange(len(stages)), stages, fontsize=7)
         lo = sub["mean"].min() - 3 * max(sub["std"].max(), 1.0)
         ax.set_ylim(max(lo, 0), None)
-        ax.set_title(f"{dataset}: {DIRECTIONS[direction][0]} -> {DIRECTIONS[direction][1]}")
+        ax.set_title(f"{dataset}: {' -> '.join(modalities(dataset, direction))}")
         ax.set_ylabel("student test accuracy (%)")
         ax.legend(fontsize=7, frameon=False)
     return fig
