@@ -32,7 +32,7 @@
 # is the KL divergence (`kl_reduction = "batchmean"`); the official `nn.KLDivLoss()` default
 # (`"mean"`) also divides by the number of classes, i.e. halves the KD weight here. Both are
 # available; the last section shows how much the choice moves the numbers. All runs of all
-# settings of one phase train together in one batched tensor program (`cmkd.train`).
+# settings of one phase train together in one batched tensor program (`cmkd.mfh.logistic`).
 #
 # The stored outputs come from the smoke profile (few runs, few epochs); `cmkd reproduce` runs the
 # default and paper profiles and writes `reports/<profile>/`.

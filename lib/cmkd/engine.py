@@ -1,6 +1,13 @@
 """The one training loop: :func:`fit` a method over torch DataLoaders, :func:`evaluate` a model,
 :func:`collect_outputs` (logits and named features for the CKA / KRC diagnostics).
 
+One run or a stack of runs.  A method built with ``runs=True`` on stacked models
+(:func:`cmkd.models.stacked`: R independent runs of one architecture, every tensor with a leading
+run dimension) trains through the same loop: batches hold (R, batch, ...) tensors
+(:class:`cmkd.data.stacked.StackedDataset`), the method returns (R,) loss terms, their sum is
+back-propagated (so each run's gradient is its own), and every run is scored, selected on its
+own validation score and recorded in the history (a ``run`` column) separately.
+
 Any ``cmkd.data.load`` dataset works: its items are dicts of modality tensors plus 'label', which
 the default collate stacks into a batch dict.  What trains is the method's business
 (:class:`cmkd.methods.base.Method`); the loop only optimises ``method.parameters()`` on
@@ -27,9 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cmkd.metrics.task import METRICS, infer_task, task_metrics
+from cmkd.metrics.task import METRICS, StackScores, infer_task, task_metrics
+from cmkd.models.batched import merge_runs
 from cmkd.params import ParamError, from_mapping, spec
-from cmkd.train import seed_everything, seed_for, select_device
+from cmkd.runtime import seed_everything, seed_for, select_device
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "poly", "step")
@@ -39,7 +47,7 @@ SCHEDULES = ("constant", "poly", "step")
 class OptimConfig:
     """Optimiser and learning-rate schedule (validated on construction).
 
-    The papers' settings (../shared/reference/official_code_audit.md):
+    The papers' settings (docs/official_code_audit.md):
     C2KD: ``OptimConfig('sgd', lr=1e-2, momentum=0.9, schedule='poly', lr_min=1e-4)``;
     MFH VGGSound: ``OptimConfig('adamw', lr=1e-3, weight_decay=1e-5, schedule='step',
     step_size=25, gamma=0.1)``.
@@ -99,17 +107,24 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, see
                 batch_sampler=None) -> DataLoader:
     """A DataLoader whose shuffling and worker seeds depend on ``seed`` only (its own
     generator), so a run does not depend on what else used the global random state.
-    ``batch_sampler`` (a method's own batching, e.g. DLB's) replaces batch_size / shuffle."""
+    ``batch_sampler`` (a method's own batching, e.g. DLB's) replaces batch_size / shuffle.
+    A dataset that fetches whole batches itself (``batched_fetch``: the array-backed and stacked
+    datasets of :mod:`cmkd.data.arrays`) is read with one ``__getitems__`` call per batch."""
+    common = dict(num_workers=num_workers, pin_memory=pin_memory,
+                  worker_init_fn=_seed_worker if num_workers else None,
+                  persistent_workers=num_workers > 0)
+    if getattr(dataset, "batched_fetch", False):
+        common["collate_fn"] = _as_batch
     if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers,
-                          pin_memory=pin_memory,
-                          worker_init_fn=_seed_worker if num_workers else None,
-                          persistent_workers=num_workers > 0)
+        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
     gen = torch.Generator().manual_seed(seed_for(seed, 1))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen,
-                      num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
-                      worker_init_fn=_seed_worker if num_workers else None,
-                      persistent_workers=num_workers > 0)
+                      drop_last=drop_last, **common)
+
+
+def _as_batch(batch):
+    """The collate function of datasets that build their batch in ``__getitems__``."""
+    return batch
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -120,27 +135,47 @@ def _seed_worker(worker_id: int) -> None:
 class FitResult:
     """What :func:`fit` returns.
 
-    history : one row per epoch: epoch, lr, the epoch mean of each loss term the method returns
-        ('total', 'ce', 'kd', ...), the epoch sum of each 'n_*' counter, the epoch mean of each
-        'keep*' fraction, and ``train_<metric>`` (running, on the student's training-mode logits
-        of each step), ``val_<metric>``, ``test_<metric>``.
+    history : one row per epoch (per run and epoch for a stack, with a ``run`` column): epoch,
+        lr, steps, the epoch mean of each loss term the method returns ('total', 'ce', 'kd',
+        ...), the epoch sum of each 'n_*' counter, the epoch mean of each 'keep*' fraction, and
+        ``train_<metric>`` (running, on the student's training-mode logits of each step),
+        ``val_<metric>``, ``test_<metric>``.
     best_epoch : the epoch of the best validation score (the last epoch without validation).
     best_val, test_at_best_val : validation and test scores at ``best_epoch`` (the default
         reported score); val_last, test_last : the last epoch's.
     state_dicts : 'student', 'teacher', 'extra' at the end of training and 'best_student' at
-        ``best_epoch`` (on the CPU).
+        ``best_epoch`` (on the CPU; for a stack, run r of 'best_student' is from its own best
+        epoch).
     teacher_test_last : the teacher's test scores after training, for methods that train it
         (online, bidirectional: C2KD Table 7 reports the updated teacher); empty otherwise.
+    runs : None for one run; R for a stack, where each score field (best_epoch, best_val,
+        test_at_best_val, val_last, test_last, teacher_test_last) is a list with one entry per
+        run; :meth:`run` gives run r's view.
     """
 
     history: pd.DataFrame
-    best_epoch: int
-    best_val: dict[str, float]
-    test_at_best_val: dict[str, float]
-    val_last: dict[str, float]
-    test_last: dict[str, float]
+    best_epoch: Any
+    best_val: Any
+    test_at_best_val: Any
+    val_last: Any
+    test_last: Any
     state_dicts: dict[str, dict] = field(repr=False)
-    teacher_test_last: dict[str, float] = field(default_factory=dict)
+    teacher_test_last: Any = field(default_factory=dict)
+    runs: int | None = None
+
+    def run(self, r: int) -> FitResult:
+        """Run ``r`` of a stack as a one-run result (its history rows without the ``run``
+        column; no state dicts: the stack's are in ``state_dicts``)."""
+        if self.runs is None:
+            raise ValueError("run() is for the result of a stack of runs")
+        if not 0 <= r < self.runs:
+            raise ValueError(f"run must lie in [0, {self.runs}), got {r}")
+        h = self.history[self.history["run"] == r].drop(columns="run").reset_index(drop=True)
+        return FitResult(history=h, best_epoch=self.best_epoch[r], best_val=self.best_val[r],
+                         test_at_best_val=self.test_at_best_val[r], val_last=self.val_last[r],
+                         test_last=self.test_last[r], state_dicts={},
+                         teacher_test_last=(self.teacher_test_last[r] if self.teacher_test_last
+                                            else {}))
 
 
 def _use(flag, name: str, device: torch.device) -> bool:
@@ -188,11 +223,24 @@ class _Scores:
         return {k: float(v) for k, v in self.metrics.compute().items()}
 
 
+def _scores(names: Sequence[str], classes: int, runs: int | None, device: torch.device):
+    """Scores of one run (``_Scores``: a dict) or of a stack (StackScores: a list of dicts)."""
+    if runs is None:
+        return _Scores(names, classes, device)
+    return StackScores(names, classes, runs, device)
+
+
+def _runs_of(model: nn.Module) -> int | None:
+    runs = getattr(model, "n_runs", None)
+    return runs if isinstance(runs, int) else None
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, inputs: Sequence[str],
              metrics: Sequence[str] = ("accuracy",), device: torch.device | str = "cpu", *,
-             amp: bool = False, channels_last: bool = False) -> dict[str, float]:
-    """Scores of ``model`` (in eval mode) over ``loader``: metric name -> value.
+             amp: bool = False, channels_last: bool = False):
+    """Scores of ``model`` (in eval mode) over ``loader``: metric name -> value, or for a
+    stacked model (``n_runs``) one such dict per run.
 
     inputs : the batch keys fed to the model, in order (e.g. ``method.student_inputs``).
     metrics : names of :data:`cmkd.metrics.task.METRICS`; the task (multiclass, multilabel,
@@ -201,7 +249,7 @@ def evaluate(model: nn.Module, loader: DataLoader, inputs: Sequence[str],
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    scores = _Scores(metrics, model.classes, device)
+    scores = _scores(metrics, model.classes, _runs_of(model), device)
     try:
         for batch in loader:
             batch = _to_device(batch, device, channels_last)
@@ -223,11 +271,13 @@ def collect_outputs(model: nn.Module, loader: DataLoader, inputs: Sequence[str],
     -------
     dict with 'logits' (n, classes), 'label' (n, ...) and one (n, ...) tensor per name of
     ``feature_names`` (names of ``model.forward_features``' dict, e.g. 'pooled').  The model
-    runs in eval mode, in float32, in the loader's order.
+    runs in eval mode, in float32, in the loader's order.  For a stacked model every tensor
+    keeps its leading run dimension and samples are concatenated along dimension 1.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    dim = 0 if _runs_of(model) is None else 1
     parts: dict[str, list[torch.Tensor]] = {"logits": [], "label": [],
                                             **{n: [] for n in feature_names}}
     try:
@@ -245,7 +295,7 @@ def collect_outputs(model: nn.Module, loader: DataLoader, inputs: Sequence[str],
         model.train(was_training)
     if not parts["logits"]:
         raise ValueError("the loader yielded no batch")
-    return {k: torch.cat(v) for k, v in parts.items()}
+    return {k: torch.cat(v, dim) for k, v in parts.items()}
 
 
 def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
@@ -259,21 +309,23 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     Parameters
     ----------
     method : its student, teacher and extra modules are moved to ``device`` and trained in
-        place; ``method.parameters()`` are optimised on ``method.step(batch, epoch)['total']``.
+        place; ``method.parameters()`` are optimised on ``method.step(batch, epoch)['total']``
+        (summed over the runs of a stack: a method built with ``runs=True``).
     train_loader, val_loader, test_loader : DataLoaders yielding dicts of tensors with 'label'
-        (:func:`make_loader`).  Without ``val_loader`` the last epoch is selected.
+        (:func:`make_loader`; for a stack, (R, batch, ...) tensors).  Without ``val_loader`` the
+        last epoch is selected.
     optim : an :class:`OptimConfig` (or a mapping validated into one); the learning rate is set
         at the start of each epoch by :func:`learning_rate`.
     epochs : number of passes over ``train_loader`` (a training batch of a single sample, the
         tail of an epoch, is skipped: batch normalisation cannot train on one sample).
-    device : 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' (:func:`cmkd.train.select_device`).
+    device : 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' (:func:`cmkd.runtime.select_device`).
     seed : seeds Python, NumPy and torch before training (dropout, a loader without its own
         generator); with the same seed, models and data a CPU run repeats bit for bit.
     progress : tqdm bars per epoch (TQDM_DISABLE=1 switches them off).
     amp : bf16 autocast: 'auto' = on CUDA only; True is refused off CUDA.
     channels_last : channels_last memory format for models and 4-d inputs: 'auto' = on CUDA.
     metrics : names of :data:`cmkd.metrics.task.METRICS`; the first selects the best epoch.
-    on_epoch : called with each history row (a dict) after its epoch.
+    on_epoch : called with each history row (a dict; one per run for a stack) after its epoch.
     """
     if not isinstance(optim, OptimConfig):
         optim = OptimConfig.from_mapping(optim)
@@ -290,85 +342,168 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     use_cl = _use(channels_last, "channels_last", device)
     seed_everything(seed)
     method.to(device, torch.channels_last if use_cl else None)
-    params = method.parameters()
-    opt = make_optimizer(params, optim)
-    student, inputs, classes = method.student, method.student_inputs, method.classes
-    select = metrics[0]
+    opt = make_optimizer(method.parameters(), optim)
+    runs = method.n_runs
+    track = _Selection(metrics[0], runs, method.student)
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
-
-    rows, best = [], None
-    best_epoch, best_val, test_best, best_state = epochs - 1, {}, {}, None
-    val_scores: dict[str, float] = {}
-    test_scores: dict[str, float] = {}
+    evaluate_kw = dict(metrics=metrics, device=device, amp=use_amp, channels_last=use_cl)
+    rows: list[dict] = []
     for epoch in range(epochs):
         lr = learning_rate(optim, epoch, epochs)
         for group in opt.param_groups:
             group["lr"] = lr
         method.train()
-        sums: dict[str, torch.Tensor] = {}
-        steps = 0
-        train_scores = _Scores(metrics, classes, device)
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   **({} if progress else {"disable": True}))
-        for batch in bar:
-            if len(batch["label"]) < 2:  # a trailing batch of one: BatchNorm cannot train on it
-                continue
-            batch = _to_device(batch, device, use_cl)
-            method.last_student_logits = None
-            with _autocast(device, use_amp):
-                terms = method.step(batch, epoch)
-            total = terms["total"]
-            shaped = {k: tuple(v.shape) for k, v in terms.items() if v.dim() != 0}
-            if shaped:
-                raise ValueError(f"method {method.name!r} returned non-scalar terms {shaped}; "
-                                 f"fit needs scalars (a method built with runs=True belongs "
-                                 f"to the batched fast path)")
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            method.after_backward(epoch)
-            opt.step()
-            for k, v in terms.items():
-                v = v.detach().to(acc_dtype)
-                sums[k] = sums[k] + v if k in sums else v
-            steps += 1
-            if method.last_student_logits is not None:
-                train_scores.update(method.last_student_logits, batch["label"])
-        if steps == 0:
-            raise ValueError("the training loader yielded no batch")
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "steps": steps}
-        for k, v in sums.items():
-            row[k] = float(v) if k.startswith("n_") else float(v) / steps
-        row.update({f"train_{k}": v for k, v in train_scores.compute().items()})
-        if val_loader is not None:
-            val_scores = evaluate(student, val_loader, inputs, metrics, device, amp=use_amp,
-                                  channels_last=use_cl)
-            row.update({f"val_{k}": v for k, v in val_scores.items()})
-        if test_loader is not None:
-            test_scores = evaluate(student, test_loader, inputs, metrics, device, amp=use_amp,
-                                   channels_last=use_cl)
-            row.update({f"test_{k}": v for k, v in test_scores.items()})
-        score = val_scores.get(select, math.nan) if val_loader is not None else math.nan
-        if not math.isnan(score) and (best is None or score > best):
-            best, best_epoch = score, epoch
-            best_val, test_best = dict(val_scores), dict(test_scores)
-            best_state = _cpu_state(student)
-        rows.append(row)
+        sums, steps, train_scores = _train_epoch(method, train_loader, opt, epoch, epochs,
+                                                 device, use_amp, use_cl, metrics, acc_dtype,
+                                                 progress)
+        val = (evaluate(method.student, val_loader, method.student_inputs, **evaluate_kw)
+               if val_loader is not None else None)
+        test = (evaluate(method.student, test_loader, method.student_inputs, **evaluate_kw)
+                if test_loader is not None else None)
+        track.update(epoch, val, test)
+        new = _history_rows(epoch, lr, steps, sums, train_scores, val, test, runs)
+        rows.extend(new)
         if on_epoch is not None:
-            on_epoch(dict(row))
+            for row in new:
+                on_epoch(dict(row))
     method.eval()
-    if best_state is None:  # no validation split (or no finite score): the last epoch
-        best_epoch, best_val, test_best = epochs - 1, dict(val_scores), dict(test_scores)
-        best_state = _cpu_state(student)
     states = {k: _cpu(v) for k, v in method.state_dict().items()}
-    states["best_student"] = best_state
-    teacher_test = {}
+    states["best_student"] = track.best_state()
+    teacher_test: Any = {} if runs is None else []
     if test_loader is not None and method.trains_teacher():
-        teacher_test = evaluate(method.teacher, test_loader, method.teacher_inputs, metrics,
-                                device, amp=use_amp, channels_last=use_cl)
-    return FitResult(history=pd.DataFrame(rows), best_epoch=best_epoch, best_val=best_val,
-                     test_at_best_val=test_best, val_last=dict(val_scores),
-                     test_last=dict(test_scores), state_dicts=states,
-                     teacher_test_last=teacher_test)
+        teacher_test = evaluate(method.teacher, test_loader, method.teacher_inputs,
+                                **evaluate_kw)
+    return FitResult(history=pd.DataFrame(rows), best_epoch=track.best_epoch,
+                     best_val=track.best_val, test_at_best_val=track.test_best,
+                     val_last=track.val_last, test_last=track.test_last, state_dicts=states,
+                     teacher_test_last=teacher_test, runs=runs)
+
+
+def _train_epoch(method, loader, opt, epoch, epochs, device, use_amp, use_cl, metrics,
+                 acc_dtype, progress):
+    """One pass over ``loader``: (sums of the loss terms, steps, running train scores)."""
+    runs = method.n_runs
+    sample_dim = 0 if runs is None else 1
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    train_scores = _scores(metrics, method.classes, runs, device)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+               **({} if progress else {"disable": True}))
+    for batch in bar:
+        if batch["label"].shape[sample_dim] < 2:  # a trailing batch of one: BatchNorm cannot
+            continue                              # train on it
+        batch = _to_device(batch, device, use_cl)
+        method.last_student_logits = None
+        with _autocast(device, use_amp):
+            terms = method.step(batch, epoch)
+        _check_terms(method, terms, runs)
+        total = terms["total"]
+        opt.zero_grad(set_to_none=True)
+        (total if runs is None else total.sum()).backward()
+        method.after_backward(epoch)
+        opt.step()
+        for k, v in terms.items():
+            v = v.detach().to(acc_dtype)
+            sums[k] = sums[k] + v if k in sums else v
+        steps += 1
+        if method.last_student_logits is not None:
+            train_scores.update(method.last_student_logits, batch["label"])
+    if steps == 0:
+        raise ValueError("the training loader yielded no batch")
+    return sums, steps, train_scores.compute()
+
+
+def _check_terms(method, terms: Mapping[str, torch.Tensor], runs: int | None) -> None:
+    want = () if runs is None else (runs,)
+    shaped = {k: tuple(v.shape) for k, v in terms.items() if tuple(v.shape) != want}
+    if shaped:
+        if runs is None:
+            raise ValueError(f"method {method.name!r} returned non-scalar terms {shaped}; fit "
+                             f"needs scalars (a method built with runs=True trains stacked "
+                             f"models)")
+        raise ValueError(f"method {method.name!r} trains a stack of {runs} runs but returned "
+                         f"terms of shapes {shaped}; each term must have shape ({runs},)")
+
+
+def _history_rows(epoch, lr, steps, sums, train_scores, val, test, runs) -> list[dict]:
+    def row(r=None):
+        out: dict[str, Any] = {} if r is None else {"run": r}
+        out.update({"epoch": epoch, "lr": lr, "steps": steps})
+        for k, v in sums.items():
+            v = float(v) if r is None else float(v[r])
+            out[k] = v if k.startswith("n_") else v / steps
+        for prefix, scores in (("train", train_scores), ("val", val), ("test", test)):
+            if scores is not None:
+                scores = scores if r is None else scores[r]
+                out.update({f"{prefix}_{k}": v for k, v in scores.items()})
+        return out
+
+    return [row()] if runs is None else [row(r) for r in range(runs)]
+
+
+class _Selection:
+    """Best-validation selection of one run or of each run of a stack (earliest on ties)."""
+
+    def __init__(self, select: str, runs: int | None, student: nn.Module):
+        self.select, self.runs, self.student = select, runs, student
+        n = 1 if runs is None else runs
+        self._best = [None] * n
+        self._epoch = [None] * n
+        self._val: list[dict] = [{} for _ in range(n)]
+        self._test: list[dict] = [{} for _ in range(n)]
+        self._state: list[dict | None] = [None] * n
+        self._val_last: list[dict] = [{} for _ in range(n)]
+        self._test_last: list[dict] = [{} for _ in range(n)]
+        self._last_epoch = -1
+
+    def update(self, epoch: int, val, test) -> None:
+        n = len(self._best)
+        val = [{}] * n if val is None else ([val] if self.runs is None else val)
+        test = [{}] * n if test is None else ([test] if self.runs is None else test)
+        self._val_last, self._test_last, self._last_epoch = list(val), list(test), epoch
+        snapshot = None
+        for r in range(n):
+            score = val[r].get(self.select, math.nan)
+            if not math.isnan(score) and (self._best[r] is None or score > self._best[r]):
+                if snapshot is None:
+                    snapshot = _cpu_state(self.student)
+                self._best[r], self._epoch[r] = score, epoch
+                self._val[r], self._test[r], self._state[r] = dict(val[r]), dict(test[r]), \
+                    snapshot
+
+    def best_state(self) -> dict:
+        last = None
+        for r in range(len(self._best)):
+            if self._state[r] is None:  # no validation split (or no finite score): last epoch
+                last = last or _cpu_state(self.student)
+                self._epoch[r], self._state[r] = self._last_epoch, last
+                self._val[r], self._test[r] = dict(self._val_last[r]), dict(self._test_last[r])
+        if self.runs is None:
+            return self._state[0]
+        return merge_runs(self._state)
+
+    def _one(self, values):
+        return values[0] if self.runs is None else list(values)
+
+    @property
+    def best_epoch(self):
+        return self._one(self._epoch)
+
+    @property
+    def best_val(self):
+        return self._one(self._val)
+
+    @property
+    def test_best(self):
+        return self._one(self._test)
+
+    @property
+    def val_last(self):
+        return self._one([dict(v) for v in self._val_last])
+
+    @property
+    def test_last(self):
+        return self._one([dict(t) for t in self._test_last])
 
 
 def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -43,7 +43,7 @@ def spec(doc: str, *, low: float | None = None, high: float | None = None,
 
     ``validate`` is called on the (converted) value after the other checks; a ValueError or
     RuntimeError it raises becomes a :class:`ParamError` naming the parameter (for example
-    :func:`cmkd.train.device_available`: a device this machine lacks is refused before compute).
+    :func:`cmkd.runtime.device_available`: a device this machine lacks is refused before compute).
     """
     return {"doc": doc, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
             "choices": choices, "min_items": min_items, "validate": validate}
@@ -62,6 +62,8 @@ def check_each(name: str, values, convert: Callable[[Any], Any]) -> None:
 
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
+    if tp is dict or origin is dict:
+        return "mapping"
     if origin is list:
         return f"list of {typing.get_args(tp)[0].__name__}"
     return tp.__name__
@@ -106,7 +108,34 @@ def _check_range(value: Any, meta: Mapping, name: str) -> None:
         raise ParamError(name, f"{value!r} is out of range; allowed: {left}{lo}, {hi}{right}")
 
 
+def _plain(value: Any, name: str) -> Any:
+    """``value`` as plain data (mappings with string keys, lists, finite numbers, strings,
+    booleans, None), or a ParamError naming where it is not."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParamError(name, f"{value!r} is not a finite number (NaN and infinities are "
+                                   "not allowed)")
+        return value
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ParamError(name, f"keys must be names (strings), got {bad[0]!r}")
+        return {k: _plain(v, f"{name}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, name) for v in value]
+    raise ParamError(name, f"expected plain data (numbers, strings, lists, mappings), got "
+                           f"{type(value).__name__} {value!r}")
+
+
 def _convert(value: Any, tp, meta: Mapping, name: str) -> Any:
+    if tp is dict or typing.get_origin(tp) is dict:
+        if not isinstance(value, Mapping):
+            raise ParamError(name, f"expected a mapping, got {value!r}")
+        converted = _plain(value, name)
+        _run_validator(converted, meta, name)
+        return converted
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

@@ -44,7 +44,7 @@ def device_description(preference: str | None) -> str:
     """The device a ``device`` parameter resolves to here, in words: 'cpu', 'cuda (<GPU>)'."""
     import torch
 
-    from cmkd.train import select_device
+    from cmkd.runtime import select_device
 
     try:
         device = select_device(preference or "auto")

@@ -144,6 +144,19 @@ def paper_value(key: str) -> dict:
         raise KeyError(f"no published value with id {key!r} under cmkd/reference/") from None
 
 
+def paper_entry(**fields) -> dict | None:
+    """The published number whose fields equal ``fields`` (e.g. ``table=3, dataset='ave',
+    direction='a2v', method='c2kd', variant='full'``; a field the entry lacks counts as None),
+    or None when the papers publish none; ValueError when several match (the fields do not
+    identify one number)."""
+    found = [e for e in paper_values().values()
+             if all(e.get(k) == v for k, v in fields.items())]
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} published values match {fields}: "
+                         f"{', '.join(e['id'] for e in found[:5])}")
+    return found[0] if found else None
+
+
 def compare_with_paper(measured: dict[str, dict[str, tuple[float, float]]]) -> pd.DataFrame:
     """Ours beside the paper's value.
 

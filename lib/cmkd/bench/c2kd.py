@@ -45,7 +45,7 @@ import cmkd.distill.c2kd as c2kd_losses
 from cmkd import methods, models
 from cmkd.bench import best_seconds_interleaved, device_label
 from cmkd.engine import OptimConfig, make_optimizer
-from cmkd.train import torch_threads
+from cmkd.runtime import torch_threads
 
 #: C2KD's own modules may cost at most this fraction over the bidirectional-KD step.
 TARGET = 0.10

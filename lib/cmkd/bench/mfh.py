@@ -20,7 +20,7 @@ from cmkd.experiments import modality_general
 from cmkd.mfh import permutation_salience, train_aligned_pair
 from cmkd.params import load_params
 from cmkd.reporting import repo_root
-from cmkd.train import rng_for, torch_threads
+from cmkd.runtime import rng_for, torch_threads
 
 
 @torch.no_grad()

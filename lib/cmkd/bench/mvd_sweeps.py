@@ -18,7 +18,7 @@ from cmkd.distill import kd_loss
 from cmkd.experiments import mvd_sweeps
 from cmkd.params import load_params
 from cmkd.reporting import repo_root
-from cmkd.train import rng_for
+from cmkd.runtime import rng_for
 
 
 def _loop_one_run(spec, config, seed: int, eval_every: int | None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 #: name -> module under cmkd.data; each module has load(root, split, **options) and, for real
 #: datasets, check(root) -> problems, PARAM, DIRNAME and LAYOUT.
 DATASETS = {
+    "mvd": "mvd",                    # synthetic: K-class MVD data, MFH Fig. 2 layout
     "avdigits": "avdigits",          # embedded: AV-MNIST stand-in
     "rgbd_scenes": "rgbd_scenes",    # procedural: NYU Depth V2 stand-in
     "avmnist": "avmnist",
@@ -29,7 +30,7 @@ DATASETS = {
     "mmimdb": "mmimdb",
     "crisismmd": "crisismmd",
 }
-EMBEDDED = ("avdigits", "rgbd_scenes")
+EMBEDDED = ("mvd", "avdigits", "rgbd_scenes")
 REAL = tuple(n for n in DATASETS if n not in EMBEDDED)
 
 
@@ -56,6 +57,15 @@ def load(name: str, root=None, split: str = "train", **options):
     mod = module(name)
     check_options(name, mod.load, options)
     return mod.load(root, split, **options)
+
+
+def classes(name: str) -> int:
+    """The number of classes of a registered dataset (its module's ``CLASSES``: a count or the
+    class names; the MVD data's count is an option)."""
+    value = getattr(module(name), "CLASSES", None)
+    if value is None:
+        raise ValueError(f"dataset {name!r} has no fixed number of classes")
+    return value if isinstance(value, int) else len(value)
 
 
 def option_names(name: str) -> tuple[str, ...]:

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
-from torch.utils.data import Dataset
+
+from cmkd.data.arrays import ArrayDataset
 
 PATH = Path(__file__).resolve().parent / "embedded" / "avdigits.npz"
 SPLITS = ("train", "val", "test")
@@ -98,10 +99,11 @@ def arrays(split: str, energy_removed: float = 0.75, standardize: bool = True,
     }
 
 
-class AVDigits(Dataset):
+class AVDigits(ArrayDataset):
     """Map-style dataset over one split; item i is {'image', 'audio', 'label'}.
 
-    ``tensors`` holds the whole split (for full-batch or batched-tensor training).
+    ``tensors`` holds the whole split (batches are read from it at once,
+    :class:`cmkd.data.arrays.ArrayDataset`).
     """
 
     modalities = ("image", "audio")
@@ -109,13 +111,7 @@ class AVDigits(Dataset):
     def __init__(self, split: str = "train", energy_removed: float = 0.75,
                  standardize: bool = True, path: Path | str = PATH):
         self.split = split
-        self.tensors = arrays(split, energy_removed, standardize, path)
-
-    def __len__(self) -> int:
-        return len(self.tensors["label"])
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
+        super().__init__(arrays(split, energy_removed, standardize, path))
 
 
 def load(root=None, split: str = "train", energy_removed: float = 0.75,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd.train import rng_for
+from cmkd.runtime import rng_for
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 #: espeak-ng English voices (accents) and voice variants drawn per clip.

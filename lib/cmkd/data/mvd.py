@@ -17,6 +17,7 @@ The ground truth follows the paper's definitions over the observed decisive feat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ __all__ = [
     "alpha_to_extra",
     "VARY_GAMMA_DECISIVE",
     "VARY_ALPHA_DECISIVE_B",
+    "load",
 ]
 
 #: Fig. 2 setting: each modality observes this many decisive features (d = 20 in total).
@@ -305,3 +307,52 @@ def alpha_to_extra(alpha: float, tol: float = 0.01) -> int:
     k = VARY_ALPHA_DECISIVE_B
     dim_a = VARY_ALPHA_DIMS[0]
     return _nearest(alpha, {e: e / (e + k) for e in range(dim_a - k + 1)}, "alpha", tol)
+
+
+# ----------------------------------------------------------------------------- as a dataset
+SPLITS = ("train", "val", "test")
+
+
+@functools.lru_cache(maxsize=64)
+def _fig2_draws(overlap: int, classes: int, n_train: int, n_val: int, n_test: int, seed: int,
+                run: int) -> dict[str, MVDData]:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, overlap, run]))
+    spec = vary_gamma_spec(overlap)
+    train = generate_multiclass(spec, n_train, rng, classes)
+    test = generate_multiclass(spec, n_test, rng, classes, train.delta)
+    out = {"train": train, "test": test}
+    if n_val:
+        out["val"] = generate_multiclass(spec, n_val, rng, classes, train.delta)
+    return out
+
+
+def load(root=None, split: str = "train", overlap: int = 10, classes: int = 2,
+         n_train: int = 200, n_val: int = 0, n_test: int = 1000, seed: int = 0, run: int = 0):
+    """Registry entry ``mvd``: K-class MVD data (:func:`generate_multiclass`) in MFH Fig. 2's
+    layout (:func:`vary_gamma_spec`: x^a 25-d and x^b 50-d observe 10 decisive features each,
+    ``overlap`` of them shared), as a dataset whose items are {'xa', 'xb', 'label'}.
+
+    The draw is determined by (seed, overlap, run): one generator draws the training split,
+    then the test split, then (``n_val`` > 0) a validation split, all of one task (the training
+    draw's decision matrix).  ``root`` is ignored (synthetic); a split of 0 samples is empty.
+    """
+    import torch
+
+    from cmkd.data.arrays import ArrayDataset
+
+    if split not in SPLITS:
+        raise ValueError(f"dataset 'mvd': split must be one of {SPLITS}, got {split!r}")
+    for name, value, low in (("overlap", overlap, 0), ("classes", classes, 2),
+                             ("n_train", n_train, 1), ("n_val", n_val, 0),
+                             ("n_test", n_test, 1), ("seed", seed, 0), ("run", run, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"dataset 'mvd': option {name!r} must be an int >= {low}, got "
+                             f"{value!r}")
+    draws = _fig2_draws(overlap, classes, n_train, n_val, n_test, seed, run)
+    if split not in draws:  # no validation split
+        return ArrayDataset({"xa": torch.zeros(0, VARY_GAMMA_DIMS[0]),
+                             "xb": torch.zeros(0, VARY_GAMMA_DIMS[1]),
+                             "label": torch.zeros(0, dtype=torch.int64)})
+    d = draws[split]
+    return ArrayDataset({"xa": torch.from_numpy(d.xa), "xb": torch.from_numpy(d.xb),
+                         "label": torch.from_numpy(d.y)})

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cmkd.data.files import IMAGENET_MEAN, IMAGENET_STD
-from cmkd.train import rng_for
+from cmkd.runtime import rng_for
 
 SPLITS = ("train", "val", "test")
 SHAPES = ("disc", "square", "triangle", "cross")

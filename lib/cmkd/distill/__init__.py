@@ -1,5 +1,10 @@
 """Distillation losses as pure functions on tensors, one file per method (mdistiller style).
 
+Only losses live here: the modules some methods train beside the student (C2KD's proxies,
+SHAKE's shadow head, FitNet's regressor, Review's fusion) are in :mod:`cmkd.models`
+(:mod:`~cmkd.models.proxy`, :mod:`~cmkd.models.auxiliary`), and a loss that needs one takes it
+as an argument.
+
 The calling convention
 ----------------------
 ``loss(student, teacher, target=None, *, <hyperparameters, the papers' defaults>,
@@ -43,32 +48,24 @@ and all-class Zipf ranks (yzd-v/cls_KD), SHAKE's layer-normalised logits and sha
 (lliai/SHAKE) and Review's HCL levels chosen by the map's height (dvlab-research/ReviewKD); each
 file says what it follows.
 """
-from cmkd.distill.c2kd import (
-    ProxyHead,
-    c2kd_loss,
-    filter_scores,
-    kl_towards,
-    ofsd_mask,
-    teacher_parameters,
-)
+from cmkd.distill.c2kd import FILTERS, c2kd_loss, filter_scores, kl_towards, ofsd_mask
 from cmkd.distill.dist import dist_loss
 from cmkd.distill.dkd import dkd_loss, dkd_warmup, non_target_logits, tckd_nckd
-from cmkd.distill.dlb import dlb_batches, dlb_loss
+from cmkd.distill.dlb import dlb_loss
 from cmkd.distill.dml import dml_loss
-from cmkd.distill.fitnet import fitnet_loss, hint_regressor
+from cmkd.distill.fitnet import fitnet_loss
 from cmkd.distill.kd import kd_loss
 from cmkd.distill.nkd import nkd_loss
-from cmkd.distill.review import ReviewFusion, hcl_loss, review_loss
+from cmkd.distill.review import hcl_loss, review_loss
 from cmkd.distill.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
-from cmkd.distill.shake import ShadowHead, shake_loss
+from cmkd.distill.shake import shake_loss
 from cmkd.distill.uskd import uskd_loss
 from cmkd.distill.zipf import zipf_loss, zipf_soft_labels
 
 __all__ = [
-    "ProxyHead", "ReviewFusion", "ShadowHead", "c2kd_loss", "dist_loss", "dkd_loss",
-    "dkd_warmup", "dlb_batches", "dlb_loss", "dml_loss", "filter_scores", "fitnet_loss",
-    "hcl_loss", "hint_regressor", "kd_loss", "kl_towards", "nkd_loss", "non_target_logits",
-    "ofsd_mask", "review_loss", "rkd_angle_loss", "rkd_distance_loss", "rkd_loss",
-    "shake_loss", "tckd_nckd", "teacher_parameters", "uskd_loss", "zipf_loss",
+    "FILTERS", "c2kd_loss", "dist_loss", "dkd_loss", "dkd_warmup", "dlb_loss",
+    "dml_loss", "filter_scores", "fitnet_loss", "hcl_loss", "kd_loss", "kl_towards",
+    "nkd_loss", "non_target_logits", "ofsd_mask", "review_loss", "rkd_angle_loss",
+    "rkd_distance_loss", "rkd_loss", "shake_loss", "tckd_nckd", "uskd_loss", "zipf_loss",
     "zipf_soft_labels",
 ]

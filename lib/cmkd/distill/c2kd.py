@@ -4,8 +4,8 @@
   correlation of the two sides' logits exceeds omega (Eq. 4, strict ``>``), and only the
   non-target classes are distilled.  Alternative filters of Fig. 4: cosine, Pearson and gradient
   cosine of the logits, with the same threshold rule.
-* Proxy heads (Eq. 5): global average pool -> 1x1 conv -> BN -> LeakyReLU(0.1) -> linear, on the
-  backbone features of each side.
+* Proxy heads (Eq. 5; the module is :class:`cmkd.models.proxy.ProxyHead`): their logits enter
+  the loss as ``student_proxy`` and ``teacher_proxy``.
 * Bidirectional distillation and the total loss of Eq. (6):
   ``CE(S) + CE(T) + l1 [D(T, T^pro) + D(T^pro, T)] + l2 [D(S, S^pro) + D(S^pro, S)]
   + l3 eta [D(S^pro\\t, T^pro\\t) + D(T^pro\\t, S^pro\\t)]`` where ``D(a, b)`` moves ``a`` towards
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from cmkd.distill._shapes import check_logits, check_reduction
 from cmkd.distill.dist import dist_terms
@@ -125,58 +124,6 @@ def crossmodal_term(moving: torch.Tensor, towards: torch.Tensor, target: torch.T
                           _side_logits(towards, target, target_mode).detach(),
                           temperature=temperature, weights=mask)
     raise ValueError(f"base must be one of {BASES}, got {base!r}")
-
-
-# ----------------------------------------------------------------------------- the proxy head
-class ProxyHead(nn.Module):
-    """Proxy teacher / student head (Eq. 5): GAP -> 1x1 conv -> BN -> LeakyReLU(0.1) -> linear.
-
-    Takes (batch, channels, H, W) feature maps or (batch, channels) pooled features; returns
-    (batch, classes) logits.  The official code puts it on ResNet-18's layer3 output.
-    """
-
-    def __init__(self, in_channels: int, classes: int, hidden: int | None = None):
-        super().__init__()
-        hidden = hidden or in_channels
-        self.adapt = nn.Sequential(nn.Conv2d(in_channels, hidden, 1, bias=False),
-                                   nn.BatchNorm2d(hidden), nn.LeakyReLU(0.1))
-        self.fc = nn.Linear(hidden, classes)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if features.dim() == 4:
-            features = features.mean((2, 3))
-        elif features.dim() != 2:
-            raise ValueError(f"expected (batch, C, H, W) or (batch, C) features, got "
-                             f"{tuple(features.shape)}")
-        return self.fc(self.adapt(features[:, :, None, None]).flatten(1))
-
-
-def teacher_parameters(model: nn.Module, top_k: int | None = None) -> list[nn.Parameter]:
-    """The teacher parameters bidirectional distillation updates (Table 3).
-
-    ``top_k=None``: all of them (Ours, fully updated).  ``top_k=k``: only those of the last k
-    blocks (Ours, top layers fine-tuned); the others get ``requires_grad=False`` so no gradient
-    is computed below them.  The blocks are ``model.blocks()`` (the Backbone contract, as
-    :class:`cmkd.methods.base.Method` reads them), else the direct children of ``model`` that
-    hold parameters (a batched MLP: its linear layers).
-    """
-    params = list(model.parameters())
-    if top_k is None:
-        for p in params:
-            p.requires_grad_(True)
-        return params
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    blocks = getattr(model, "blocks", None)
-    layers = (list(blocks()) if callable(blocks)
-              else [m for m in model.children() if any(True for _ in m.parameters())])
-    top = layers[-top_k:]
-    for p in params:
-        p.requires_grad_(False)
-    keep = [p for m in top for p in m.parameters()]
-    for p in keep:
-        p.requires_grad_(True)
-    return keep
 
 
 # ----------------------------------------------------------------------------- Eq. (6)

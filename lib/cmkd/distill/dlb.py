@@ -1,8 +1,9 @@
 """DLB: self-distillation from the last mini-batch (Shen et al., CVPR 2022), a self-KD baseline
 of C2KD Table 6.
 
-Each mini-batch holds half the samples of the previous one and half new ones; the predictions
-made on the repeated half at the previous iteration are the soft targets of this iteration:
+Each mini-batch holds half the samples of the previous one and half new ones (the batch order is
+the method's: :func:`cmkd.methods.dlb.dlb_batches`); the predictions made on the repeated half at
+the previous iteration are the soft targets of this iteration:
 ``L = CE + alpha * T^2 KL(p_last / T || p_now / T)`` (T = 3, alpha = 1 in the paper).
 """
 
@@ -11,21 +12,6 @@ from __future__ import annotations
 import torch
 
 from cmkd.distill.kd import kd_loss
-
-
-def dlb_batches(n: int, batch_size: int, generator: torch.Generator | None = None
-                ) -> list[torch.Tensor]:
-    """Index batches of one epoch in DLB's order.
-
-    ``n`` samples are shuffled into halves ``h_0, h_1, ...`` of ``batch_size // 2``; batch k is
-    ``cat(h_{k-1}, h_k)`` (batch 0 is ``h_0``), so the first half of each batch after the first
-    repeats the second half of the previous one.
-    """
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2, got {batch_size}")
-    half = batch_size // 2
-    halves = list(torch.randperm(n, generator=generator).split(half))
-    return [halves[0]] + [torch.cat((halves[k - 1], halves[k])) for k in range(1, len(halves))]
 
 
 def dlb_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor | None = None,

@@ -10,18 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from cmkd.distill._shapes import check_features, check_reduction, maybe_detach
-
-
-def hint_regressor(student_dim: int, teacher_dim: int, spatial: bool = False) -> nn.Module:
-    """The regressor: a linear map for (batch, dim) features, a 1x1 convolution followed by
-    batch norm for (batch, channels, H, W) feature maps."""
-    if spatial:
-        return nn.Sequential(nn.Conv2d(student_dim, teacher_dim, 1, bias=False),
-                             nn.BatchNorm2d(teacher_dim))
-    return nn.Linear(student_dim, teacher_dim)
 
 
 def fitnet_loss(student: torch.Tensor, teacher: torch.Tensor, *,
@@ -37,8 +27,8 @@ def fitnet_loss(student: torch.Tensor, teacher: torch.Tensor, *,
         leading run dimension, (runs, batch, dim) or (runs, batch, C, H, W).  A 3-d tensor
         without ``runs=True`` is refused: flatten a (batch, C, T) map first.
     regressor : callable, optional
-        Maps the student features to the teacher's shape (:func:`hint_regressor`); without it
-        the shapes must already agree.
+        Maps the student features to the teacher's shape
+        (:func:`cmkd.models.auxiliary.hint_regressor`); without it the shapes must already agree.
     reduction : 'mean' (over every element, i.e. over the batch of per-sample means), 'sum'
         (of the per-sample means) or 'none' (per-sample means, (batch,) or (runs, batch)).
     detach_teacher : detach the teacher features (default).

@@ -32,7 +32,7 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor |
         Declare a leading run dimension; the reduced result then has shape (runs,).
     class_dim : {-1, 0}
         0 takes class-major logits, (classes, batch) or (classes, runs, batch) (the layout of
-        :func:`cmkd.train.train_linear_batched`).
+        :func:`cmkd.mfh.logistic.train_linear_batched`).
 
     Returns
     -------

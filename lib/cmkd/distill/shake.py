@@ -10,7 +10,7 @@ official code (lliai/SHAKE, ``helper/loops.py``, ``--distill shake``) computes i
   ``KD(S <- shadow) + KD(shadow <- S) + CE(shadow, y) + MSE(shadow, T)``, each KD term moving only
   its left side (the other detached), at temperature 4 (the official ``--kd_T``).
 
-The shadow head has the proxy structure of C2KD (:class:`cmkd.distill.c2kd.ProxyHead`, which
+The shadow head has the proxy structure of C2KD (:class:`cmkd.models.proxy.ProxyHead`, which
 C2KD says adheres to SHAKE's); the official head also reuses the teacher's classifier weights,
 which is the method's business, not the loss's.
 """
@@ -21,10 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from cmkd.distill._shapes import check_logits, check_reduction, maybe_detach, reduce
-from cmkd.distill.c2kd import ProxyHead
 from cmkd.distill.kd import kd_loss
-
-ShadowHead = ProxyHead
 
 OFFICIAL_SCALE = 3.1415
 

@@ -32,107 +32,102 @@ load local weights (``crisismmd_text_encoder``, ``crisismmd_image_encoder``; the
 whether it fine-tunes BERT and MobileNetV2, and fine-tuning them is not done here.
 
 Directions: the Config's ``a2v`` is the non-visual modality (audio; CrisisMMD: text) teaching the
-visual one (visual; image), ``v2a`` the reverse; the paper's columns name the student modality
-(Visual / Audio; Image / Text) and its reference ids the direction (a2v / v2a; t2i / i2t).
+visual one (visual; image), ``v2a`` the reverse (:mod:`cmkd.data.specs`); the paper's columns name
+the student modality (Visual / Audio; Image / Text) and its published values the direction by
+the modalities' initials (a2v / v2a; t2i / i2t).
+
+Rows.  Every row of every table is a method or preset of :mod:`cmkd.methods` (:class:`Row`);
+hyperparameters come from the registry's defaults, the preset and the params file's
+``method_hparams`` (:func:`cmkd.methods.hparams_for`; a row adds only what it varies, Fig. 4's
+threshold).  The jobs are made by :class:`cmkd.jobs.builders.Builder`; a row names the published
+number it stands beside by the reference's fields (table, dataset, direction, method, variant).
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import dataclasses
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from cmkd.params import ParamError, spec
-from cmkd.reporting import new_figure, paper_values
-from cmkd.train import DEVICES, device_available
+from cmkd import methods
+from cmkd.data import specs
+from cmkd.distill import FILTERS as _FILTERS
+from cmkd.params import spec
+from cmkd.reporting import new_figure, paper_entry
+from cmkd.runtime import DEVICES, device_available
 
 SECTIONS = ("table3", "table5", "fig3", "fig4", "fig5", "table6", "table7")
-DATASETS = ("avdigits", "cremad", "ave", "vggsound", "crisismmd")
-FILTERS = ("krc", "cosine", "pearson", "gradcos")
+DATASETS = tuple(specs.SPECS)
+#: Fig. 4's filters (C2KD's KRC and its alternatives; 'none' is the w/o-selection row)
+FILTERS = tuple(f for f in _FILTERS if f != "none")
 FUSIONS = ("fusion_concat", "fusion_film", "fusion_ogm_ge")
-#: direction -> (teacher, student) as positions in a dataset's (non-visual, visual) modalities
-DIRECTIONS = {"a2v": (0, 1), "v2a": (1, 0)}
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """How a dataset enters the grid: batch key per modality, models, options, root parameter.
+class Row(NamedTuple):
+    """A row of a table: its label as printed, the method or preset that trains it, the
+    published value's ``method`` field and, where the paper distinguishes them, its ``variant``
+    (Table 3: partial / full teacher update) and the teacher (Table 7: a fusion model)."""
 
-    modalities : (non-visual, visual): the teacher and student of 'a2v' (the reverse: 'v2a').
-    encoders : dataset option -> Config field holding an encoder's import path (checked by
-        preflight, passed to the loader).
-    dims : modality -> Config field giving the model's ``in_features`` (the encoder's size).
-    """
-
-    keys: dict
-    models: dict
-    options: dict
-    root_param: str | None
-    classes: int
-    modalities: tuple[str, str] = ("audio", "visual")
-    encoders: dict = field(default_factory=dict)
-    dims: dict = field(default_factory=dict)
+    label: str
+    preset: str
+    paper: str
+    variant: str | None = None
+    fusion: str | None = None
 
 
-DATA = {
-    "avdigits": DataSpec({"audio": "audio", "visual": "image"},
-                         {"audio": ("avdigits_cnn", {"modality": "audio"}),
-                          "visual": ("avdigits_cnn", {"modality": "image"})}, {}, None, 10),
-    "cremad": DataSpec({"audio": "audio", "visual": "image"},
-                       {"audio": ("resnet18", {"in_channels": 1}),
-                        "visual": ("resnet18", {"frames": 1})}, {"frames": 1}, "cremad_root", 6),
-    "ave": DataSpec({"audio": "audio", "visual": "image"},
-                    {"audio": ("resnet18", {"in_channels": 1}),
-                     "visual": ("resnet18", {"frames": 1})}, {"frames": 1}, "ave_root", 28),
-    "vggsound": DataSpec({"audio": "audio", "visual": "image"},
-                         {"audio": ("resnet18", {"in_channels": 1}),
-                          "visual": ("resnet18", {"frames": 3})}, {"frames": 3},
-                         "vggsound_root", 50),
-    "crisismmd": DataSpec({"text": "text", "image": "image"},
-                          {"text": ("mlp", {"modality": "text", "hidden": (256, 256)}),
-                           "image": ("mlp", {"modality": "image", "hidden": (256, 256)})},
-                          {}, "crisismmd_root", 8, modalities=("text", "image"),
-                          encoders={"text_encoder": "crisismmd_text_encoder",
-                                    "image_encoder": "crisismmd_image_encoder"},
-                          dims={"text": "crisismmd_text_dim", "image": "crisismmd_image_dim"}),
-}
+TABLE3 = (Row("w/o KD", "nokd", "nokd"), Row("FitNet", "fitnet", "fitnet"),
+          Row("Review", "review", "review"), Row("KD", "kd", "kd"), Row("DML", "dml", "dml"),
+          Row("SHAKE", "shake", "shake"), Row("RKD", "rkd", "rkd"), Row("DKD", "dkd", "dkd"),
+          Row("DIST", "dist", "dist"), Row("NKD", "nkd", "nkd"),
+          Row("Ours† (top layers)", "c2kd_partial", "c2kd", "partial"),
+          Row("Ours‡ (full)", "c2kd", "c2kd", "full"))
+#: Table 1: Table 3's runs without FitNet, RKD and Ours† (its C2KD row has no variant)
+TABLE1 = tuple(r._replace(variant=None) for r in TABLE3
+               if r.label not in ("FitNet", "RKD", "Ours† (top layers)"))
+TABLE5 = (Row("(e) w/o KD", "nokd", "nokd"), Row("(a) KD", "kd", "kd"),
+          Row("(b) BD", "c2kd_bd", "c2kd_bd"), Row("BD+NT", "c2kd_bd_nt", "c2kd_bd_nt"),
+          Row("BD+OFS", "c2kd_bd_ofs", "c2kd_bd_ofs"),
+          Row("(c) OFS+NT+BD", "c2kd_noproxy", "c2kd_noproxy"), Row("(d) C2KD", "c2kd", "c2kd"))
+TABLE6 = (Row("w/o KD", "nokd", "nokd"), Row("DLB", "dlb", "dlb"),
+          Row("ZipfKD", "zipf", "zipfkd"), Row("USKD", "uskd", "uskd"),
+          Row("Ours", "c2kd", "c2kd"))
+TABLE7 = (Row("NKD", "nkd", "nkd"),
+          Row("+Cat", "nkd", "nkd_cat", fusion="fusion_concat"),
+          Row("+FiLM", "nkd", "nkd_film", fusion="fusion_film"),
+          Row("+OGM", "nkd", "nkd_ogm", fusion="fusion_ogm_ge"), Row("Ours", "c2kd", "c2kd"))
+TABLE7_LABELS = {r.fusion: r.label for r in TABLE7 if r.fusion}
+#: Fig. 3: the Table 3 rows whose training dynamics are drawn
+FIG3 = ("SHAKE", "NKD", "Ours‡ (full)")
+#: Fig. 4: the preset of each filter (the threshold is the row's own); 'w/o selection'
+FIG4 = {"krc": "c2kd", "cosine": "c2kd_cosine", "pearson": "c2kd_pearson",
+        "gradcos": "c2kd_gradcos"}
+FIG4_NONE = Row("w/o selection", "c2kd_noselect", "c2kd_noselect")
+#: Fig. 5: each base plain, with BD, with BD + OFSD, with the proxies too
+FIG5 = {base: (Row("plain", base, base), Row("+BD", f"c2kd_{base}_bd", f"c2kd_{base}_bd"),
+               Row("+BD+OFSD", f"c2kd_{base}_noproxy", f"c2kd_{base}_noproxy"),
+               Row("+BD+OFSD+proxy", f"c2kd_{base}", f"c2kd_{base}"))
+        for base in ("dist", "nkd")}
+for _rows in (TABLE3, TABLE5, TABLE6, TABLE7, (FIG4_NONE,), *FIG5.values()):
+    for _row in _rows:  # every row names a method or preset (a ParamError at import otherwise)
+        methods.resolve(_row.preset)
 
-#: row label -> (registry method or preset, hyperparameters beyond the preset's)
-TABLE3 = {
-    "w/o KD": ("nokd", {}), "FitNet": ("fitnet", {}), "Review": ("review", {}),
-    "KD": ("kd", {}), "DML": ("dml", {}), "SHAKE": ("shake", {}), "RKD": ("rkd", {}),
-    "DKD": ("dkd", {}), "DIST": ("dist", {}), "NKD": ("nkd", {}),
-    "Ours† (top layers)": ("c2kd_partial", {}), "Ours‡ (full)": ("c2kd", {}),
-}
-TABLE3_IDS = {"w/o KD": "nokd", "FitNet": "fitnet", "Review": "review", "KD": "kd",
-              "DML": "dml", "SHAKE": "shake", "RKD": "rkd", "DKD": "dkd", "DIST": "dist",
-              "NKD": "nkd", "Ours† (top layers)": "c2kd_partial", "Ours‡ (full)": "c2kd_full"}
-TABLE5 = {  # label -> (method or preset, switches as printed: proxy, ofs, nt, bd)
-    "(e) w/o KD": ("nokd", "", "nokd"), "(a) KD": ("kd", "", "kd"),
-    "(b) BD": ("c2kd_bd", "BD", "c2kd_bd"), "BD+NT": ("c2kd_bd_nt", "NT BD", "c2kd_bd_nt"),
-    "BD+OFS": ("c2kd_bd_ofs", "OFS BD", "c2kd_bd_ofs"),
-    "(c) OFS+NT+BD": ("c2kd_noproxy", "OFS NT BD", "c2kd_noproxy"),
-    "(d) C2KD": ("c2kd", "Proxy OFS NT BD", "c2kd"),
-}
-FIG5 = {  # (base, stage) -> (method or preset, hyperparameters)
-    "plain": lambda b: (b, {}),
-    "+BD": lambda b: ("c2kd", {"base": b, "proxy": False, "ofs": False, "nt": False}),
-    "+BD+OFSD": lambda b: ("c2kd", {"base": b, "proxy": False}),
-    "+BD+OFSD+proxy": lambda b: ("c2kd", {"base": b}),
-}
-TABLE6 = {"w/o KD": "nokd", "DLB": "dlb", "ZipfKD": "zipf", "USKD": "uskd", "Ours": "c2kd"}
-TABLE7_LABELS = {"fusion_concat": "+Cat", "fusion_film": "+FiLM", "fusion_ogm_ge": "+OGM"}
+
+def modules(preset: str) -> str:
+    """Table 5's switches of a C2KD preset as printed (Proxy OFS NT BD); '' for other methods."""
+    name, hp = methods.hparams_for(preset)
+    if name != "c2kd":
+        return ""
+    hp = methods.get(name).make_hparams(hp)
+    return " ".join(label for flag, label in (("proxy", "Proxy"), ("ofs", "OFS"), ("nt", "NT"),
+                                              ("bd", "BD")) if getattr(hp, flag))
 
 
 def modalities(dataset: str, direction: str) -> tuple[str, str]:
-    """(teacher, student) modality of ``direction`` on ``dataset`` (e.g. crisismmd a2v: text,
-    image)."""
-    pair = DATA[dataset].modalities
-    t, s = DIRECTIONS[direction]
-    return pair[t], pair[s]
+    """(teacher, student) modality of ``direction`` on ``dataset``."""
+    return specs.modalities(dataset, direction)
 
 
 def column(dataset: str, direction: str) -> str:
@@ -141,7 +136,8 @@ def column(dataset: str, direction: str) -> str:
 
 
 def reference_direction(dataset: str, direction: str) -> str:
-    """The direction in the reference ids: teacher and student initials (a2v, v2a, t2i, i2t)."""
+    """The direction in the published values: teacher and student initials (a2v, v2a, t2i,
+    i2t)."""
     t, s = modalities(dataset, direction)
     return f"{t[0]}2{s[0]}"
 
@@ -155,7 +151,7 @@ class Config:
         min_items=1))
     directions: list[str] = field(metadata=spec(
         "a2v: audio (CrisisMMD: text) teacher -> visual (image) student; v2a: the reverse",
-        choices=tuple(DIRECTIONS), min_items=1))
+        choices=tuple(specs.DIRECTIONS), min_items=1))
     sections: list[str] = field(metadata=spec("artefacts to produce", choices=SECTIONS,
                                               min_items=1))
     epochs: int = field(metadata=spec("epochs of every student (C2KD: 100)", low=1,
@@ -167,10 +163,10 @@ class Config:
     lr_min: float = field(metadata=spec("floor of the poly decay (C2KD's code: 1e-4)", low=0,
                                         high=10))
     weight_decay: float = field(metadata=spec("SGD weight decay", low=0, high=1))
-    omega: float = field(metadata=spec("C2KD's filter threshold (strict >; paper: 0)", low=-1,
-                                       high=1))
-    teacher_top_k: int = field(metadata=spec("Ours†: teacher blocks updated (paper: 2)", low=1,
-                                             high=10))
+    method_hparams: dict = field(metadata=spec(
+        "hyperparameters per method or preset over the registry's defaults (C2KD: omega 0; "
+        "Ours-dagger, preset c2kd_partial: teacher_top_k 2)",
+        validate=methods.check_method_hparams))
     fig4_omegas: list[float] = field(metadata=spec("thresholds of the Fig. 4 sweep", low=-1,
                                                    high=1, min_items=1))
     fig4_filters: list[str] = field(metadata=spec("filters of the Fig. 4 sweep", choices=FILTERS,
@@ -204,156 +200,32 @@ class Config:
 
     def preflight(self) -> None:
         """Every selected real dataset must be found in its layout, and its encoders (CrisisMMD)
-        importable: checked by ``cmkd reproduce`` with the other parameters and by :func:`run`,
-        before any compute (not by plain validation, so a params file can name folders and
-        modules of another machine)."""
-        for name in self.datasets:
-            self._check_encoders(name)
-            self._check_root(name)
-
-    def _check_encoders(self, name: str) -> None:
-        """Each encoder import path of dataset ``name`` is set, importable and callable."""
-        from cmkd.data.crisismmd import resolve_encoder
-
-        for option, param in DATA[name].encoders.items():
-            path = getattr(self, param)
-            if not path:
-                raise ParamError(param, f"dataset {name!r} is selected but {param} is empty; "
-                                        f"set it to the import path 'package.module:callable' "
-                                        f"of a {option.replace('_', ' ')} of your own that "
-                                        f"loads local weights (nothing is downloaded; see "
-                                        f"cmkd.data.{name})")
-            try:
-                resolve_encoder(path, option)
-            except ValueError as err:
-                raise ParamError(param, str(err)) from None
-
-    def _check_root(self, name: str) -> None:
-        """The root of dataset ``name`` (if real) is set and passes the loader's checks."""
-        from cmkd import data
-        from cmkd.data.files import DatasetError
-
-        param = DATA[name].root_param
-        if param is None:
-            return
-        root = getattr(self, param)
-        if not root:
-            layout = getattr(data.module(name), "LAYOUT", "").strip()
-            raise ParamError(param, f"dataset {name!r} is selected but {param} is empty; "
-                                    f"set it to the folder holding it. Expected layout:\n"
-                                    f"{layout}")
-        try:  # the loader's own checks (lists, folders), with its tolerance; no item read
-            data.load(name, _path(root), "train", **_dataset_options(self, name))
-        except DatasetError as err:
-            raise ParamError(param, str(err)) from None
-
-
-def _path(root: str):
-    """A root as given, '~' expanded; a relative root is relative to the project folder."""
-    from pathlib import Path
-
-    from cmkd.reporting import repo_root
-
-    path = Path(root).expanduser()
-    return path if path.is_absolute() else repo_root() / path
+        importable (:func:`cmkd.data.specs.preflight`): checked by ``cmkd reproduce`` with the
+        other parameters and by :func:`run`, before any compute (not by plain validation, so a
+        params file can name folders and modules of another machine)."""
+        specs.preflight(self.datasets, dataclasses.asdict(self))
 
 
 # ----------------------------------------------------------------------------- the grid
-def _optim(config: Config) -> dict:
-    return {"optimizer": "sgd", "lr": config.lr, "momentum": 0.9,
-            "weight_decay": config.weight_decay, "schedule": "poly",
-            "lr_min": min(config.lr_min, config.lr)}
+def builder(config: Config):
+    """The job builder of this grid (:class:`cmkd.jobs.builders.Builder`): C2KD's SGD with
+    momentum 0.9 and poly decay, the config's epochs, batch size, device and method_hparams."""
+    from cmkd.jobs.builders import Builder, Training
 
-
-def _dataset_options(config: Config, dataset: str) -> dict:
-    opts = dict(DATA[dataset].options)
-    if dataset != "avdigits":
-        opts["image_size"] = config.image_size
-    for option, param in DATA[dataset].encoders.items():
-        opts[option] = getattr(config, param)
-    return opts
-
-
-def _root(config: Config, dataset: str) -> str | None:
-    param = DATA[dataset].root_param
-    return None if param is None else str(_path(getattr(config, param)))
-
-
-def _model(config: Config, dataset: str, modality: str) -> tuple[str, dict]:
-    spec_ = DATA[dataset]
-    name, opts = spec_.models[modality]
-    opts = dict(opts, classes=spec_.classes)
-    if modality in spec_.dims:
-        opts["in_features"] = getattr(config, spec_.dims[modality])
-    return name, opts
-
-
-def teacher_job(config: Config, dataset: str, modality: str, seed: int):
-    """The unimodal teacher of ``modality`` (trained alone, its best-validation weights)."""
-    from cmkd.jobs import Job
-
-    name, opts = _model(config, dataset, modality)
-    return Job(dataset=dataset, model=name, model_options=opts,
-               inputs=(DATA[dataset].keys[modality],), kind="teacher",
-               dataset_options=_dataset_options(config, dataset),
-               data_root=_root(config, dataset), optim=_optim(config),
-               epochs=config.teacher_epochs, batch_size=config.batch_size, seed=seed,
-               device=config.device, workers=config.workers)
-
-
-def fusion_teacher_job(config: Config, dataset: str, fusion: str, direction: str, seed: int):
-    """A late-fusion teacher on both modalities (Table 7), trained with OGM-GE for 'OGM'."""
-    from cmkd.jobs import Job
-
-    spec_ = DATA[dataset]
-    t_mod, s_mod = modalities(dataset, direction)
-    encoders, options = [], []
-    for mod in (t_mod, s_mod):
-        name, opts = _model(config, dataset, mod)
-        encoders.append(name)
-        options.append({k: v for k, v in opts.items() if k not in ("classes", "modality")})
-    return Job(dataset=dataset, model=fusion,
-               model_options={"classes": spec_.classes,
-                              "modalities": (spec_.keys[t_mod], spec_.keys[s_mod]),
-                              "encoders": tuple(encoders), "encoder_options": tuple(options)},
-               inputs=(spec_.keys[t_mod], spec_.keys[s_mod]), kind="teacher",
-               method="ogm_ge" if fusion == "fusion_ogm_ge" else "nokd",
-               dataset_options=_dataset_options(config, dataset),
-               data_root=_root(config, dataset), optim=_optim(config),
-               epochs=config.teacher_epochs, batch_size=config.batch_size, seed=seed,
-               device=config.device, workers=config.workers)
-
-
-def student_job(config: Config, dataset: str, direction: str, seed: int, method: str,
-                hparams: dict | None = None, teacher=None):
-    """A student of ``direction``'s student modality trained by ``method`` (a registry name or
-    preset; C2KD's threshold set to ``config.omega`` unless ``hparams`` says otherwise)."""
-    from cmkd import methods
-    from cmkd.jobs import Job
-
-    name, hp = methods.resolve(method, hparams or {})
-    if name == "c2kd":
-        hp = {"omega": config.omega, **hp}
-        if hp.get("teacher_update") == "top_k":
-            hp["teacher_top_k"] = config.teacher_top_k
-    t_mod, s_mod = modalities(dataset, direction)
-    needs = methods.get(name).needs_teacher
-    if needs and teacher is None:
-        teacher = teacher_job(config, dataset, t_mod, seed)
-    model, opts = _model(config, dataset, s_mod)
-    return Job(dataset=dataset, model=model, model_options=opts,
-               inputs=(DATA[dataset].keys[s_mod],), method=name, hparams=hp,
-               teacher=teacher if needs else None,
-               dataset_options=_dataset_options(config, dataset),
-               data_root=_root(config, dataset), optim=_optim(config), epochs=config.epochs,
-               batch_size=config.batch_size, seed=seed, device=config.device,
-               workers=config.workers)
+    optim = {"optimizer": "sgd", "lr": config.lr, "momentum": 0.9,
+             "weight_decay": config.weight_decay, "schedule": "poly",
+             "lr_min": min(config.lr_min, config.lr)}
+    return Builder(dataclasses.asdict(config), Training(
+        optim=optim, epochs=config.epochs, teacher_epochs=config.teacher_epochs,
+        batch_size=config.batch_size, device=config.device, workers=config.workers,
+        method_hparams=config.method_hparams))
 
 
 def grid(config: Config) -> tuple[list, pd.DataFrame]:
     """Every job of the selected sections, and a table tagging each (section, dataset,
     direction, seed, label, job index): one job can serve several artefacts."""
     jobs, tags, index = [], [], {}
+    make = builder(config)
 
     def add(section, dataset, direction, seed, label, job, **extra):
         if job.key not in index:
@@ -362,47 +234,44 @@ def grid(config: Config) -> tuple[list, pd.DataFrame]:
         tags.append(dict(section=section, dataset=dataset, direction=direction, seed=seed,
                          label=label, job=index[job.key], **extra))
 
+    wanted = set(config.sections)
     for dataset in config.datasets:
         for direction in config.directions:
             for r in range(config.n_seeds):
                 seed = config.seed + r
-                student = functools.partial(student_job, config, dataset, direction, seed)
 
-                if {"table3", "fig3"} & set(config.sections):
-                    for label, (method, hp) in TABLE3.items():
-                        job = student(method, hp)
-                        if "table3" in config.sections:
-                            add("table3", dataset, direction, seed, label, job)
-                        if "fig3" in config.sections and method in ("shake", "nkd", "c2kd"):
-                            add("fig3", dataset, direction, seed, label, job)
-                if "table5" in config.sections:
-                    for label, (method, switches, _) in TABLE5.items():
-                        add("table5", dataset, direction, seed, label, student(method),
-                            switches=switches)
-                if "fig4" in config.sections:
+                def student(row, teacher=None, own=None, _d=dataset, _r=direction, _s=seed):
+                    return make.student(_d, _r, _s, row.preset, own, teacher)
+
+                for row in TABLE3 if {"table3", "fig3"} & wanted else ():
+                    job = student(row)
+                    if "table3" in wanted:
+                        add("table3", dataset, direction, seed, row.label, job)
+                    if "fig3" in wanted and row.label in FIG3:
+                        add("fig3", dataset, direction, seed, row.label, job)
+                for row in TABLE5 if "table5" in wanted else ():
+                    add("table5", dataset, direction, seed, row.label, student(row),
+                        switches=modules(row.preset))
+                if "fig4" in wanted:
                     for filt in config.fig4_filters:
                         for omega in config.fig4_omegas:
+                            row = Row(filt, FIG4[filt], FIG4[filt])
                             add("fig4", dataset, direction, seed, filt,
-                                student("c2kd", {"filter": filt, "omega": omega}),
-                                omega=omega)
-                    add("fig4", dataset, direction, seed, "w/o selection",
-                        student("c2kd_noselect"), omega=math.nan)
-                if "fig5" in config.sections:
-                    for base in ("dist", "nkd"):
-                        for stage, make in FIG5.items():
-                            method, hp = make(base)
-                            add("fig5", dataset, direction, seed, stage,
-                                student(method, hp), base=base.upper())
-                if "table6" in config.sections:
-                    for label, method in TABLE6.items():
-                        add("table6", dataset, direction, seed, label, student(method))
-                if "table7" in config.sections:
-                    add("table7", dataset, direction, seed, "NKD", student("nkd"))
-                    for fusion in config.fusions:
-                        fused = fusion_teacher_job(config, dataset, fusion, direction, seed)
-                        add("table7", dataset, direction, seed, TABLE7_LABELS[fusion],
-                            student("nkd", {}, fused))
-                    add("table7", dataset, direction, seed, "Ours", student("c2kd"))
+                                student(row, own={"omega": omega}), omega=omega)
+                    add("fig4", dataset, direction, seed, FIG4_NONE.label, student(FIG4_NONE),
+                        omega=np.nan)
+                for base, rows in FIG5.items() if "fig5" in wanted else ():
+                    for row in rows:
+                        add("fig5", dataset, direction, seed, row.label, student(row),
+                            base=base.upper())
+                for row in TABLE6 if "table6" in wanted else ():
+                    add("table6", dataset, direction, seed, row.label, student(row))
+                for row in TABLE7 if "table7" in wanted else ():
+                    if row.fusion is not None and row.fusion not in config.fusions:
+                        continue
+                    teacher = (None if row.fusion is None else
+                               make.fusion_teacher(dataset, row.fusion, direction, seed))
+                    add("table7", dataset, direction, seed, row.label, student(row, teacher))
     return jobs, pd.DataFrame(tags)
 
 
@@ -470,9 +339,13 @@ def _wide(df: pd.DataFrame, section: str, order: list[str]) -> pd.DataFrame:
     return out
 
 
+def _labels(rows) -> list[str]:
+    return [r.label for r in rows]
+
+
 def table3(df: pd.DataFrame) -> pd.DataFrame:
     """C2KD Table 3: top-1 accuracy (%, mean and std over seeds) per method and column."""
-    return _wide(df, "table3", list(TABLE3))
+    return _wide(df, "table3", _labels(TABLE3))
 
 
 def table1(df: pd.DataFrame) -> pd.DataFrame:
@@ -480,18 +353,18 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
     t3 = df[df.section == "table3"]
     keep = t3[t3.dataset.isin(["ave", "vggsound"])]
     return _wide((keep if len(keep) else t3).assign(section="table3"), "table3",
-                 [lbl for lbl in TABLE3 if lbl not in ("FitNet", "RKD", "Ours† (top layers)")])
+                 _labels(TABLE1))
 
 
 def table5(df: pd.DataFrame) -> pd.DataFrame:
-    out = _wide(df, "table5", list(TABLE5))
+    out = _wide(df, "table5", _labels(TABLE5))
     if not out.empty:
-        out.insert(1, "modules", out.method.map({k: v[1] for k, v in TABLE5.items()}))
+        out.insert(1, "modules", out.method.map({r.label: modules(r.preset) for r in TABLE5}))
     return out
 
 
 def table6(df: pd.DataFrame) -> pd.DataFrame:
-    return _wide(df, "table6", list(TABLE6))
+    return _wide(df, "table6", _labels(TABLE6))
 
 
 def table7(df: pd.DataFrame) -> pd.DataFrame:
@@ -501,7 +374,7 @@ def table7(df: pd.DataFrame) -> pd.DataFrame:
     if sub.empty:
         return pd.DataFrame()
     sub["t_acc"] = np.where(sub.label == "Ours", sub.teacher_end_acc, sub.teacher_acc)
-    order = ["NKD"] + [TABLE7_LABELS[f] for f in FUSIONS] + ["Ours"]
+    order = _labels(TABLE7)
     out = pd.DataFrame({"method": [lbl for lbl in order if lbl in set(sub.label)]})
     for (dataset, direction), part in sub.groupby(["dataset", "direction"], sort=False):
         g = part.groupby("label")
@@ -527,41 +400,34 @@ def fig5_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- paper values
+#: section -> (published table, the section's rows)
+PAPER_TABLES = {"table3": ((3, TABLE3), (1, TABLE1)), "table5": ((5, TABLE5),),
+                "table6": ((6, TABLE6),), "table7": ((7, TABLE7),)}
+
+
 def compare(df: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
-    """Ours beside every published value that our rows have a counterpart for (real datasets
-    only: the embedded data has no published numbers): {variant: {reference id: (mean, std)}}
-    for :meth:`cmkd.reporting.Report.compare`."""
-    known = paper_values()
+    """Ours beside every published value that our rows have a counterpart for (the embedded
+    data has none): {variant: {reference id: (mean, std)}} for
+    :meth:`cmkd.reporting.Report.compare`.  Each row finds its published value by the fields
+    (table, dataset, direction, method, variant; Table 7: the student's and the teacher's)."""
     out: dict[str, tuple[float, float]] = {}
-
-    def put(ref, values):
-        if ref in known and len(values):
-            out[ref] = (float(np.mean(values)), float(np.std(values)))
-
-    real = df[df.dataset != "avdigits"]
-    for (section, dataset, direction, label), g in real.groupby(
+    for (section, dataset, direction, label), g in df.groupby(
             ["section", "dataset", "direction", "label"]):
-        ref = f"{dataset}_{reference_direction(dataset, direction)}"  # e.g. crisismmd_t2i
-        if section == "table3":
-            name = TABLE3_IDS[label]
-            if name.startswith("c2kd_"):
-                put(f"c2kd_t3_{ref}_c2kd_{name[5:]}", g.acc)
-                if name == "c2kd_full":
-                    put(f"c2kd_t1_{ref}_c2kd", g.acc)
+        for table, rows in PAPER_TABLES.get(section, ()):
+            row = next((r for r in rows if r.label == label), None)
+            if row is None:
+                continue
+            fields = dict(table=table, dataset=dataset,
+                          direction=reference_direction(dataset, direction), method=row.paper)
+            if table == 7:
+                teacher = g.teacher_end_acc if row.preset == "c2kd" else g.teacher_acc
+                cells = (("student", g.acc), ("teacher", teacher))
             else:
-                put(f"c2kd_t3_{ref}_{name}", g.acc)
-                put(f"c2kd_t1_{ref}_{name}", g.acc)
-        elif section == "table5":
-            put(f"c2kd_t5_{ref}_{TABLE5[label][2]}", g.acc)
-        elif section == "table6":
-            name = {"zipf": "zipfkd"}.get(TABLE6[label], TABLE6[label])
-            put(f"c2kd_t6_{ref}_{name}", g.acc)
-        elif section == "table7":
-            name = {"NKD": "nkd", "+Cat": "nkd_cat", "+FiLM": "nkd_film", "+OGM": "nkd_ogm",
-                    "Ours": "c2kd"}[label]
-            teacher = g.teacher_end_acc if label == "Ours" else g.teacher_acc
-            put(f"c2kd_t7_{ref}_{name}_student", g.acc)
-            put(f"c2kd_t7_{ref}_{name}_teacher", teacher)
+                cells = ((row.variant, g.acc),)
+            for variant, values in cells:
+                entry = paper_entry(**fields, variant=variant)
+                if entry is not None and len(values):
+                    out[entry["id"]] = (float(np.mean(values)), float(np.std(values)))
     return {"ours (test at best validation epoch)": out} if out else {}
 
 
@@ -704,7 +570,7 @@ def plot_modules(df: pd.DataFrame):
     t = fig5_table(df)
     cols = list(t.groupby(["dataset", "direction"]).groups)
     fig, axes = new_figure(ncols=len(cols), width=4.4 * len(cols), height=3.3, squeeze=False)
-    stages = list(FIG5)
+    stages = [r.label for r in FIG5["dist"]]
     for ax, (dataset, direction) in zip(axes[0], cols):
         sub = t[(t.dataset == dataset) & (t.direction == direction)]
         width = 0.38

@@ -2,65 +2,55 @@
 
 For every gamma (MFH Fig. 2 layout: each modality observes 10 of 20 latent decisive features and
 they share ``o`` of them, so the teacher's and the student's information stays fixed while gamma
-moves) and every run: K-class MVD data (MFH Eq. 3: ``y = argmax(W x*)``), an MLP teacher on x^a,
-then MLP students on x^b trained with each distillation method.  All runs of all gammas of one
-method train together (R = gammas x runs models batched, :mod:`cmkd.models.mlp`) in the one
-training loop :func:`cmkd.train.train_minibatch`.
+moves) and every run: K-class MVD data (MFH Eq. 3: ``y = argmax(W x*)``; the registered dataset
+``mvd``), an MLP teacher on x^a, then MLP students on x^b trained with each distillation method.
 
-Methods: each a name of the method registry :mod:`cmkd.methods` or one of its presets
-(:data:`cmkd.methods.C2KD_PRESETS`), built with ``runs=True`` on the batched MLPs and driven by
-:func:`cmkd.train.train_minibatch` (the fast path of the registry's methods).  'nokd'; offline KD
-from the fixed teacher: 'kd', 'dkd', 'dist', 'nkd', 'fitnet'; online: 'dml' (the peer starts from
-the trained teacher); C2KD (teacher starts from the trained teacher and keeps learning) and its
-ablations (Table 5): 'c2kd' (proxy + OFS + NT + BD), 'c2kd_top1' (as c2kd, teacher updated in its
-top layer only, Table 3's partial variant), 'c2kd_official' (as c2kd with the official code's
-non-target KL: target logit zeroed rather than removed, masked KL averaged over the whole batch
-rather than the kept samples), 'c2kd_noproxy' (OFS + NT + BD), 'c2kd_bd_nt' (NT + BD),
-'c2kd_bd_ofs' (OFS + BD), 'c2kd_bd' (BD only: bidirectional KD).  Every method takes the
-registry's default hyperparameters except those this notebook sets (:func:`method_hparams`):
-the KD temperature of KD and DML, C2KD's omega, DKD's warm-up over the first 10% of the epochs
-and FitNet's hint weight 1.
+Jobs (:mod:`cmkd.jobs`), like every real-data notebook: one teacher job and one student job per
+method, each a *stack* of every (gamma, run) (R = gammas x runs MLPs trained at once as grouped
+layers, :class:`cmkd.models.batched.BatchedMLP`, through the one loop :func:`cmkd.engine.fit`);
+finished jobs come from the cache.  Run r of every job is seeded alike (its data draw, its
+initialisation, the batch order), so the methods are compared on the same runs.
 
-On a CUDA device the methods train in parallel worker processes (one per method, up to the number
-of CPU cores): these small models keep the GPU waiting on each process's kernel launches, so
-several processes share it well.  Each worker rebuilds the same seeded data and receives the
-trained teacher's weights; a method's numbers do not depend on where it ran (a test checks).
+Methods: names of the method registry :mod:`cmkd.methods` or its presets
+(:data:`cmkd.methods.PRESETS`).  'nokd'; offline KD from the fixed teacher: 'kd', 'dkd', 'dist',
+'nkd', 'fitnet'; online: 'dml' (the peer starts from the trained teacher); C2KD (teacher starts
+from the trained teacher and keeps learning) and its ablations (Table 5): 'c2kd' (proxy + OFS +
+NT + BD), 'c2kd_top1' (as c2kd, teacher updated in its top layer only, Table 3's partial
+variant), 'c2kd_official' (as c2kd with the official code's non-target KL: target logit zeroed
+rather than removed, masked KL averaged over the whole batch rather than the kept samples),
+'c2kd_noproxy' (OFS + NT + BD), 'c2kd_bd_nt' (NT + BD), 'c2kd_bd_ofs' (OFS + BD), 'c2kd_bd' (BD
+only: bidirectional KD).  Every method takes the registry's defaults and the preset's switches,
+then the params file's ``method_hparams`` (:func:`cmkd.methods.hparams_for`): the KD temperature
+of KD and DML, C2KD's omega, DKD's warm-up epochs, FitNet's hint weight.
+
+On a CUDA device the student jobs train in parallel worker processes
+(:class:`cmkd.jobs.ProcessExecutor`, one per method up to the number of CPU cores): these small
+models keep the GPU waiting on each process's kernel launches, so several processes share it
+well.  A job's numbers do not depend on where it ran.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy import stats
 
+from cmkd import data
 from cmkd import methods as registry
 from cmkd.data import mvd
+from cmkd.data.arrays import StackedDataset
+from cmkd.jobs import Job, ProcessExecutor, load_model, read_history, run_jobs
 from cmkd.metrics import kendall_tau
-from cmkd.models import BatchedMLP
 from cmkd.params import ParamError, check_each, spec
 from cmkd.reporting import new_figure
-from cmkd.train import (
-    DEVICES,
-    device_available,
-    rng_for,
-    seed_for,
-    select_device,
-    torch_threads,
-    train_minibatch,
-)
+from cmkd.runtime import DEVICES, device_available, seed_for, select_device, torch_threads
 
-#: The methods of this notebook: names of the registry (cmkd.methods) or its presets
-#: (cmkd.methods.C2KD_PRESETS).  The order fixes each method's seeds (PHASE): append only.
+#: The methods of this notebook: names of the registry (cmkd.methods) or its presets.
 BASELINES = ("nokd", "kd", "dkd", "dist", "nkd", "fitnet", "dml")
 C2KD_VARIANTS = ("c2kd", "c2kd_top1", "c2kd_official", "c2kd_noproxy", "c2kd_bd_nt",
                  "c2kd_bd_ofs", "c2kd_bd")
@@ -72,7 +62,8 @@ LABELS = {"nokd": "no KD", "kd": "KD", "dkd": "DKD", "dist": "DIST", "nkd": "NKD
           "c2kd_official": "C2KD, official code's NT-KL",
           "c2kd_noproxy": "C2KD w/o proxy (OFS+NT+BD)", "c2kd_bd_nt": "NT+BD",
           "c2kd_bd_ofs": "OFS+BD", "c2kd_bd": "BD only"}
-PHASE = {m: i for i, m in enumerate(("teacher",) + METHODS)}
+#: batch keys of the two modalities of the ``mvd`` dataset (teacher, student)
+TEACHER_INPUT, STUDENT_INPUT = "xa", "xb"
 
 
 @dataclass(frozen=True)
@@ -92,9 +83,9 @@ class Config:
     batch_size: int = field(metadata=spec("mini-batch size", low=2, high=100_000))
     lr: float = field(metadata=spec("SGD learning rate (momentum 0.9, poly decay as C2KD)",
                                     low=0, high=10, low_open=True))
-    temperature: float = field(metadata=spec("KD temperature of KD and DML", low=0, high=100,
-                                             low_open=True))
-    omega: float = field(metadata=spec("C2KD's KRC threshold (strict >)", low=-1, high=1))
+    method_hparams: dict = field(metadata=spec(
+        "hyperparameters per method or preset over the registry's defaults, e.g. {kd: "
+        "{temperature: 1.0}, c2kd: {omega: 0.0}}", validate=registry.check_method_hparams))
     methods: list[str] = field(metadata=spec(
         "methods to train: names of the method registry cmkd.methods or its presets",
         choices=METHODS, min_items=1))
@@ -107,176 +98,48 @@ class Config:
             raise ParamError("methods", "must include 'nokd' and 'kd' (the references)")
 
 
-@dataclass
-class Data:
-    xa: torch.Tensor  # (R, n, dim_a)
-    xb: torch.Tensor
-    y: torch.Tensor  # (R, n)
-    xa_te: torch.Tensor
-    xb_te: torch.Tensor
-    y_te: torch.Tensor
-    rows: list[dict]
-    keys: list[tuple[int, ...]]
-
-
-def make_data(config: Config, device: torch.device) -> Data:
-    """K-class MVD draws for every (gamma, run), stacked along the run dimension."""
-    parts: dict[str, list] = {k: [] for k in ("xa", "xb", "y", "xa_te", "xb_te", "y_te")}
-    rows, keys = [], []
+# ----------------------------------------------------------------------------- the jobs
+def stack(config: Config) -> list[dict]:
+    """The runs of every job: one per (gamma, run), gammas in increasing order; run r's seed
+    and data draw are determined by (seed, overlap, run)."""
     overlaps = sorted({mvd.gamma_to_overlap(g) for g in config.gammas})
-    for o in overlaps:
-        spec_ = mvd.vary_gamma_spec(o)
-        for r in range(config.n_runs):
-            key = (config.seed, o, r)
-            rng = rng_for(*key)
-            tr = mvd.generate_multiclass(spec_, config.n_train, rng, config.classes)
-            te = mvd.generate_multiclass(spec_, config.n_test, rng, config.classes, tr.delta)
-            for name, arr in (("xa", tr.xa), ("xb", tr.xb), ("y", tr.y), ("xa_te", te.xa),
-                              ("xb_te", te.xb), ("y_te", te.y)):
-                parts[name].append(arr)
-            rows.append({"gamma": spec_.gamma, "overlap": o, "run": r})
-            keys.append(key)
-    t = {k: torch.from_numpy(np.stack(v)).to(device) for k, v in parts.items()}
-    return Data(rows=rows, keys=keys, **t)
+    return [{"seed": seed_for(config.seed, o, r) % 2**31,
+             "dataset_options": {"overlap": o, "run": r}}
+            for o in overlaps for r in range(config.n_runs)]
 
 
-def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-run mean cross entropy: (R, n, C), (R, n) -> (R,)."""
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(
-        y.shape).mean(-1)
+def _job(config: Config, **kw) -> Job:
+    dims = dict(zip((TEACHER_INPUT, STUDENT_INPUT), mvd.VARY_GAMMA_DIMS))
+    key = kw.pop("input")
+    return Job(dataset="mvd", model="mlp", inputs=(key,),
+               model_options={"in_features": dims[key], "classes": config.classes,
+                              "hidden": [config.hidden, config.hidden], "modality": key},
+               dataset_options={"classes": config.classes, "n_train": config.n_train,
+                                "n_test": config.n_test, "seed": config.seed},
+               runs=stack(config), optim={"optimizer": "sgd", "lr": config.lr,
+                                          "momentum": 0.9, "schedule": "poly"},
+               batch_size=config.batch_size, seed=config.seed, device=config.device, **kw)
 
 
-@torch.no_grad()
-def _accuracy(model, x, y) -> np.ndarray:
-    return (model(x).argmax(-1) == y).float().mean(-1).cpu().numpy() * 100
+def teacher_job(config: Config) -> Job:
+    """The stack of MLP teachers on x^a (no KD)."""
+    return _job(config, input=TEACHER_INPUT, kind="teacher", epochs=config.teacher_epochs)
 
 
-def _mlp(config: Config, data: Data, dim: int, phase: str) -> BatchedMLP:
-    seeds = [seed_for(*k, PHASE[phase]) % 2**31 for k in data.keys]
-    return BatchedMLP(dim, [config.hidden, config.hidden], config.classes, seeds).to(
-        data.xa.device)
-
-
-def train_teacher(config: Config, data: Data) -> BatchedMLP:
-    teacher = _mlp(config, data, data.xa.shape[-1], "teacher")
-    train_minibatch(lambda b, e: _ce(teacher(b["xa"]), b["y"]), teacher.parameters(),
-                    {"xa": data.xa, "y": data.y}, epochs=config.teacher_epochs,
-                    batch_size=config.batch_size, lr=config.lr, schedule="poly",
-                    seed=seed_for(config.seed, 1000), modules=(teacher,))
-    teacher.eval()
-    return teacher
-
-
-def method_hparams(method: str, config: Config) -> tuple[str, dict]:
-    """``(registry method, hyperparameters)`` of one of :data:`METHODS`: the preset's (if it is
-    one) and the registry's defaults, except what this notebook sets from its config: the KD
-    temperature of KD and DML, C2KD's omega, DKD's warm-up over the first 10% of the epochs (at
-    least one) and FitNet's hint weight 1 (a loss on the last hidden layer beside the CE)."""
-    name, _ = registry.resolve(method)
-    own = {"kd": {"temperature": config.temperature},
-           "dml": {"temperature": config.temperature},
-           "dkd": {"warmup_epochs": max(1, config.epochs // 10)},
-           "fitnet": {"feat_weight": 1.0},
-           "c2kd": {"omega": config.omega}}.get(name, {})
-    return registry.resolve(method, own)
-
-
-def build_method(method: str, config: Config, data: Data, teacher: BatchedMLP
-                 ) -> registry.Method:
-    """One of :data:`METHODS` from the registry, on batched MLPs (``runs=True``): a fresh
-    student on x^b, a copy of the trained ``teacher`` on x^a (online methods train it), and the
-    method's own batched modules (C2KD's proxies, FitNet's regressor) seeded per run (the
-    teacher proxy's seeds are the student proxy's + 11)."""
+def student_job(config: Config, method: str) -> Job:
+    """The stack of MLP students on x^b trained by ``method`` (a registry name or preset, with
+    the params file's ``method_hparams``); every method but 'nokd' reads the teacher job's
+    models."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    name, hparams = method_hparams(method, config)
-    cls = registry.get(name)
-    seeds = [seed_for(*k, PHASE[method], 7) % 2**31 for k in data.keys]
-    # the seeds of every extra batched module (FitNet's regressor_seeds, ...) are these
-    seed_kwargs = {p: seeds for p in inspect.signature(cls.__init__).parameters
-                   if p.endswith("_seeds")}
-    return cls(cls.make_hparams(hparams), student=_mlp(config, data, data.xb.shape[-1], method),
-               teacher=copy.deepcopy(teacher), classes=config.classes, student_inputs=("xb",),
-               teacher_inputs=("xa",), runs=True, seeds=seeds, **seed_kwargs)
+    name, hp = registry.hparams_for(method, config.method_hparams)
+    teacher = teacher_job(config) if registry.get(name).needs_teacher else None
+    return _job(config, input=STUDENT_INPUT, method=name, hparams=hp, teacher=teacher,
+                epochs=config.epochs)
 
 
-def train_method(method: str, config: Config, data: Data, teacher: BatchedMLP
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, BatchedMLP]:
-    """Train the students of one method (:func:`build_method`) with
-    :func:`cmkd.train.train_minibatch`; ``teacher`` is left as it is.
-
-    Returns
-    -------
-    student test accuracy (R,), the teacher side's test accuracy at the end (R,; the fixed
-    teacher for offline methods), and the fraction of samples C2KD's filter kept in the last
-    epoch (R,; NaN for other methods); and the trained student.
-    """
-    m = build_method(method, config, data, teacher)
-    keep_log: list[torch.Tensor] = []
-
-    def loss(batch, epoch):
-        terms = m.step(batch, epoch)
-        if "keep" in terms and epoch == config.epochs - 1:
-            keep_log.append(terms["keep"])
-        return terms["total"]
-
-    train_minibatch(loss, m.parameters(), {"xb": data.xb, "xa": data.xa, "label": data.y},
-                    epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                    schedule="poly", seed=seed_for(config.seed, PHASE[method]),
-                    modules=tuple(m.train_modules()))
-    m.eval()
-    acc_s = _accuracy(m.student, data.xb_te, data.y_te)
-    acc_t = _accuracy(m.teacher, data.xa_te, data.y_te)
-    keep = (torch.stack(keep_log).mean(0).cpu().numpy() if keep_log
-            else np.full(data.xa.shape[0], np.nan))
-    return acc_s, acc_t, keep, m.student
-
-
-def _train_method_worker(method: str, config: Config, device: str, teacher_state: dict
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """One method in a worker process: the same data (seeded), the given teacher weights.
-    Returns train_method's results with the student as a CPU state dict."""
-    torch.set_num_threads(1)
-    dev = torch.device(device)
-    data = make_data(config, dev)
-    teacher = _mlp(config, data, data.xa.shape[-1], "teacher")
-    teacher.load_state_dict(teacher_state)
-    teacher.eval()
-    acc_s, acc_t, keep, student = train_method(method, config, data, teacher)
-    return acc_s, acc_t, keep, {k: v.cpu() for k, v in student.state_dict().items()}
-
-
-def _train_methods(methods: list[str], config: Config, data: Data, teacher: BatchedMLP,
-                   workers: int) -> dict[str, tuple]:
-    """train_method for each method: in this process, or in ``workers`` spawned processes."""
-    if workers <= 1 or len(methods) <= 1:
-        return {m: train_method(m, config, data, teacher) for m in methods}
-    state = {k: v.cpu() for k, v in teacher.state_dict().items()}
-    device = str(data.xa.device)
-    with ProcessPoolExecutor(min(workers, len(methods)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {m: pool.submit(_train_method_worker, m, config, device, state)
-                   for m in methods}
-        done = {m: f.result() for m, f in futures.items()}
-    out = {}
-    for m, (acc_s, acc_t, keep, student_state) in done.items():
-        student = _mlp(config, data, data.xb.shape[-1], m)
-        student.load_state_dict(student_state)
-        out[m] = (acc_s, acc_t, keep, student.eval())
-    return out
-
-
-def default_workers(device: torch.device, methods: int) -> int:
-    """Worker processes for the methods: one per method (up to the CPU count) on CUDA, else 1."""
-    if device.type != "cuda":
-        return 1
-    return max(1, min(methods, os.cpu_count() or 1))
-
-
-def run(config: Config, workers: int | None = None) -> pd.DataFrame:
-    """Teacher, then every method's students, for every gamma and run.
-
-    ``workers``: processes training the methods in parallel (default: :func:`default_workers`).
+def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
+    """The teacher stack, then every method's student stack (cached jobs are not rerun).
 
     Returns
     -------
@@ -284,41 +147,58 @@ def run(config: Config, workers: int | None = None) -> pd.DataFrame:
     teacher_acc (the pretrained teacher), teacher_end_acc (the teacher side at the end: changed
     by online methods), keep (C2KD: fraction of samples its filter kept in the last epoch),
     krc_nokd and keep_nokd (mean KRC between the pretrained teacher's and the no-KD student's
-    test logits, and the fraction above omega: how aligned the two modalities' soft labels are
-    before any distillation).  ``attrs``: seconds, device, workers.
+    test logits, and the fraction above C2KD's omega: how aligned the two modalities' soft
+    labels are before any distillation).  ``attrs``: seconds, device, processes, jobs.
     """
     start = time.perf_counter()
     device = select_device(config.device)
-    methods = list(dict.fromkeys(["nokd", *config.methods]))
-    workers = default_workers(device, len(methods)) if workers is None else workers
+    names = list(dict.fromkeys(["nokd", *config.methods]))
+    jobs = {m: student_job(config, m) for m in names}
+    if executor is None and device.type == "cuda":
+        executor = ProcessExecutor(max(1, min(len(jobs), os.cpu_count() or 1)))
     with torch_threads(1 if device.type == "cpu" else None):
-        df = _run(config, device, methods, workers)
-    df.attrs["seconds"] = time.perf_counter() - start
-    df.attrs["device"] = str(device)
-    df.attrs["workers"] = workers
-    return df
+        rows = run_jobs([teacher_job(config), *jobs.values()], executor=executor, cache=cache,
+                        progress=progress)
+        krc, keep_before = _alignment_before(config, jobs["nokd"], cache)
+    rows = rows[rows.kind == "student"].reset_index(drop=True)
+    runs = stack(config)
+    out = pd.DataFrame({
+        "gamma": [mvd.vary_gamma_spec(runs[r]["dataset_options"]["overlap"]).gamma
+                  for r in rows.run],
+        "overlap": rows.data_overlap.to_numpy(), "run": rows.data_run.to_numpy(),
+        "method": [m for m in names for _ in runs],
+        "student_acc": 100 * rows.test_at_best_val.astype(float).to_numpy(),
+        "teacher_acc": 100 * rows.teacher_test.astype(float).to_numpy(),
+        "teacher_end_acc": 100 * pd.to_numeric(rows.teacher_end_test).fillna(
+            rows.teacher_test).astype(float).to_numpy(),
+        "keep": np.concatenate([_last_keep(jobs[m], cache, len(runs)) for m in names]),
+        "krc_nokd": np.tile(krc, len(names)), "keep_nokd": np.tile(keep_before, len(names))})
+    out.attrs.update(seconds=time.perf_counter() - start, device=str(device), jobs=len(jobs) + 1,
+                     processes=getattr(executor, "processes", 1))
+    return out
 
 
-def _run(config: Config, device: torch.device, methods: list[str], workers: int
-         ) -> pd.DataFrame:
-    data = make_data(config, device)
-    teacher = train_teacher(config, data)
-    teacher_acc = _accuracy(teacher, data.xa_te, data.y_te)
-    results = _train_methods(methods, config, data, teacher, workers)
-    # alignment of soft labels before distillation: the teacher vs the no-KD student
-    nokd_student = results["nokd"][3]
+def _last_keep(job: Job, cache, runs: int) -> np.ndarray:
+    """The fraction of samples C2KD's filter kept in the last epoch, per run (NaN otherwise)."""
+    h = read_history(job, cache)
+    if "keep" not in h:
+        return np.full(runs, np.nan)
+    last = h[h.epoch == h.epoch.max()].sort_values("run")
+    return last["keep"].to_numpy(dtype=float)
+
+
+def _alignment_before(config: Config, nokd: Job, cache) -> tuple[np.ndarray, np.ndarray]:
+    """Per run: mean KRC between the trained teacher's and the no-KD student's test logits, and
+    the fraction of test samples above C2KD's omega (what its filter would keep before any
+    distillation)."""
+    omega = registry.get("c2kd").make_hparams(
+        registry.hparams_for("c2kd", config.method_hparams)[1]).omega
+    test = StackedDataset([data.load("mvd", None, "test", **nokd.run_dataset_options(r))
+                           for r in range(len(nokd.runs))]).tensors
+    teacher, student = load_model(teacher_job(config), cache), load_model(nokd, cache)
     with torch.no_grad():
-        tau = kendall_tau(teacher(data.xa_te), nokd_student(data.xb_te), "a")
-    krc_nokd = tau.mean(-1).cpu().numpy()
-    keep_nokd = (tau > config.omega).float().mean(-1).cpu().numpy()
-    rows = []
-    for method, (acc_s, acc_t, keep, _) in results.items():
-        for r, base in enumerate(data.rows):
-            rows.append(dict(base, method=method, student_acc=float(acc_s[r]),
-                             teacher_acc=float(teacher_acc[r]),
-                             teacher_end_acc=float(acc_t[r]), keep=float(keep[r]),
-                             krc_nokd=float(krc_nokd[r]), keep_nokd=float(keep_nokd[r])))
-    return pd.DataFrame(rows)
+        tau = kendall_tau(teacher(test[TEACHER_INPUT]), student(test[STUDENT_INPUT]), "a")
+    return tau.mean(-1).numpy(), (tau > omega).float().mean(-1).numpy()
 
 
 # ----------------------------------------------------------------------------- summaries

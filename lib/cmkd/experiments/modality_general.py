@@ -35,21 +35,11 @@ from scipy import stats
 from cmkd.data import mvd
 from cmkd.experiments.mvd_sweeps import LinearKDConfig
 from cmkd.mfh import permutation_salience, recovery_rate, select_channels, train_aligned_pair
+from cmkd.mfh.logistic import accuracy_batched, train_linear_batched
+from cmkd.models.batched import BatchedLinear, init_linear_batched, linear_logits
 from cmkd.params import check_each, spec
 from cmkd.reporting import COLORS, new_figure, paper_values
-from cmkd.train import (
-    DEVICES,
-    BatchedLinear,
-    accuracy_batched,
-    device_available,
-    init_linear_batched,
-    linear_logits,
-    rng_for,
-    seed_for,
-    select_device,
-    torch_threads,
-    train_linear_batched,
-)
+from cmkd.runtime import DEVICES, device_available, rng_for, seed_for, select_device, torch_threads
 
 DIM = 50
 CLASSES = 2
@@ -158,7 +148,8 @@ def _run(config: Config, device: torch.device) -> pd.DataFrame:
     # Algorithm 1 on the teachers' draw: joint training (Eq. 28), then permutation salience.
     xa_t, xb_t, y_t = (to([d[0].xa for d in draws]), to([d[0].xb for d in draws]),
                        to([d[0].y for d in draws]))
-    net_a, net_b = BatchedLinear(*init("alg1_a")), BatchedLinear(*init("alg1_b"))
+    net_a, net_b = (BatchedLinear.from_weights(*init("alg1_a")),
+                    BatchedLinear.from_weights(*init("alg1_b")))
     train_aligned_pair(net_a, net_b, xa_t, xb_t, y_t, epochs=config.alg1_epochs,
                        lr=config.alg1_lr, momentum=config.alg1_momentum)
     salience, recovery = [], []

@@ -17,19 +17,11 @@ import torch
 from scipy import stats
 
 from cmkd.data import mvd
+from cmkd.mfh.logistic import accuracy_batched, train_linear_batched
+from cmkd.models.batched import init_linear_batched, linear_logits
 from cmkd.params import check_each, spec
 from cmkd.reporting import COLORS, new_figure, paper_value
-from cmkd.train import (
-    DEVICES,
-    accuracy_batched,
-    device_available,
-    init_linear_batched,
-    linear_logits,
-    rng_for,
-    seed_for,
-    select_device,
-    train_linear_batched,
-)
+from cmkd.runtime import DEVICES, device_available, rng_for, seed_for, select_device
 
 SWEEPS = {"gamma": 0, "alpha": 1}
 PHASES = {"teacher": 0, "nokd": 1, "kd": 2}

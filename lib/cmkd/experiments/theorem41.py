@@ -22,7 +22,7 @@ from cmkd import theory
 from cmkd.data import mvd
 from cmkd.params import check_each, spec
 from cmkd.reporting import COLORS, new_figure, plotted
-from cmkd.train import rng_for
+from cmkd.runtime import rng_for
 
 
 @dataclass(frozen=True)

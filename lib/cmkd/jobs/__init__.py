@@ -13,7 +13,7 @@
 from cmkd.jobs.cache import cache_dir
 from cmkd.jobs.executors import Executor, ProcessExecutor, SerialExecutor
 from cmkd.jobs.job import KINDS, Job, source_hash
-from cmkd.jobs.run import result_row, run_job, run_jobs
+from cmkd.jobs.run import load_model, read_history, result_row, run_job, run_jobs
 
 __all__ = ["KINDS", "Executor", "Job", "ProcessExecutor", "SerialExecutor", "cache_dir",
-           "result_row", "run_job", "run_jobs", "source_hash"]
+           "load_model", "read_history", "result_row", "run_job", "run_jobs", "source_hash"]

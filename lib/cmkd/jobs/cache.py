@@ -4,7 +4,8 @@ Location: ``$CMKD_CACHE`` when set, else ``<repo root>/.cache/jobs`` (git-ignore
 job's folder ``<cache>/<key>/`` holds
 
 - ``job.json``: the job's full config (:meth:`cmkd.jobs.Job.config`);
-- ``result.json``: its flat result row (:func:`cmkd.jobs.run.result_row`);
+- ``result.json``: its flat result row (:func:`cmkd.jobs.run.result_row`), a list of rows (one
+  per run) for a stack of runs;
 - ``history.csv``: one row per epoch (``cmkd.engine.FitResult.history``);
 - ``checkpoint.pt``: ``{'model': state_dict, 'which': 'final' | 'best', 'epoch': int}``;
 - ``complete.json``: the completion marker (host, pid, finish time), written last.
@@ -65,12 +66,20 @@ def has(cache: Path, key: str) -> bool:
     return is_complete(folder(cache, key))
 
 
-def read_result(cache: Path, key: str) -> dict:
-    """The result row of finished job ``key``; FileNotFoundError when it is not cached."""
+def read_result(cache: Path, key: str) -> dict | list[dict]:
+    """The result of finished job ``key`` (a row; a list of rows for a stack of runs,
+    :func:`read_rows`); FileNotFoundError when it is not cached."""
     path = folder(cache, key)
     if not is_complete(path):
         raise FileNotFoundError(f"job {key} has no finished result in the cache {cache}")
     return json.loads((path / RESULT).read_text())
+
+
+def read_rows(cache: Path, key: str) -> list[dict]:
+    """The result rows of finished job ``key``: one for a single run, one per run for a stack
+    (whose ``result.json`` holds a list)."""
+    result = read_result(cache, key)
+    return result if isinstance(result, list) else [result]
 
 
 def checkpoint_file(cache: Path, key: str) -> Path:

@@ -17,6 +17,11 @@ hyperparameter names; hyperparameter values through the method's validated ``Hpa
 compute) so that bad option values or teacher / student mismatches fail before any training.
 Options and hyperparameters are stored completed with their defaults, so ``{}`` and the explicit
 defaults give the same key.
+
+A job may be a *stack* of runs (``runs``): R runs of one architecture, method and training that
+differ in their seed and, optionally, their data (per-run dataset options), trained at once as
+stacked models (:func:`cmkd.models.stacked`) by the one loop.  Its teacher is then a stack of the
+same runs.  Its result is one row per run.
 """
 
 from __future__ import annotations
@@ -196,6 +201,30 @@ def _dataset_options(dataset: str, options: Mapping) -> dict:
     return _defaults(params, options, "dataset_options", f"dataset {dataset!r}")
 
 
+def _runs(value, dataset: str, options: Mapping) -> tuple:
+    """The runs of a stack, validated: a tuple of ``{'dataset_options': {...}, 'seed': int}``
+    (each run's options checked merged over the job's)."""
+    if value is None:
+        value = ()
+    if isinstance(value, (str, Mapping)) or not isinstance(value, (list, tuple)):
+        raise ParamError("runs", f"must be a list of mappings {{seed, dataset_options}}, got "
+                                 f"{value!r}", _SOURCE)
+    out = []
+    for i, run in enumerate(value):
+        if not isinstance(run, Mapping) or "seed" not in run:
+            raise ParamError("runs", f"run {i} must be a mapping with a 'seed' (and optionally "
+                                     f"'dataset_options'), got {run!r}", _SOURCE)
+        unknown = sorted(set(run) - {"seed", "dataset_options"})
+        if unknown:
+            raise ParamError("runs", f"run {i} has unknown key(s) {unknown}; allowed: seed, "
+                                     f"dataset_options", _SOURCE)
+        own = dict(run.get("dataset_options") or {})
+        _dataset_options(dataset, {**options, **own})
+        out.append({"dataset_options": canonical(own, f"runs[{i}].dataset_options"),
+                    "seed": _positive_int(run["seed"], f"runs[{i}].seed", 0)})
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Job:
     """One training run; see the module docstring.
@@ -221,6 +250,10 @@ class Job:
     metric : a name of ``cmkd.metrics.task.METRICS``; selects the best epoch and is reported.
     workers : DataLoader worker processes (part of the key: per-worker seeds can change
         random augmentation).
+    runs : empty for one run; for a stack of R runs, R mappings ``{'seed': int,
+        'dataset_options': {...}}``: run r's models and the method's stacked modules are
+        initialised from its seed, its data are ``dataset_options`` updated with its own (e.g.
+        another draw or setting); ``seed`` then seeds what the runs share (the batch order).
     """
 
     dataset: str
@@ -240,11 +273,12 @@ class Job:
     device: str = "auto"
     metric: str = "accuracy"
     workers: int = 0
+    runs: tuple = ()
 
     def __post_init__(self):
         from cmkd import methods
         from cmkd.metrics.task import METRICS
-        from cmkd.train import DEVICES
+        from cmkd.runtime import DEVICES
 
         def put(name, value):
             object.__setattr__(self, name, value)
@@ -260,6 +294,7 @@ class Job:
             put("data_root", str(self.data_root))
         put("dataset_options", _dataset_options(self.dataset, self.dataset_options or {}))
         put("model_options", _model_options(self.model, self.model_options or {}))
+        put("runs", _runs(self.runs, self.dataset, self.dataset_options))
         try:
             cls = methods.get(self.method)
         except ParamError as err:
@@ -296,6 +331,14 @@ class Job:
                                             f"(root {t.data_root!r}) but this job on "
                                             f"{self.dataset!r} (root {self.data_root!r}); a "
                                             f"teacher reads the student's batches", _SOURCE)
+            t_data = [r["dataset_options"] for r in t.runs]
+            if len(t.runs) != len(self.runs) or t_data != [r["dataset_options"]
+                                                         for r in self.runs]:
+                raise ParamError("teacher", f"a stack of {len(self.runs)} run(s) needs a teacher "
+                                            f"stack of the same runs' data; the teacher job has "
+                                            f"{len(t.runs)} run(s) "
+                                            f"{'with other data' if t.runs else ''}".rstrip(),
+                                 _SOURCE)
         elif cls.needs_teacher:
             raise ParamError("teacher", f"method {self.method!r} needs a teacher job; got None",
                              _SOURCE)
@@ -347,6 +390,31 @@ class Job:
                              _SOURCE)
         return cls(**values)
 
+    @property
+    def stacked(self) -> bool:
+        """Whether the job is a stack of runs (``runs`` not empty)."""
+        return bool(self.runs)
+
+    def run_seeds(self) -> list[int]:
+        """The seed of each run of a stack."""
+        return [r["seed"] for r in self.runs]
+
+    def run_dataset_options(self, run: int | None = None) -> dict:
+        """The dataset options of run ``run`` of a stack (``dataset_options`` updated with the
+        run's own), or the job's for a single run (``run`` None)."""
+        if run is None:
+            return dict(self.dataset_options)
+        return {**self.dataset_options, **self.runs[run]["dataset_options"]}
+
+    def build_model(self):
+        """The job's model, freshly initialised: seeded by ``seed`` for one run, a stack
+        (:func:`cmkd.models.stacked`) with run r seeded by its own seed."""
+        from cmkd import models
+
+        if self.stacked:
+            return models.stacked(self.model, self.run_seeds(), **self.model_options)
+        return models.build(self.model, **self.model_options)
+
     def replace(self, **changes) -> Job:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -358,7 +426,7 @@ class Job:
         use or a missing dataset fail before any training."""
         import torch
 
-        from cmkd import data, methods, models
+        from cmkd import data, methods
 
         if self.dataset in data.REAL:
             mod = data.module(self.dataset)
@@ -372,11 +440,11 @@ class Job:
                                               f"{'; '.join(problems)}", _SOURCE)
         with torch.device("meta"):
             try:
-                student = models.build(self.model, **self.model_options)
+                student = self.build_model()
                 teacher = None
                 if self.teacher is not None:
                     self.teacher.check()
-                    teacher = models.build(self.teacher.model, **self.teacher.model_options)
+                    teacher = self.teacher.build_model()
             except (ValueError, TypeError) as err:
                 raise ParamError("model_options", str(err), _SOURCE) from None
             classes = getattr(student, "classes", None)
@@ -386,14 +454,21 @@ class Job:
             try:
                 methods.build(self.method, self.hparams, student=student, teacher=teacher,
                               classes=classes, student_inputs=self.inputs,
-                              teacher_inputs=None if teacher is None else self.teacher.inputs)
+                              teacher_inputs=None if teacher is None else self.teacher.inputs,
+                              **self.method_stack())
             except (ValueError, TypeError) as err:
                 raise ParamError("method", f"{self.method!r} cannot be built: {err}",
                                  _SOURCE) from None
 
+    def method_stack(self) -> dict:
+        """The keywords that build the job's method for its stack (``runs``, ``seeds``), or
+        none for one run."""
+        return {"runs": True, "seeds": self.run_seeds()} if self.stacked else {}
+
     def describe(self) -> str:
-        """One line: kind, dataset, model(inputs), method, seed, key prefix."""
+        """One line: kind, dataset, model(inputs), method, seed (and runs), key prefix."""
         teacher = "" if self.teacher is None else (
             f" <- {self.teacher.model}({','.join(self.teacher.inputs)})")
+        stack = f" x {len(self.runs)} runs" if self.stacked else ""
         return (f"{self.kind} {self.dataset} {self.model}({','.join(self.inputs)}){teacher} "
-                f"{self.method} seed {self.seed} [{self.key[:12]}]")
+                f"{self.method} seed {self.seed}{stack} [{self.key[:12]}]")

@@ -32,17 +32,20 @@ SPLITS = ("train", "val", "test")
 
 
 def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
-               device: str) -> dict:
-    """The flat result row of a finished job.
+               device: str, run: int | None = None) -> dict:
+    """The flat result row of a finished job (of run ``run`` of a stack: ``fit_result`` is then
+    that run's view, :meth:`cmkd.engine.FitResult.run`).
 
     Identifying fields: key, kind, dataset, data_root, model, inputs ('+'-joined), method,
     seed, epochs, batch_size, metric, workers, device_preference, teacher_key,
-    teacher_model, teacher_inputs, and the options flattened as ``data_<name>``,
-    ``model_<name>``, ``hp_<name>``, ``optim_<name>``.  Scores (of ``job.metric``): best_epoch,
-    best_val, test_at_best_val (the default reported score), val_last, test_last,
-    teacher_test (the teacher job's test_at_best_val, NaN without a teacher), teacher_end_test
-    (the teacher's test score after training, for methods that train it; None otherwise).
-    Then seconds (training wall time), device (the one used) and source (:func:`source_hash`).
+    teacher_model, teacher_inputs, and the options flattened as ``data_<name>`` (the run's own
+    for a stack), ``model_<name>``, ``hp_<name>``, ``optim_<name>``; for a stack also ``run``
+    (its index) and ``run_seed``.  Scores (of ``job.metric``): best_epoch, best_val,
+    test_at_best_val (the default reported score), val_last, test_last, teacher_test (the
+    teacher job's test_at_best_val, of the same run for a stack; NaN without a teacher),
+    teacher_end_test (the teacher's test score after training, for methods that train it; None
+    otherwise).  Then seconds (training wall time, of the whole stack), device (the one used)
+    and source (:func:`source_hash`).
     """
     t = job.teacher
     row = {"key": job.key, "kind": job.kind, "dataset": job.dataset, "data_root": job.data_root,
@@ -52,7 +55,10 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
            "teacher_key": None if t is None else t.key,
            "teacher_model": None if t is None else t.model,
            "teacher_inputs": None if t is None else "+".join(t.inputs)}
+    if run is not None:
+        row.update({"run": run, "run_seed": job.runs[run]["seed"]})
     config = job.config()
+    config["dataset_options"] = job.run_dataset_options(run)
     for prefix, name in (("data", "dataset_options"), ("model", "model_options"),
                          ("hp", "hparams"), ("optim", "optim")):
         for k, v in config[name].items():
@@ -70,58 +76,95 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
     return row
 
 
-def _teacher(job: Job, cache: Path, progress: bool):
-    """(teacher model with its cached best-validation weights, teacher row), or (None, None)."""
-    from cmkd import models
+def load_model(job: Job, cache: str | Path | None = None):
+    """``job``'s trained model from its cached checkpoint (a teacher job's best-validation
+    model, a student job's final one), in eval mode on the CPU; FileNotFoundError when the job
+    is not in the cache.  Building it does not touch torch's global random state."""
+    cache = jc.cache_dir(cache)
+    state = torch.load(jc.checkpoint_file(cache, job.key), map_location="cpu", weights_only=True)
+    with torch.random.fork_rng(devices=[]):
+        model = job.build_model()
+    model.load_state_dict(state["model"])
+    return model.eval()
 
+
+def read_history(job: Job, cache: str | Path | None = None) -> pd.DataFrame:
+    """``job``'s per-epoch history from the cache (:attr:`cmkd.engine.FitResult.history`; a
+    ``run`` column for a stack); FileNotFoundError when the job is not in the cache."""
+    cache = jc.cache_dir(cache)
+    if not jc.has(cache, job.key):
+        raise FileNotFoundError(f"job {job.describe()} has no finished result in the cache "
+                                f"{cache}")
+    return pd.read_csv(jc.folder(cache, job.key) / jc.HISTORY)
+
+
+def _teacher(job: Job, cache: Path, progress: bool):
+    """(teacher model with its cached best-validation weights, teacher rows), or (None, None)."""
     if job.teacher is None:
         return None, None
-    t = job.teacher
-    t_row = run_job(t, cache, progress=progress)
-    state = torch.load(jc.checkpoint_file(cache, t.key), map_location="cpu", weights_only=True)
-    with torch.random.fork_rng(devices=[]):  # the student's initialisation must not depend on it
-        model = models.build(t.model, **t.model_options)
-    model.load_state_dict(state["model"])
-    return model, t_row
+    run_job(job.teacher, cache, progress=progress)
+    return load_model(job.teacher, cache), jc.read_rows(cache, job.teacher.key)
 
 
-def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False) -> dict:
+def _split(job: Job, split: str):
+    """The dataset of one split: a stack's runs' data stacked (:class:`StackedDataset`)."""
+    from cmkd import data
+    from cmkd.data.arrays import StackedDataset
+
+    if not job.stacked:
+        return data.load(job.dataset, job.data_root, split, **job.dataset_options)
+    return StackedDataset([data.load(job.dataset, job.data_root, split,
+                                     **job.run_dataset_options(r))
+                           for r in range(len(job.runs))])
+
+
+def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
+            ) -> dict | list[dict]:
     """Train ``job`` (its teacher job first, if not cached) and store it in ``cache``; return
-    its result row.  A job already in the cache is not run again (its row is returned).
+    its result row (a list of rows, one per run, for a stack).  A job already in the cache is
+    not run again (its result is returned).
 
     Deterministic: the same job gives the same scores, history and checkpoint on the same
     machine (the model, the method's extra modules, the data order and the training are seeded
-    by ``job.seed``; the seconds differ).
+    by ``job.seed``, a stack's runs by their own seeds; the seconds differ).  An empty
+    validation split (a dataset without one) selects the last epoch.
     """
-    from cmkd import data, methods, models
+    from cmkd import methods
     from cmkd.engine import fit, make_loader
-    from cmkd.train import seed_everything, seed_for, select_device
+    from cmkd.runtime import seed_everything, seed_for, select_device
 
     if not isinstance(job, Job):
         raise TypeError(f"run_job takes a cmkd.jobs.Job, got {type(job).__name__}")
     cache = jc.cache_dir(cache)
     if jc.has(cache, job.key):
         return jc.read_result(cache, job.key)
-    teacher, t_row = _teacher(job, cache, progress)
+    teacher, t_rows = _teacher(job, cache, progress)
     device = select_device(job.device)
-    sets = {s: data.load(job.dataset, job.data_root, s, **job.dataset_options) for s in SPLITS}
+    sets = {s: _split(job, s) for s in SPLITS}
     seed_everything(job.seed)
-    student = models.build(job.model, **job.model_options)
+    student = job.build_model()
     method = methods.build(job.method, job.hparams, student=student, teacher=teacher,
                            classes=student.classes, student_inputs=job.inputs,
-                           teacher_inputs=None if teacher is None else job.teacher.inputs)
+                           teacher_inputs=None if teacher is None else job.teacher.inputs,
+                           **job.method_stack())
     pin = device.type == "cuda"
-    loaders = {s: make_loader(sets[s], job.batch_size, shuffle=s == "train", seed=job.seed,
-                              num_workers=job.workers, pin_memory=pin,
-                              batch_sampler=None if s != "train" else method.train_batch_sampler(
-                                  len(sets[s]), job.batch_size, seed_for(job.seed, 1)))
+    loaders = {s: None if len(sets[s]) == 0 else
+               make_loader(sets[s], job.batch_size, shuffle=s == "train", seed=job.seed,
+                           num_workers=job.workers, pin_memory=pin,
+                           batch_sampler=None if s != "train" else method.train_batch_sampler(
+                               len(sets[s]), job.batch_size, seed_for(job.seed, 1)))
                for s in SPLITS}
     start = time.perf_counter()
     result = fit(method, loaders["train"], loaders["val"], loaders["test"], optim=job.optim,
                  epochs=job.epochs, device=device, seed=job.seed, progress=progress,
                  metrics=(job.metric,))
     seconds = time.perf_counter() - start
-    row = result_row(job, result, t_row, seconds, str(device))
+    if job.stacked:
+        out = [result_row(job, result.run(r), None if t_rows is None else t_rows[r], seconds,
+                          str(device), run=r) for r in range(len(job.runs))]
+    else:
+        out = result_row(job, result, None if t_rows is None else t_rows[0], seconds,
+                         str(device))
     if job.kind == "teacher":
         checkpoint = {"model": result.state_dicts["best_student"], "which": "best",
                       "epoch": result.best_epoch}
@@ -131,14 +174,14 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
 
     def write(tmp: Path) -> None:
         (tmp / jc.JOB).write_text(job.to_json() + "\n")
-        (tmp / jc.RESULT).write_text(json.dumps(row, indent=1) + "\n")
+        (tmp / jc.RESULT).write_text(json.dumps(out, indent=1) + "\n")
         (tmp / jc.HISTORY).write_text(result.history.to_csv(index=False))
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
         (tmp / jc.CHECKPOINT).write_bytes(buf.getvalue())
 
     jc.store(cache, job.key, write)
-    return row
+    return out
 
 
 def _depth(job: Job) -> int:
@@ -179,8 +222,8 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
 
     Returns
     -------
-    DataFrame with one row per input job, in input order (duplicates repeated), the columns of
-    :func:`result_row`.
+    DataFrame with one row per input job (one per run of a stack), in input order (duplicates
+    repeated), the columns of :func:`result_row`.
     """
     jobs = list(jobs)
     bad = [type(j).__name__ for j in jobs if not isinstance(j, Job)]
@@ -198,13 +241,14 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
               **({} if progress else {"disable": True})) as bar:
         for depth in sorted({_depth(j) for j in todo}):
             for row in executor.map(run, [j for j in todo if _depth(j) == depth]):
+                row = row[0] if isinstance(row, list) else row
                 bar.set_postfix_str(f"{row['kind']} {row['method']} seed {row['seed']}",
                                     refresh=False)
                 bar.update(1)
     rows = []
     for job in jobs:
         try:
-            rows.append(jc.read_result(cache, job.key))
+            rows.extend(jc.read_rows(cache, job.key))
         except FileNotFoundError:
             raise RuntimeError(f"job {job.describe()} ran but its result is not in the cache "
                                f"{cache} (did the executor run different cmkd code?)") from None

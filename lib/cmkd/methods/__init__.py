@@ -1,12 +1,16 @@
 """Distillation methods: a registry of small objects over the pure losses of :mod:`cmkd.distill`.
 
 ``build(name, hparams, student=..., teacher=..., classes=...)`` makes a method by name with its
-hyperparameters validated (a params file says ``methods: {kd: {temperature: 4}}``); ``names()``
-lists them; ``get(name)`` returns the class; ``@register`` adds one.  One small file per method:
-``nokd``, ``kd``, ``dkd``, ``dist``, ``nkd``, ``dml``, ``dlb``, ``zipf``, ``uskd``, ``c2kd``.
-Named presets (:data:`PRESETS`, C2KD's ablations such as ``c2kd_bd`` or ``c2kd_official``) build
-like methods: ``build('c2kd_bd', {'omega': 0.2}, ...)``; ``resolve`` gives their method and
-hyperparameters.
+hyperparameters validated; ``names()`` lists them; ``get(name)`` returns the class;
+``@register`` adds one.  One small file per method: ``nokd``, ``kd``, ``fitnet``, ``review``,
+``dml``, ``shake``, ``rkd``, ``dkd``, ``dist``, ``nkd``, ``c2kd`` (with its ablations), the
+self-distillation baselines ``dlb``, ``zipf``, ``uskd``, and ``ogm_ge`` (a fusion teacher's
+training).  Named presets (:data:`PRESETS`: C2KD's ablations such as ``c2kd_bd`` or
+``c2kd_official``, its filters and its bases) build like methods:
+``build('c2kd_bd', {'omega': 0.2}, ...)``; :func:`resolve` gives their method and
+hyperparameters, :func:`hparams_for` adds a notebook's per-method settings (a params file's
+``method_hparams: {kd: {temperature: 4}, c2kd: {omega: 0.1}}``, checked by
+:func:`check_method_hparams`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,34 @@ def resolve(name: str, hparams: Mapping[str, Any] | None = None) -> tuple[str, d
     return name, dict(hparams or {})
 
 
+def hparams_for(name: str, overrides: Mapping[str, Mapping] | None = None,
+                row: Mapping[str, Any] | None = None) -> tuple[str, dict]:
+    """``(registry method, hyperparameters)`` of method or preset ``name``, in this order of
+    precedence (later wins): the registry's defaults, ``overrides[method]`` (a notebook's setting
+    for every preset of that method, e.g. C2KD's omega), the preset's own switches,
+    ``overrides[name]`` (for this preset only) and ``row`` (what a table row itself varies, e.g.
+    Fig. 4's threshold).  Nothing is validated here: building the method (or a Job) does it."""
+    overrides = overrides or {}
+    method, preset = resolve(name)
+    values = {**dict(overrides.get(method, {})), **preset}
+    if name != method:
+        values.update(overrides.get(name, {}))
+    values.update(row or {})
+    return method, values
+
+
+def check_method_hparams(overrides: Mapping[str, Any]) -> None:
+    """Validate a params file's ``method_hparams``: each name a method or preset, each value a
+    mapping its method's ``Hparams`` accept (a ParamError naming the method and the parameter
+    otherwise)."""
+    for name, values in overrides.items():
+        method, _ = resolve(name)
+        if not isinstance(values, Mapping):
+            raise ParamError(None, f"{name!r}: expected a mapping of hyperparameter names to "
+                                   f"values, got {values!r}")
+        get(method).make_hparams(hparams_for(name, overrides)[1])
+
+
 def build(name: str, hparams: Mapping[str, Any] | None = None, **kwargs) -> Method:
     """Make method (or preset, :data:`PRESETS`) ``name`` with ``hparams`` (validated; missing
     ones take their defaults).
@@ -70,5 +102,5 @@ def build(name: str, hparams: Mapping[str, Any] | None = None, **kwargs) -> Meth
     return cls(cls.make_hparams(values), **kwargs)
 
 
-__all__ = ["C2KD_PRESETS", "Method", "PRESETS", "REGISTRY", "TEACHER_UPDATES", "build", "get",
-           "names", "register", "resolve"]
+__all__ = ["C2KD_PRESETS", "Method", "PRESETS", "REGISTRY", "TEACHER_UPDATES", "build",
+           "check_method_hparams", "get", "hparams_for", "names", "register", "resolve"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmkd.metrics.task import IGNORE_INDEX, infer_task
-from cmkd.models.mlp import BatchedLinear
+from cmkd.models.batched import run_count
 from cmkd.params import ParamError, from_mapping
 
 #: How a method treats its teacher: not trained, trained in its top ``hp.teacher_top_k`` blocks
@@ -44,7 +44,8 @@ class Method:
     ----------------
     name : the registry name (``cmkd.methods.get(name)``).
     Hparams : a frozen dataclass whose fields carry :func:`cmkd.params.spec` metadata and
-        defaults (the papers' values); params files set them as ``methods: {kd: {T: 4}}``.
+        defaults (the papers' values); a notebook's params file sets them per method, e.g.
+        ``method_hparams: {kd: {temperature: 4}}``.
     teacher_update : 'frozen', 'top_k' or 'all' (see :data:`TEACHER_UPDATES`).  A method whose
         Hparams have a ``teacher_update`` field (C2KD: partially or fully updated teacher) takes
         the value from its hyperparameters instead; 'top_k' reads ``hp.teacher_top_k``.
@@ -60,17 +61,18 @@ class Method:
     classes : number of classes of the task.
     student_inputs, teacher_inputs : batch keys fed to each model, in order (one per modality);
         default: the model's ``modalities``.
-    runs : build for batched models with a leading runs dimension (notebook 08's fast path):
-        the losses are then per run, shape (runs,) ('total' too: the loop sums it).  Models
-        without ``forward_features`` are read through ``features(x)`` and ``head(f)``
-        (:class:`cmkd.models.BatchedMLP`), their features named 'pooled'.
-    seeds : with ``runs``, one base seed per run for the method's own batched modules
-        (proxies, weak heads; :class:`cmkd.models.BatchedLinear` initialisation); default
-        ``0 .. runs - 1``.
+    runs : build for a stack of R independent runs (stacked models, :func:`cmkd.models.stacked`:
+        inputs, logits and features carry a leading run dimension): the loss terms are then per
+        run, shape (R,) ('total' too: :func:`cmkd.engine.fit` sums it, so each run's gradient
+        is its own).
+    seeds : with ``runs``, one base seed per run for the method's own stacked modules
+        (proxies, weak heads, regressors; :class:`cmkd.models.batched.BatchedLinear`
+        initialisation); default: drawn from torch's global generator.
 
     Attributes
     ----------
     hp, student, teacher, classes, student_inputs, teacher_inputs, runs
+    n_runs : R with ``runs``, else None.
     extra : nn.ModuleDict of the method's own modules (regressors, proxies, shadow heads).
     last_student_logits : the detached student logits of the latest :meth:`student_forward`
         call (the engine's running train metrics read them); None before any step.
@@ -91,12 +93,22 @@ class Method:
         if not isinstance(classes, int) or classes < 1:
             raise ValueError(f"classes must be a positive int, got {classes!r}")
         self.student, self.teacher, self.classes, self.runs = student, teacher, classes, runs
+        self.n_runs = run_count(student) if runs else None
+        if runs and teacher is not None and run_count(teacher) != self.n_runs:
+            raise ValueError(f"method {self.name!r}: a stack of {self.n_runs} student runs "
+                             f"needs a teacher stack of as many runs, got {run_count(teacher)}")
         self.student_inputs = _input_keys(student_inputs, student, "student")
         self.teacher_inputs = (() if teacher is None
                                else _input_keys(teacher_inputs, teacher, "teacher"))
         self.extra = nn.ModuleDict()
         self.last_student_logits: torch.Tensor | None = None
-        self._seeds = None if seeds is None else [int(s) for s in seeds]
+        self._seeds = None
+        if runs:
+            self._seeds = ([int(s) for s in torch.randint(0, 2**31 - 1, (self.n_runs,))]
+                           if seeds is None else [int(s) for s in seeds])
+            if len(self._seeds) != self.n_runs:
+                raise ValueError(f"method {self.name!r}: {len(self._seeds)} seeds for a stack "
+                                 f"of {self.n_runs} runs")
         update = getattr(self.hp, "teacher_update", type(self).teacher_update)
         if update not in TEACHER_UPDATES:
             raise ValueError(f"method {self.name!r}: teacher_update must be one of "
@@ -206,13 +218,11 @@ class Method:
         return out
 
     def run_seeds(self, offset: int = 0) -> list[int]:
-        """With ``runs``: one seed per run for a batched module of the method (the ``seeds``
-        given at build time, else ``0 .. runs - 1``), plus ``offset`` (a different one per
-        module)."""
+        """With ``runs``: one seed per run for a stacked module of the method (the ``seeds``
+        given at build time), plus ``offset`` (a different one per module)."""
         if not self.runs:
             raise ValueError("run_seeds is for methods built with runs=True")
-        seeds = self._seeds if self._seeds is not None else range(run_count(self.student))
-        return [s + offset for s in seeds]
+        return [s + offset for s in self._seeds]
 
     # ------------------------------------------------------------------ forwards
     @staticmethod
@@ -244,7 +254,8 @@ class Method:
         :data:`cmkd.metrics.task.IGNORE_INDEX` ignored) or binary cross entropy (multilabel
         float targets, e.g. MM-IMDB genres), averaged over the batch (and pixels).
 
-        With ``runs``: logits (runs, batch, classes), target (runs, batch) -> (runs,).
+        With ``runs``: logits (runs, batch, classes), target (runs, batch) -> (runs,)
+        (classification).
         """
         if self.runs:
             if logits.dim() != 3 or target.shape != logits.shape[:2]:
@@ -288,37 +299,25 @@ class Method:
 
 
 def forward_model(model: nn.Module, inputs: Sequence[torch.Tensor], features: bool = False):
-    """``model``'s logits, or ``(logits, features)`` with ``features``.
-
-    A Backbone answers through ``forward_features``; a batched MLP without it
-    (:class:`cmkd.models.BatchedMLP`: ``features(x)`` and ``head(f)``) gives
-    ``(head(f), {'pooled': f})``, so methods read the same feature name on both kinds.
-    """
+    """``model``'s logits, or ``(logits, features)`` through its ``forward_features`` with
+    ``features`` (the Backbone contract; stacked models keep it with a leading run dimension)."""
     if not features:
         return model(*inputs)
     forward_features = getattr(model, "forward_features", None)
-    if callable(forward_features):
-        return forward_features(*inputs)
-    feats, head = getattr(model, "features", None), getattr(model, "head", None)
-    if callable(feats) and callable(head):
-        f = feats(*inputs)
-        return head(f), {"pooled": f}
-    raise TypeError(f"{type(model).__name__} has neither forward_features nor features/head: "
-                    f"it cannot give (logits, features)")
+    if not callable(forward_features):
+        raise TypeError(f"{type(model).__name__} has no forward_features: it cannot give "
+                        f"(logits, features)")
+    return forward_features(*inputs)
 
 
 def model_feature_shapes(model: nn.Module) -> dict[str, tuple]:
-    """``model.feature_shapes``; for a batched MLP without it, ``{'pooled': (hidden,)}`` read
-    from its output layer (:class:`cmkd.models.BatchedLinear`, weight (runs, in, out))."""
+    """``model.feature_shapes`` (the Backbone contract; a stacked model announces its runs'
+    shapes, without the run and batch dimensions)."""
     shapes = getattr(model, "feature_shapes", None)
-    if shapes is not None:
-        return dict(shapes)
-    children = list(model.children())
-    if callable(getattr(model, "head", None)) and children and isinstance(children[-1],
-                                                                          BatchedLinear):
-        return {"pooled": (children[-1].weight.shape[1],)}
-    raise ValueError(f"{type(model).__name__} announces no feature_shapes (the Backbone "
-                     f"contract)")
+    if shapes is None:
+        raise ValueError(f"{type(model).__name__} announces no feature_shapes (the Backbone "
+                         f"contract)")
+    return dict(shapes)
 
 
 def resolve_feature(model: nn.Module, name: str, role: str, method: str,
@@ -336,22 +335,13 @@ def resolve_feature(model: nn.Module, name: str, role: str, method: str,
 
 
 def pool_features(features: torch.Tensor, runs: bool = False) -> torch.Tensor:
-    """Global average pooling of a feature map to (batch, channels): (batch, C, ...) maps are
-    averaged over their trailing dimensions; vectors, and (runs, batch, dim) with ``runs``,
-    are returned as they are."""
-    if runs or features.dim() <= 2:
+    """Global average pooling of a feature map to (batch, channels) ((runs, batch, channels)
+    with ``runs``): maps are averaged over their trailing dimensions, vectors returned as they
+    are."""
+    lead = 3 if runs else 2
+    if features.dim() <= lead:
         return features
-    return features.flatten(2).mean(-1)
-
-
-def run_count(model: nn.Module) -> int:
-    """The number of runs R of a batched model: the leading dimension of its first
-    :class:`cmkd.models.BatchedLinear` weight."""
-    for m in model.modules():
-        if isinstance(m, BatchedLinear):
-            return int(m.weight.shape[0])
-    raise ValueError(f"runs=True needs a batched model (with cmkd.models.BatchedLinear layers); "
-                     f"{type(model).__name__} has none")
+    return features.flatten(lead).mean(-1)
 
 
 def _input_keys(keys: Sequence[str] | None, model: nn.Module, role: str) -> tuple[str, ...]:

@@ -12,10 +12,10 @@ module a switch (Table 5):
   Fig. 4's cosine / Pearson / gradient cosine; 'none' keeps all) exceeds ``omega``.
 * ``nt`` non-target distillation: the target class removed from both sides (the official code's
   ``target_mode='zero'`` sets its logit to 0 instead).
-* ``proxy`` the dual proxies (Eq. 5): :class:`cmkd.distill.ProxyHead` on each side's
+* ``proxy`` the dual proxies (Eq. 5): :class:`cmkd.models.proxy.ProxyHead` on each side's
   ``proxy_feature`` (default 'layer3', the ResNet-18 map the official code reads; models without
   a 'layer3' use 'pooled'), built from the models' ``feature_shapes``; with ``runs``
-  :class:`cmkd.models.BatchedProxyHead` seeded from ``run_seeds()`` (the teacher's + 11).
+  :class:`cmkd.models.proxy.BatchedProxyHead` seeded from ``run_seeds()`` (the teacher's + 11).
 * ``base`` the divergence of the crossmodal term: 'kl' (C2KD), 'dist' or 'nkd' (Fig. 5).
 
 The official code's variant is ``target_mode='zero', average='batch'`` (the masked KL averaged
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cmkd.distill import ProxyHead, c2kd_loss
+from cmkd.distill import c2kd_loss
 from cmkd.distill.c2kd import BASES, FILTERS
 from cmkd.methods.base import (
     TEACHER_UPDATES,
@@ -45,12 +45,12 @@ from cmkd.methods.base import (
     resolve_feature,
 )
 from cmkd.metrics.krc import kendall_tau
-from cmkd.models.mlp import BatchedProxyHead
+from cmkd.models.proxy import BatchedProxyHead, ProxyHead
 from cmkd.params import ParamError, spec
 
 #: Named ablations (hyperparameters over the defaults): Table 5's rows, Table 3's teacher
-#: updates, the official code's variant, Fig. 4's filters and Fig. 5's bases.  The names of
-#: notebook 08 (``cmkd.experiments.gamma_c2kd.C2KD_VARIANTS``) are among them.
+#: updates, the official code's variant, Fig. 4's filters and Fig. 5's stages.  Notebooks name
+#: their rows by these (notebook 06's tables, notebook 08's ``C2KD_VARIANTS``).
 C2KD_PRESETS: dict[str, dict] = {
     # Table 5 row (d) / Table 3 Ours-double-dagger: proxy + OFS + NT + BD, teacher fully updated
     "c2kd": {},
@@ -67,16 +67,19 @@ C2KD_PRESETS: dict[str, dict] = {
     "c2kd_bd_ofs": {"proxy": False, "nt": False},
     # Table 5 row (b): BD only (bidirectional KD)
     "c2kd_bd": {"proxy": False, "ofs": False, "nt": False},
-    # Table 5 row (a): one-way KD from a frozen teacher
-    "c2kd_kd": {"proxy": False, "ofs": False, "nt": False, "bd": False,
-                "teacher_update": "frozen"},
+    # (Table 5 row (a), one-way KD from a frozen teacher, is the registry's 'kd': CE + KL at
+    # T = 1, the same objective as C2KD with every module off)
     # Fig. 4: the other filters, and no selection
     "c2kd_cosine": {"filter": "cosine"},
     "c2kd_pearson": {"filter": "pearson"},
     "c2kd_gradcos": {"filter": "gradcos"},
     "c2kd_noselect": {"ofs": False},
-    # Fig. 5: the modules plugged into DIST and NKD
+    # Fig. 5: the modules plugged into DIST and NKD: + BD, + BD + OFSD, + BD + OFSD + proxies
+    "c2kd_dist_bd": {"base": "dist", "proxy": False, "ofs": False, "nt": False},
+    "c2kd_dist_noproxy": {"base": "dist", "proxy": False},
     "c2kd_dist": {"base": "dist"},
+    "c2kd_nkd_bd": {"base": "nkd", "proxy": False, "ofs": False, "nt": False},
+    "c2kd_nkd_noproxy": {"base": "nkd", "proxy": False},
     "c2kd_nkd": {"base": "nkd"},
 }
 

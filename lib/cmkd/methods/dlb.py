@@ -4,7 +4,7 @@ No teacher: the student's own logits for the samples it saw at the previous iter
 soft targets of this one, ``ce_weight * CE + alpha * T^2 KL(p_last^T || p_now^T)``
 (:func:`cmkd.distill.dlb_loss`; T = 3, alpha = 1 as the paper).
 
-Batches must come in DLB's order (:func:`cmkd.distill.dlb_batches`, :class:`DLBBatchSampler` for
+Batches must come in DLB's order (:func:`dlb_batches`, :class:`DLBBatchSampler` for
 a DataLoader): each batch after the first of an epoch starts with the samples that ended the
 previous one.  State: the detached logits of the previous batch's last part (the rows that the
 next batch repeats: all of batch 0, the second half of the others).  At a step with stored logits
@@ -21,13 +21,28 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Sampler
 
-from cmkd.distill import dlb_batches, dlb_loss
+from cmkd.distill import dlb_loss
 from cmkd.methods.base import Method, register
 from cmkd.params import spec
 
 
+def dlb_batches(n: int, batch_size: int, generator: torch.Generator | None = None
+                ) -> list[torch.Tensor]:
+    """Index batches of one epoch in DLB's order.
+
+    ``n`` samples are shuffled into halves ``h_0, h_1, ...`` of ``batch_size // 2``; batch k is
+    ``cat(h_{k-1}, h_k)`` (batch 0 is ``h_0``), so the first half of each batch after the first
+    repeats the second half of the previous one.
+    """
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2, got {batch_size}")
+    half = batch_size // 2
+    halves = list(torch.randperm(n, generator=generator).split(half))
+    return [halves[0]] + [torch.cat((halves[k - 1], halves[k])) for k in range(1, len(halves))]
+
+
 class DLBBatchSampler(Sampler):
-    """A DataLoader ``batch_sampler`` yielding :func:`cmkd.distill.dlb_batches` of ``n`` samples,
+    """A DataLoader ``batch_sampler`` yielding :func:`dlb_batches` of ``n`` samples,
     reshuffled every epoch from ``generator`` (default: seeded with ``seed``)."""
 
     def __init__(self, n: int, batch_size: int, seed: int = 0,
@@ -87,10 +102,10 @@ class DLB(Method):
             if logits.shape[-2] <= n:
                 raise ValueError(f"DLB: a batch of {logits.shape[-2]} rows cannot repeat the "
                                  f"previous batch's last {n}; use DLBBatchSampler / "
-                                 f"cmkd.distill.dlb_batches")
+                                 f"dlb_batches")
             if index is not None and not torch.equal(index[..., :n], self.previous_index):
                 raise ValueError("DLB: this batch does not start with the samples that ended the "
-                                 "previous one; use DLBBatchSampler / cmkd.distill.dlb_batches")
+                                 "previous one; use DLBBatchSampler / dlb_batches")
             dlb = dlb_loss(logits[..., :n, :], self.previous, temperature=self.hp.temperature,
                            runs=self.runs)
         else:

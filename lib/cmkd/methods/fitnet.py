@@ -8,27 +8,26 @@ network (mdistiller's ``HINT_LAYER = 2``: a ResNet's layer2 output).  Layers are
 (:func:`cmkd.methods.layers.middle_layer`), and 'pooled' on both sides when the two middle
 layers are not both maps or both vectors.
 
-Departures, for crossmodal pairs: the regressor is :func:`cmkd.distill.hint_regressor` (a
+Departures, for crossmodal pairs: the regressor is :func:`cmkd.models.auxiliary.hint_regressor` (a
 linear map for vectors, 1x1 conv + BN for maps; mdistiller's ConvReg also fits the spatial size
 by its kernel and adds a ReLU), and when the two maps differ in spatial size (different inputs,
 e.g. a spectrogram and a frame) the teacher's map is adaptively average-pooled to the student's
 size (:func:`cmkd.methods.layers.match_spatial`).  The regressors map the student's channels to
 the teacher's, so the architectures may differ.
 
-With ``runs=True`` (batched MLPs, notebook 08) the regressor is a
-:class:`cmkd.models.BatchedLinear` seeded by ``regressor_seeds`` (one per run; the i-th pair's
-seeds are shifted by i), the features are the batched model's 'pooled' (its last hidden layer),
-and the loss per run is what notebook 08's FitNet computed (``feat_weight=1`` there).
+With ``runs=True`` (stacked MLPs, notebook 08) the regressor is a
+:class:`cmkd.models.batched.BatchedLinear` seeded by ``run_seeds(i)`` (the method's seeds,
+shifted by i for the i-th layer pair) and the features are vectors (a stacked MLP's 'pooled',
+its last hidden layer); notebook 08 sets ``feat_weight`` 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from cmkd.distill import fitnet_loss, hint_regressor
+from cmkd.distill import fitnet_loss
 from cmkd.methods.base import Method, register
 from cmkd.methods.layers import (
     AUTO,
@@ -38,9 +37,9 @@ from cmkd.methods.layers import (
     match_spatial,
     middle_layer,
     resolve_pairs,
-    run_seeds,
 )
-from cmkd.models.mlp import BatchedLinear
+from cmkd.models.auxiliary import hint_regressor
+from cmkd.models.batched import BatchedLinear
 from cmkd.params import ParamError, spec
 
 
@@ -63,12 +62,11 @@ class FitNet(Method):
         feat_weight: float = field(default=100.0, metadata=spec(
             "weight of the hint loss (mdistiller: 100; notebook 08: 1)", low=0))
 
-    def __init__(self, hp=None, *, regressor_seeds: Sequence[int] | None = None, **kwargs):
-        super().__init__(hp, **kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         s_shapes = feature_shapes(self.student, "student", self.name)
         t_shapes = feature_shapes(self.teacher, "teacher", self.name)
         self.layers = self._layers(s_shapes, t_shapes)
-        seeds = run_seeds(regressor_seeds, self.student, self.name) if self.runs else None
         regressors = nn.ModuleList()
         for i, (s, t) in enumerate(self.layers):
             s_shape, t_shape = s_shapes[s], t_shapes[t]
@@ -83,8 +81,7 @@ class FitNet(Method):
                 if is_map(s_shape):
                     raise ValueError(f"method {self.name!r} with runs=True takes vector "
                                      f"features only, got the map {s!r}")
-                regressors.append(BatchedLinear(s_shape[0], t_shape[0],
-                                                [x + i for x in seeds]))
+                regressors.append(BatchedLinear(s_shape[0], t_shape[0], self.run_seeds(i)))
             else:
                 regressors.append(hint_regressor(s_shape[0], t_shape[0],
                                                  spatial=is_map(s_shape)))

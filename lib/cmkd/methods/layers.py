@@ -93,18 +93,3 @@ def match_spatial(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     if teacher.dim() == 4 and teacher.shape[-2:] != student.shape[-2:]:
         return F.adaptive_avg_pool2d(teacher, student.shape[-2:])
     return teacher
-
-
-def run_seeds(seeds: Sequence[int] | None, model: nn.Module, method: str) -> list[int]:
-    """One seed per run for a batched extra module (``runs=True``): ``seeds`` as given, else
-    drawn from torch's global generator (so a seeded caller gets the same modules)."""
-    runs = getattr(model, "n_runs", None)
-    if seeds is None:
-        if runs is None:
-            raise ValueError(f"method {method!r} with runs=True: pass seeds (one per run) or a "
-                             f"batched model with an 'n_runs' attribute")
-        return [int(s) for s in torch.randint(0, 2**31 - 1, (runs,))]
-    seeds = [int(s) for s in seeds]
-    if runs is not None and len(seeds) != runs:
-        raise ValueError(f"method {method!r}: {len(seeds)} seeds for a model of {runs} runs")
-    return seeds

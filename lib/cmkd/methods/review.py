@@ -1,5 +1,6 @@
 """Review KD (Chen et al., CVPR 2021, "Distilling Knowledge via Knowledge Review"): the student's
-stages fused deep-to-shallow by attention-based fusion (:class:`cmkd.distill.ReviewFusion`) and
+stages fused deep-to-shallow by attention-based fusion
+(:class:`cmkd.models.auxiliary.ReviewFusion`) and
 compared with the teacher's stages by the hierarchical context loss (:func:`cmkd.distill.hcl_loss`).
 
 ``ce_weight * CE(s, y) + review_weight * min((epoch + 1) / warmup_epochs, 1) * HCL``, the
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cmkd.distill import ReviewFusion, dkd_warmup, review_loss
+from cmkd.distill import dkd_warmup, review_loss
 from cmkd.methods.base import Method, register
 from cmkd.methods.layers import (
     AUTO,
@@ -37,6 +38,7 @@ from cmkd.methods.layers import (
     match_spatial,
     resolve_pairs,
 )
+from cmkd.models.auxiliary import ReviewFusion
 from cmkd.params import ParamError, spec
 
 

@@ -8,14 +8,14 @@ The objective is :func:`cmkd.distill.shake_loss` with the official code's settin
 + CE(shadow) + MSE(shadow, teacher)]`` at temperature 4.  The teacher stays frozen; the shadow
 head (``extra['shadow']``) is the method's state across steps and trains with the student.
 
-The shadow head: :class:`cmkd.distill.ShadowHead` (C2KD's proxy structure, GAP -> 1x1 conv ->
+The shadow head: :class:`cmkd.models.proxy.ProxyHead` (C2KD's proxy structure, GAP -> 1x1 conv ->
 BN -> LeakyReLU(0.1) -> linear, which C2KD says follows SHAKE's) on one teacher layer, by
 name; 'auto' is the teacher's second-to-last feature map (a ResNet's layer3, where C2KD's
 official code puts its proxies), its only map if it has one, else 'pooled'.  Departure: the
 official head fuses the teacher's three CIFAR-ResNet stages by strided convolutions and ends in
 the teacher's own (fixed) classifier; C2KD's reproduction of SHAKE, the one Table 3 reports,
 is not public.  With ``runs=True`` the head is a :class:`cmkd.models.BatchedProxyHead` on the
-batched teacher's 'pooled' features, seeded by ``shadow_seeds``.
+batched teacher's 'pooled' features, seeded by ``run_seeds()``.
 
 Diagnostic (C2KD Fig. 3): ``n_krc_below_omega``, the samples of the batch whose Kendall tau
 between the shadow head's and the student's logits (the pair SHAKE distils both ways) is below
@@ -24,15 +24,14 @@ between the shadow head's and the student's logits (the pair SHAKE distils both 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cmkd.distill import ShadowHead, shake_loss
+from cmkd.distill import shake_loss
 from cmkd.distill.shake import OFFICIAL_SCALE
 from cmkd.methods.base import Method, register
-from cmkd.methods.layers import AUTO, check_layer, feature_shapes, map_layers, run_seeds
+from cmkd.methods.layers import AUTO, check_layer, feature_shapes, map_layers
 from cmkd.metrics.krc import kendall_tau
-from cmkd.models.mlp import BatchedProxyHead
+from cmkd.models.proxy import BatchedProxyHead, ProxyHead
 from cmkd.params import spec
 
 
@@ -68,18 +67,18 @@ class SHAKE(Method):
             "KRC threshold of the n_krc_below_omega diagnostic (C2KD Fig. 3: 0)", low=-1,
             high=1))
 
-    def __init__(self, hp=None, *, shadow_seeds: Sequence[int] | None = None, **kwargs):
-        super().__init__(hp, **kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         shapes = feature_shapes(self.teacher, "teacher", self.name)
         layer = shadow_layer(shapes) if self.hp.teacher_layer == AUTO else self.hp.teacher_layer
         self.layer = check_layer(layer, shapes, param="teacher_layer", method=self.name,
                                  role="teacher")
         width = shapes[self.layer][0]
         if self.runs:
-            seeds = run_seeds(shadow_seeds, self.teacher, self.name)
-            self.extra["shadow"] = BatchedProxyHead(width, width, self.classes, seeds)
+            self.extra["shadow"] = BatchedProxyHead(width, width, self.classes,
+                                                    self.run_seeds())
         else:
-            self.extra["shadow"] = ShadowHead(width, self.classes)
+            self.extra["shadow"] = ProxyHead(width, self.classes)
 
     def step(self, batch, epoch):
         logits, _ = self.student_forward(batch, features=True)

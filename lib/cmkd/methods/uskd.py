@@ -10,7 +10,7 @@ The weak head is the method's extra module ``extra['weak']``: global average poo
 linear layer to the classes, on an intermediate feature: ``weak_feature`` (default 'layer3', the
 stage before the last one, which the official code reads on ResNets; models without a 'layer3'
 use 'pooled').  ``weak=False`` drops it (the ranking then uses the student's logits alone).
-With ``runs`` the head is a :class:`cmkd.models.BatchedLinear` seeded from ``run_seeds()``.
+With ``runs`` the head is a :class:`cmkd.models.batched.BatchedLinear` seeded from ``run_seeds()``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from cmkd.methods.base import (
     register,
     resolve_feature,
 )
-from cmkd.models.mlp import BatchedLinear
+from cmkd.models.batched import BatchedLinear
 from cmkd.params import spec
 
 

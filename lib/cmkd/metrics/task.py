@@ -81,3 +81,49 @@ def task_metrics(names: Sequence[str], classes: int, task: str) -> torchmetrics.
                  "miou": (tmc.MulticlassJaccardIndex, "macro")}
     return torchmetrics.MetricCollection(
         {name: table[name][0](average=table[name][1], **kw) for name in names})
+
+
+class StackScores:
+    """Task metrics of R stacked runs over a pass: logits (R, batch, classes) and targets
+    (R, batch), one value per run and metric.
+
+    The multiclass top-1 accuracy, the one metric the stacked small-model runs report, is
+    counted for every run at once (correct / seen: what ``MulticlassAccuracy(average='micro')``
+    computes, a test checks it run by run); any other metric, or another task, goes through one
+    torchmetrics collection per run (:func:`task_metrics`).
+    """
+
+    def __init__(self, names: Sequence[str], classes: int, runs: int,
+                 device: torch.device | str = "cpu"):
+        self.names, self.classes, self.runs = tuple(names), classes, runs
+        self.device = torch.device(device)
+        self.correct: torch.Tensor | None = None
+        self.seen = 0
+        self.per_run: list[torchmetrics.MetricCollection] | None = None
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        if logits.dim() < 3 or logits.shape[0] != self.runs or target.shape[0] != self.runs:
+            raise ValueError(f"expected logits (runs={self.runs}, batch, ...) and target "
+                             f"(runs, batch, ...), got {tuple(logits.shape)} and "
+                             f"{tuple(target.shape)}")
+        task = infer_task(logits[0], target[0])
+        if self.names == ("accuracy",) and task == "multiclass":
+            hit = (logits.argmax(-1) == target).sum(-1)
+            self.correct = hit if self.correct is None else self.correct + hit
+            self.seen += target.shape[1]
+            return
+        if self.per_run is None:
+            self.per_run = [task_metrics(self.names, self.classes, task).to(self.device)
+                            for _ in range(self.runs)]
+        target = target.long() if not target.is_floating_point() else target.int()
+        for r, metric in enumerate(self.per_run):
+            metric.update(logits[r].float(), target[r])
+
+    def compute(self) -> list[dict[str, float]]:
+        """One ``{metric: value}`` per run (NaN before any update)."""
+        if self.correct is not None:
+            acc = (self.correct.double() / self.seen).tolist()
+            return [{"accuracy": a} for a in acc]
+        if self.per_run is None:
+            return [{n: float("nan") for n in self.names} for _ in range(self.runs)]
+        return [{k: float(v) for k, v in m.compute().items()} for m in self.per_run]

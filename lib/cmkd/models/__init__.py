@@ -11,17 +11,39 @@ stems) and ``r3d18`` (:mod:`~cmkd.models.resnet`); ``lenet5``, ``audio_cnn3`` / 
 (:mod:`~cmkd.models.avdigits_cnn`); ``fusion_concat`` / ``fusion_film`` / ``fusion_ogm_ge``
 (C2KD Table 7, with :func:`ogm_ge_coefficients` and :func:`ogm_ge_modulate_`,
 :mod:`~cmkd.models.fusion`); ``mlp`` (:mod:`~cmkd.models.mlp`); ``proxy_head``
-(:mod:`~cmkd.models.proxy`).
+(:mod:`~cmkd.models.proxy`: C2KD's proxies, SHAKE's shadow head).
 
-The batched MLPs (``Batched*``, a leading run dimension, notebook 08's fast path) are plain
-modules outside the registry.
+Stacks of runs: ``stacked(name, seeds, **options)`` builds R independent runs of a registered
+network as one module with a leading run dimension, trained at once by :func:`cmkd.engine.fit`:
+grouped layers where the model has them (``mlp`` -> :class:`BatchedMLP`,
+:mod:`~cmkd.models.batched`), ``torch.func`` otherwise (:class:`Stacked`,
+:mod:`~cmkd.models.stack`).
+
+The modules methods train beside the student: :mod:`~cmkd.models.proxy` (:class:`ProxyHead`,
+:class:`BatchedProxyHead`) and :mod:`~cmkd.models.auxiliary` (FitNet's hint regressor, Review's
+fusion).
 """
-from cmkd.models import avdigits_cnn, avmnist_cnn, fusion, proxy, resnet  # noqa: F401 (register)
+from cmkd.models import avdigits_cnn, avmnist_cnn, fusion, mlp, proxy, resnet  # noqa: F401
+from cmkd.models.auxiliary import ReviewFusion, hint_regressor
 from cmkd.models.base import Backbone
+from cmkd.models.batched import (
+    BatchedBatchNorm,
+    BatchedLinear,
+    BatchedMLP,
+    init_linear_batched,
+    linear_logits,
+    merge_runs,
+    run_count,
+    run_state,
+)
 from cmkd.models.fusion import LateFusion, ogm_ge_coefficients, ogm_ge_modulate_
-from cmkd.models.mlp import MLP, BatchedBatchNorm, BatchedLinear, BatchedMLP, BatchedProxyHead
-from cmkd.models.registry import build, names, options, register
+from cmkd.models.mlp import MLP
+from cmkd.models.proxy import BatchedProxyHead, ProxyHead
+from cmkd.models.registry import build, names, options, register, register_stacked, stacked
+from cmkd.models.stack import Stacked
 
 __all__ = ["MLP", "Backbone", "BatchedBatchNorm", "BatchedLinear", "BatchedMLP",
-           "BatchedProxyHead", "LateFusion", "build", "names", "ogm_ge_coefficients",
-           "ogm_ge_modulate_", "options", "register"]
+           "BatchedProxyHead", "LateFusion", "ProxyHead", "ReviewFusion", "Stacked", "build",
+           "hint_regressor", "init_linear_batched", "linear_logits", "merge_runs", "names",
+           "ogm_ge_coefficients", "ogm_ge_modulate_", "options", "register", "register_stacked",
+           "run_count", "run_state", "stacked"]

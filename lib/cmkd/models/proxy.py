@@ -1,29 +1,31 @@
-"""C2KD's proxy head (Eq. 5) as a registered model over another network's features.
+"""C2KD's proxy head (Eq. 5): global average pool -> 1x1 conv -> BN -> LeakyReLU(0.1) -> linear,
+over another network's features; SHAKE's shadow head has the same structure (C2KD says its
+proxies follow SHAKE's).
 
-The layers are :class:`cmkd.distill.c2kd.ProxyHead`'s (global average pool -> 1x1 conv -> BN ->
-LeakyReLU(0.1) -> linear), taken as they are; this wrapper only adds the Backbone contract, so a
-method can build a proxy by name from a backbone's ``feature_shapes`` (the official code puts it
-on ResNet-18's layer3: ``build("proxy_head", in_channels=256, classes=C)``) and read its hidden
-features (``pooled``) like any model's.
+:class:`ProxyHead` is a registered model (``build("proxy_head", in_channels=256, classes=C)``: the
+official code puts it on ResNet-18's layer3) that takes (batch, C, H, W) maps or (batch, C) pooled
+features and exposes its hidden features as ``pooled``.  :class:`BatchedProxyHead` is its stacked
+form for R runs on (R, n, C) pooled features (:mod:`cmkd.models.batched`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from cmkd.distill.c2kd import ProxyHead as _ProxyHead
 from cmkd.models.base import Backbone, check_input, check_option
+from cmkd.models.batched import BatchedBatchNorm, BatchedLinear
 from cmkd.models.registry import register
 
 
 class ProxyHead(Backbone):
-    """Proxy head on (batch, C, H, W) feature maps or (batch, C) pooled features.
+    """Proxy (or shadow) head on (batch, C, H, W) feature maps or (batch, C) pooled features.
 
     Features: ``pooled`` (batch, hidden): the 1x1 conv -> BN -> LeakyReLU output, the
-    classifier's input.  Blocks: adapt, classifier.
+    classifier's input.  Blocks: adapt, classifier.  ``hidden`` defaults to ``in_channels``.
     """
 
     def __init__(self, in_channels: int, classes: int, hidden: int | None = None, *,
@@ -33,11 +35,13 @@ class ProxyHead(Backbone):
         check_option("proxy_head", "classes", classes, low=1)
         if hidden is not None:
             check_option("proxy_head", "hidden", hidden, low=1)
-        head = _ProxyHead(in_channels, classes, hidden)
+        hidden = hidden or in_channels
         self.in_channels = in_channels
-        self.adapt, self.classifier = head.adapt, head.fc
+        self.adapt = nn.Sequential(nn.Conv2d(in_channels, hidden, 1, bias=False),
+                                   nn.BatchNorm2d(hidden), nn.LeakyReLU(0.1))
+        self.classifier = nn.Linear(hidden, classes)
         self.classes, self.modalities = classes, (modality,)
-        self.feature_shapes = {"pooled": (head.fc.in_features,)}
+        self.feature_shapes = {"pooled": (hidden,)}
 
     def features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         c = self.in_channels
@@ -56,3 +60,14 @@ def proxy_head(in_channels: int, classes: int, hidden: int | None = None, *,
                modality: str = "features") -> ProxyHead:
     """C2KD's proxy head over ``in_channels`` features; see :class:`ProxyHead`."""
     return ProxyHead(in_channels, classes, hidden, modality=modality)
+
+
+class BatchedProxyHead(nn.Sequential):
+    """:class:`ProxyHead` for R runs on (R, n, C) pooled features: a linear map without bias
+    (the 1x1 conv on pooled features) -> BN -> LeakyReLU(0.1) -> linear; run r's layers are
+    seeded from ``seeds[r]`` (the output layer from ``seeds[r] + 1``)."""
+
+    def __init__(self, in_features: int, hidden: int, classes: int, seeds: Sequence[int]):
+        super().__init__(BatchedLinear(in_features, hidden, seeds, bias=False),
+                         BatchedBatchNorm(len(seeds), hidden), nn.LeakyReLU(0.1),
+                         BatchedLinear(hidden, classes, [s + 1 for s in seeds]))

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+#: name -> factory(seeds, **options) of a model's own stacked form (see :func:`stacked`)
+_STACKED: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register(name: str) -> Callable:
@@ -48,12 +51,55 @@ def _factory(name: str) -> Callable:
     return _REGISTRY[name]
 
 
+def register_stacked(name: str) -> Callable:
+    """Decorator registering the stacked form of model ``name``: a factory ``(seeds, **options)``
+    returning ``len(seeds)`` runs of it as one module with a leading run dimension (grouped
+    layers, e.g. :class:`cmkd.models.batched.BatchedMLP` for ``mlp``)."""
+
+    def deco(factory: Callable) -> Callable:
+        if name in _STACKED:
+            raise ValueError(f"model {name!r} already has a stacked form")
+        _STACKED[name] = factory
+        return factory
+
+    return deco
+
+
 def build(name: str, **opts) -> nn.Module:
     """Build the registered model ``name`` with keyword options (its factory's arguments).
 
     Raises ValueError naming the model and its allowed options when an option is unknown or a
     required one (such as ``classes``) is missing; values are checked by the model itself.
     """
+    return _factory(name)(**_checked(name, opts))
+
+
+def stacked(name: str, seeds: Sequence[int], **opts) -> nn.Module:
+    """``len(seeds)`` independent runs of model ``name`` as one module: inputs (R, batch, ...)
+    -> logits (R, batch, classes), every tensor of its state with the runs first.
+
+    Run ``r`` is initialised from ``seeds[r]``.  The model's own stacked form when it has one
+    (:func:`register_stacked`: ``mlp`` -> grouped layers), else :class:`cmkd.models.Stacked`
+    over ``len(seeds)`` copies, copy ``r`` built after ``torch.manual_seed(seeds[r])`` (the
+    global generator is restored after).  Options are checked as :func:`build` checks them.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError(f"model {name!r}: a stack needs at least one seed")
+    opts = _checked(name, opts)
+    if name in _STACKED:
+        return _STACKED[name](seeds, **opts)
+    from cmkd.models.stack import Stacked
+
+    copies = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            copies.append(_factory(name)(**opts))
+    return Stacked(copies)
+
+
+def _checked(name: str, opts: dict) -> dict:
     factory = _factory(name)
     sig = inspect.signature(factory)
     allowed = [p.name for p in sig.parameters.values()]
@@ -72,4 +118,4 @@ def build(name: str, **opts) -> nn.Module:
     if missing:
         raise ValueError(f"model {name!r}: missing required option(s) {', '.join(missing)}; "
                          f"allowed options: {described}")
-    return factory(**opts)
+    return opts

@@ -1,0 +1,183 @@
+"""How a paired dataset enters a crossmodal grid: its two modalities and their batch keys, the
+papers' model for each modality, the loader options a grid sets, and the check (before any
+compute) that its folder and encoders are usable.
+
+A grid (a notebook's job grid, :mod:`cmkd.jobs.builders`) names datasets and reads their
+settings from its params: the root folder of a real dataset from the parameter its loader names
+(``cmkd.data.<name>.PARAM``, e.g. ``cremad_root``), other loader options from the parameters in
+:attr:`DataSpec.params`.  Directions follow C2KD's columns: ``a2v`` is the first modality
+(audio; CrisisMMD: text) teaching the second (visual; image), ``v2a`` the reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: direction -> (teacher, student) as positions in a spec's ``modalities``
+DIRECTIONS = {"a2v": (0, 1), "v2a": (1, 0)}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One paired dataset as a grid uses it.
+
+    modalities : (first, second): the teacher and the student of 'a2v' (the reverse: 'v2a').
+    keys : modality -> batch key of the dataset's items.
+    models : modality -> (registry model, options): the papers' network for that modality
+        (``classes`` is added from the dataset).
+    options : loader options fixed for this use.
+    params : loader option -> the grid parameter that sets it (e.g. ``image_size``).
+    encoders : the loader options of ``params`` that are import paths of the user's encoders
+        (checked by :func:`preflight`).
+    dims : modality -> the grid parameter giving the model's ``in_features`` (an encoder's
+        feature size).
+    """
+
+    modalities: tuple[str, str]
+    keys: dict
+    models: dict
+    options: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    encoders: tuple = ()
+    dims: dict = field(default_factory=dict)
+
+
+_AV_RESNET = {"audio": ("resnet18", {"in_channels": 1})}
+SPECS: dict[str, DataSpec] = {
+    "avdigits": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
+                         {"audio": ("avdigits_cnn", {"modality": "audio"}),
+                          "visual": ("avdigits_cnn", {"modality": "image"})}),
+    "cremad": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
+                       {**_AV_RESNET, "visual": ("resnet18", {"frames": 1})}, {"frames": 1},
+                       {"image_size": "image_size"}),
+    "ave": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
+                    {**_AV_RESNET, "visual": ("resnet18", {"frames": 1})}, {"frames": 1},
+                    {"image_size": "image_size"}),
+    "vggsound": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
+                         {**_AV_RESNET, "visual": ("resnet18", {"frames": 3})}, {"frames": 3},
+                         {"image_size": "image_size"}),
+    "crisismmd": DataSpec(("text", "image"), {"text": "text", "image": "image"},
+                          {"text": ("mlp", {"modality": "text", "hidden": (256, 256)}),
+                           "image": ("mlp", {"modality": "image", "hidden": (256, 256)})},
+                          params={"image_size": "image_size",
+                                  "text_encoder": "crisismmd_text_encoder",
+                                  "image_encoder": "crisismmd_image_encoder"},
+                          encoders=("text_encoder", "image_encoder"),
+                          dims={"text": "crisismmd_text_dim", "image": "crisismmd_image_dim"}),
+}
+
+
+def spec(dataset: str) -> DataSpec:
+    """The spec of ``dataset`` (a ValueError naming the known ones otherwise)."""
+    if dataset not in SPECS:
+        raise ValueError(f"dataset {dataset!r} has no pairing spec; known: {', '.join(SPECS)}")
+    return SPECS[dataset]
+
+
+def root_param(dataset: str) -> str | None:
+    """The parameter naming the folder of a real dataset (its loader's ``PARAM``), or None."""
+    from cmkd import data
+
+    return getattr(data.module(dataset), "PARAM", None)
+
+
+def modalities(dataset: str, direction: str) -> tuple[str, str]:
+    """(teacher, student) modality of ``direction`` on ``dataset`` (crisismmd a2v: text,
+    image)."""
+    pair = spec(dataset).modalities
+    t, s = DIRECTIONS[direction]
+    return pair[t], pair[s]
+
+
+def resolve_root(root: str) -> Path:
+    """A root as given, '~' expanded; a relative root is relative to the project folder."""
+    from cmkd.reporting import repo_root
+
+    path = Path(root).expanduser()
+    return path if path.is_absolute() else repo_root() / path
+
+
+def root(dataset: str, params: Mapping[str, Any]) -> str | None:
+    """The folder of ``dataset`` from a grid's params (None for embedded and synthetic sets)."""
+    param = root_param(dataset)
+    return None if param is None else str(resolve_root(params[param]))
+
+
+def loader_options(dataset: str, params: Mapping[str, Any]) -> dict:
+    """The loader options of ``dataset`` in a grid: the spec's fixed ones and those its params
+    set."""
+    s = spec(dataset)
+    return {**s.options, **{option: params[param] for option, param in s.params.items()}}
+
+
+def model(dataset: str, modality: str, params: Mapping[str, Any]) -> tuple[str, dict]:
+    """(registry model, options) of ``modality`` on ``dataset``, with its ``classes`` (and its
+    ``in_features`` where the params give an encoder's size)."""
+    from cmkd import data
+
+    s = spec(dataset)
+    name, opts = s.models[modality]
+    opts = dict(opts, classes=data.classes(dataset))
+    if modality in s.dims:
+        opts["in_features"] = params[s.dims[modality]]
+    return name, opts
+
+
+def preflight(datasets, params: Mapping[str, Any]) -> None:
+    """Check, before any compute, that every real dataset of ``datasets`` is found where the
+    params say (the loader's own checks of lists and folders, no item read) and that its encoder
+    import paths are set and importable.  Every problem is listed at once in one ParamError."""
+    problems: list[tuple[str, str]] = []
+    for name in datasets:
+        problems += _encoder_problems(name, params)
+        problems += _root_problems(name, params)
+    if len(problems) == 1:
+        from cmkd.params import ParamError
+
+        raise ParamError(*problems[0])
+    if problems:
+        from cmkd.params import ParamError
+
+        raise ParamError(None, f"{len(problems)} problems:\n" + "\n".join(
+            f"  parameter '{p}': {m}" for p, m in problems))
+
+
+def _encoder_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    from cmkd.data.crisismmd import resolve_encoder
+
+    s, out = spec(name), []
+    for option in s.encoders:
+        param = s.params[option]
+        path = params[param]
+        if not path:
+            out.append((param, f"dataset {name!r} is selected but {param} is empty; set it to "
+                               f"the import path 'package.module:callable' of a "
+                               f"{option.replace('_', ' ')} of your own that loads local "
+                               f"weights (nothing is downloaded; see cmkd.data.{name})"))
+            continue
+        try:
+            resolve_encoder(path, option)
+        except ValueError as err:
+            out.append((param, str(err)))
+    return out
+
+
+def _root_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    from cmkd import data
+    from cmkd.data.files import DatasetError
+
+    param = root_param(name)
+    if param is None:
+        return []
+    if not params[param]:
+        layout = getattr(data.module(name), "LAYOUT", "").strip()
+        return [(param, f"dataset {name!r} is selected but {param} is empty; set it to the "
+                        f"folder holding it. Expected layout:\n{layout}")]
+    try:  # the loader's own checks (lists, folders), with its tolerance; no item read
+        data.load(name, resolve_root(params[param]), "train", **loader_options(name, params))
+    except DatasetError as err:
+        return [(param, str(err))]
+    return []
