@@ -28,7 +28,8 @@
 # The KD student minimises Eq. (1), ρ·CE + (1-ρ)·KL, times `loss_scale`: at ρ = 0.5 and
 # `loss_scale` = 2 that is the official code's CE weight 1 + KL weight 1.
 #
-# **Where we depart from the official code** (`shared/reference/official_code_audit.md`): the KL term
+# **Where we depart from the official code**
+# ([`docs/official_code_audit.md`](../docs/official_code_audit.md)): the KL term
 # is the KL divergence (`kl_reduction = "batchmean"`); the official `nn.KLDivLoss()` default
 # (`"mean"`) also divides by the number of classes, i.e. halves the KD weight here. Both are
 # available; the last section shows how much the choice moves the numbers. All runs of all

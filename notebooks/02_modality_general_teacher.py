@@ -34,7 +34,8 @@
 # x^a across samples M times and measures how far the x^a network's output moves from the x^b
 # network's (`cmkd.mfh`, vectorised over channels and permutations).
 #
-# **Where we depart from the official code** (`shared/reference/official_code_audit.md`):
+# **Where we depart from the official code**
+# ([`docs/official_code_audit.md`](../docs/official_code_audit.md)):
 # (1) its regular-KD baseline swaps the modalities (the teacher is fed x^b, the student trains on
 # x^a and is tested on x^b); we train it correctly and show the swapped baseline beside it in its
 # own section; (2) the KL term is the KL divergence (`kl_reduction = "batchmean"`; the official

@@ -63,3 +63,25 @@ def test_stored_outputs_are_clean(root, name):
     text = json.dumps(nb)
     assert not re.search(r'"/(work|tmp|root|home)/', text), "no absolute paths of this machine"
     assert "image/png" in text, "figures are shown in the notebook"
+
+
+SHARED_PATHS = re.compile(r"shared/(reference|papers|datasets)")
+
+
+def test_no_file_cites_the_shared_folder(root):
+    """A clone has no shared/ folder: the project cites docs/ and the papers by reference."""
+    files = [root / "README.md", *sorted((root / "lib").rglob("*")),
+             *sorted((root / "notebooks").glob("*.py")),
+             *sorted((root / "notebooks").glob("*.ipynb"))]
+    offending = []
+    for path in files:
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary data (embedded .npz)
+        offending += [f"{path.relative_to(root)}:{number}: {line.strip()}"
+                      for number, line in enumerate(text.splitlines(), 1)
+                      if SHARED_PATHS.search(line)]
+    assert not offending, "files name shared/ paths:\n" + "\n".join(offending)

@@ -1,6 +1,6 @@
 """Notebook 02: MFH Table 2, regular vs modality-general teachers on MVD synthetic data.
 
-The setting of the official gauss/main_modify_gamma.py (shared/reference/official_code_audit.md):
+The setting of the official gauss/main_modify_gamma.py (docs/official_code_audit.md):
 both modalities 50-d; x^a observes ``xs1 + xs2`` decisive features, x^b the first ``xs2`` of them,
 so ``gamma = xs2 / (xs1 + xs2)`` and beta = 0; all-ones separating hyperplane; logistic
 regressions trained full-batch with SGD.  Per run, three draws of data: the teachers' (also used

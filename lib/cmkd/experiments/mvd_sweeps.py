@@ -2,7 +2,7 @@
 
 Per run and setting: a logistic-regression teacher on x^a, a no-KD student on x^b and a KD
 student on x^b distilled from the teacher with MFH Eq. (1) (Appendix B.2; settings of the official
-gauss/main.py, see shared/reference/official_code_audit.md).  Every run of every setting of one
+gauss/main.py, see docs/official_code_audit.md).  Every run of every setting of one
 phase (teacher, no-KD, KD) trains in one batched tensor program.
 """
 

@@ -3,7 +3,7 @@
 With a salience vector from Algorithm 1, a *modality-general* teacher nullifies the r% least
 salient channels, a *modality-specific* teacher the r% most salient ones, and a *random* teacher
 r% channels drawn without replacement (the official synthetic script draws with replacement; see
-shared/reference/official_code_audit.md).  The same keep-sets apply to input channels
+docs/official_code_audit.md).  The same keep-sets apply to input channels
 (:func:`nullify_channels`) and to an intermediate layer's channels (:func:`nullify_layer`).
 """
 
