@@ -39,7 +39,7 @@
 #   (`.cache/jobs`, `cmkd cache list`), so a rerun or an interrupted run resumes. The reported
 #   score is the test accuracy at the epoch of best validation accuracy (the official code
 #   selects on validation; the last epoch's is recorded too).
-# * **Where we depart from the official code** (`shared/reference/official_code_audit.md`): C2KD
+# * **Where we depart from the official code** ([`docs/official_code_audit.md`](../docs/official_code_audit.md)): C2KD
 #   removes the target class and averages the masked KL over the kept samples, as Eq. (6) says
 #   (the official code zeroes the target logit and averages over the batch: the registry's
 #   preset `c2kd_official`); frames are read in sorted order; validation is carved from train.

@@ -32,7 +32,7 @@
 #   C2KD and the ablations of its Table 5 (BD, NT+BD, OFS+BD, OFS+NT+BD without proxies) and its
 #   Table 3 variant with only the teacher's top layer updated. C2KD follows the paper: target class
 #   removed, KL averaged over the kept samples, ω strict (`cmkd.distill.c2kd`). **Where the
-#   official code departs** (`shared/reference/official_code_audit.md`): its non-target KL zeroes
+#   official code departs** ([`docs/official_code_audit.md`](../docs/official_code_audit.md)): its non-target KL zeroes
 #   the target logit (the softmax still covers all K classes) and averages the masked KL over the
 #   whole batch; that variant runs too ("C2KD, official code's NT-KL", dotted), so its effect on
 #   the numbers is visible beside the paper's.

@@ -11,7 +11,7 @@
   + l3 eta [D(S^pro\\t, T^pro\\t) + D(T^pro\\t, S^pro\\t)]`` where ``D(a, b)`` moves ``a`` towards
   ``b`` (KL(b || a), b detached, as in KD) and ``\\t`` drops the target class.
 
-Where the official code departs from the paper (shared/reference/official_code_audit.md), the
+Where the official code departs from the paper (docs/official_code_audit.md), the
 paper is the default and the official behaviour a named option: ``target_mode='zero'`` (the
 official 'ntkl' multiplies logits by the non-target mask, i.e. sets the target logit to 0 and
 keeps all C classes in the softmax) and ``average='batch'`` (the masked per-sample KL averaged over
