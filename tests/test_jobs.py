@@ -386,12 +386,36 @@ def test_cmkd_cache_list_and_prune(tmp_path, capsys, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- a kill
+# The run is stopped at a known point, whatever the machine's speed: the second job to be stored
+# writes all its files into its temporary folder, then the process says so in a file and blocks
+# for good (it never completes that folder); the test SIGKILLs it there.  So one job is
+# finished, one is half-stored (files written, no completion marker) and one never started.
 SCRIPT = """
-import sys, torch
+import json, signal, sys, torch
+from pathlib import Path
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from test_jobs import student
-from cmkd.jobs import run_jobs
+from cmkd.jobs import cache as jc, run_jobs
+from cmkd.jobs.executors import die_with_parent
+
+die_with_parent()  # never outlive the test, even if it fails before the kill
+real_store, stored = jc.store, []
+
+
+def store(cache, key, write):
+    def write_then_block(tmp):
+        write(tmp)
+        stored.append(key)
+        if len(stored) == 2:
+            Path({blocked!r}).write_text(json.dumps({{"key": key, "tmp": tmp.name}}))
+            while True:
+                signal.pause()  # until the test's SIGKILL
+
+    return real_store(cache, key, write_then_block)
+
+
+jc.store = store
 jobs = [student(method="nokd", hparams={{}}, teacher=None, seed=s, epochs=5, batch_size=64)
         for s in (11, 12, 13)]
 print(" ".join(j.key for j in jobs), flush=True)
@@ -400,27 +424,34 @@ run_jobs(jobs, progress=False)
 
 
 def test_killed_run_resumes_and_redoes_only_the_missing_jobs(tmp_path, fits):
-    cache = tmp_path / "cache"
+    cache, blocked = tmp_path / "cache", tmp_path / "blocked.json"
     env = {**os.environ, "CMKD_CACHE": str(cache), "TQDM_DISABLE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "lib"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests"))],
-                            env=env, stdout=subprocess.PIPE, text=True)
+    script = SCRIPT.format(tests=str(ROOT / "tests"), blocked=str(blocked))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            text=True)
     try:
         keys = proc.stdout.readline().split()
         assert len(keys) == 3
-        deadline = time.time() + 300
-        while not any(jc.has(cache, k) for k in keys):
-            assert proc.poll() is None, "the run ended before a job finished"
-            assert time.time() < deadline, "no job finished in time"
-            time.sleep(0.02)
+        deadline = time.monotonic() + 900  # generous: only a bound, the event is the file
+        while not blocked.is_file():
+            assert proc.poll() is None, "the run ended before it stored its second job"
+            assert time.monotonic() < deadline, "the run did not store two jobs in 900 s"
+            time.sleep(0.1)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    half = json.loads(blocked.read_text())
     done = [k for k in keys if jc.has(cache, k)]
-    assert done and len(done) < 3, "the kill came too late to test resuming"
+    assert len(done) == 1 and half["key"] in keys and half["key"] not in done
+    # the killed job's files are all there, but in a temporary folder without the marker
+    assert folders(cache) == sorted([done[0], half["tmp"]])
+    assert (cache / half["tmp"] / jc.RESULT).is_file()
+    assert not (cache / half["tmp"] / jc.MARKER).exists()
     # every folder is either finished or incomplete (never read); nothing half-finished is used
     jobs = [student(method="nokd", hparams={}, teacher=None, seed=s, epochs=5, batch_size=64)
             for s in (11, 12, 13)]

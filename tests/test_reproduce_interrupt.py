@@ -1,7 +1,13 @@
 """`cmkd reproduce` under interruption, in real subprocesses stopped by real signals: Ctrl-C
 (SIGINT) leaves the previous artefacts and REPORT.md exactly as they were and says so in one
 line; SIGKILL leaves nothing a rerun trusts; a second reproduce of the same profile is refused;
-leftovers are removed by the next run."""
+leftovers are removed by the next run.
+
+Nothing here depends on the machine's speed: the test notebook saves its first table, then (when
+its ``release`` parameter names a file) says so in a file and waits for ``release`` to exist.
+The interrupted runs never create it, so the notebook is certainly still running when the
+signal comes; the runs that must succeed pass ``release: ''`` and do not wait.  Every wait of
+the test itself polls for an event with a generous deadline."""
 import hashlib
 import json
 import os
@@ -10,11 +16,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
+from cmkd.jobs.executors import die_with_parent
+
 NB = "00_sleepy"
+TIMEOUT = 600  # seconds: a generous bound on any single wait, never a synchronisation
 
 MODULE = '''
 from dataclasses import dataclass, field
@@ -22,7 +32,8 @@ from cmkd.params import spec
 
 @dataclass(frozen=True)
 class Config:
-    seconds: float = field(metadata=spec("how long the notebook sleeps", low=0))
+    release: str = field(metadata=spec("a file the notebook waits for between its two "
+                                       "tables ('' does not wait)"))
     value: int = field(metadata=spec("the number it saves", low=0))
 '''
 
@@ -37,16 +48,24 @@ sys.exit(cli.main(sys.argv[1:]))
 def _notebook():
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell('profile = "smoke"\nseconds = 0.0\nvalue = 1',
+        nbformat.v4.new_code_cell('profile = "smoke"\nrelease = ""\nvalue = 1',
                                   metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(textwrap.dedent('''
+            import os
             import time
+            from pathlib import Path
             import pandas as pd
             from cmkd.reporting import Report
-            report = Report("00_sleepy", profile, "a notebook that sleeps")
+            report = Report("00_sleepy", profile, "a notebook that waits for a file")
             report.save_table(pd.DataFrame({"value": [value]}), "sleepy_first", "first",
                               "nothing")
-            time.sleep(seconds)
+            if release:
+                # tell the test that this kernel (its pid) now waits, then wait for the file
+                waiting = Path(release + ".waiting")
+                Path(release + ".tmp").write_text(str(os.getpid()))
+                os.replace(release + ".tmp", waiting)
+                while not Path(release).exists():
+                    time.sleep(0.05)
             report.save_table(pd.DataFrame({"value": [value * 2]}), "sleepy_second", "second",
                               "nothing")''')),
     ]
@@ -61,11 +80,21 @@ def project(tmp_path):
     (proj / "notebooks").mkdir(parents=True)
     (proj / "params/smoke").mkdir(parents=True)
     nbformat.write(_notebook(), proj / f"notebooks/{NB}.ipynb")
-    (proj / f"params/smoke/{NB}.yaml").write_text("seconds: 0\nvalue: 1\n")
+    _set_release(proj, "")
     (tmp_path / "mods").mkdir()
     (tmp_path / "mods/cmkd_test_sleepy.py").write_text(MODULE)
     (tmp_path / "mods/runner.py").write_text(RUNNER)
-    return proj
+    yield proj
+    # a failed test must not leave a run (or its kernel) waiting for a file that never comes
+    for proc in _STARTED.pop(proj, []):
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    for marker in tmp_path.glob("*.waiting"):
+        _kill_if_kernel(int(marker.read_text()))
+
+
+_STARTED: dict[Path, list[subprocess.Popen]] = {}
 
 
 def _env(project):
@@ -77,20 +106,29 @@ def _env(project):
 
 
 def _start(project, *args):
-    return subprocess.Popen([sys.executable, str(project.parent / "mods/runner.py"), "reproduce",
+    proc = subprocess.Popen([sys.executable, str(project.parent / "mods/runner.py"), "reproduce",
                              "--profile", "smoke", "--only", "00", *args], cwd=project,
                             env=_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=die_with_parent)
+    _STARTED.setdefault(project, []).append(proc)
+    return proc
 
 
 def _run(project, *args):
     proc = _start(project, *args)
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=TIMEOUT)
     return proc.returncode, out, err
 
 
-def _set_seconds(project, seconds):
-    (project / f"params/smoke/{NB}.yaml").write_text(f"seconds: {seconds}\nvalue: 1\n")
+def _release(project) -> Path:
+    """The file the interrupted runs' notebook waits for; no test creates it."""
+    return project.parent / "release"
+
+
+def _set_release(project, release):
+    """The params file: ``release: ''`` runs straight through, a path makes the notebook wait."""
+    (project / f"params/smoke/{NB}.yaml").write_text(
+        f"release: {json.dumps(str(release))}\nvalue: 1\n")
 
 
 def _published(project):
@@ -100,21 +138,51 @@ def _published(project):
             and not {".state", "notebooks", ".staging"} & set(p.parts) and p.name != ".lock"}
 
 
-def _wait_running(project, proc, timeout=120):
-    """Until the notebook's kernel has written its first table to the staging folder."""
+def _wait_running(project, proc) -> int:
+    """Until the notebook's kernel has written its first table to the staging folder and waits
+    for the release file; returns the kernel's pid."""
     staged = project / f"reports/smoke/.staging/{NB}/tables/sleepy_first.csv"
+    waiting = Path(str(_release(project)) + ".waiting")
+    _until(lambda: waiting.is_file(), "the notebook never reached its wait", proc)
+    assert staged.is_file(), "the notebook waits but its first table is not staged"
+    return int(waiting.read_text())
+
+
+def _until(condition, message, proc=None, timeout=TIMEOUT):
+    """Poll until ``condition()`` holds; fail with ``message`` after ``timeout`` seconds (or at
+    once if ``proc``, which must keep running meanwhile, ends)."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert proc.poll() is None, proc.communicate()
-        if staged.is_file():
-            return
-        time.sleep(0.2)
-    raise AssertionError("the notebook never started")
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"{message}: the run ended with status {proc.returncode}\n"
+                                 f"{out}\n{err}")
+        assert time.monotonic() < end, f"{message} (waited {timeout} s)"
+        time.sleep(0.1)
 
 
 def _papermill_alive(project):
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return [line for line in ps.splitlines() if "papermill" in line and str(project) in line]
+
+
+def _ps(pid, field) -> str:
+    return subprocess.run(["ps", "-o", f"{field}=", "-p", str(pid)], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _alive(pid) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, counts as ended)."""
+    state = _ps(pid, "stat")
+    return bool(state) and not state.startswith("Z")
+
+
+def _kill_if_kernel(pid):
+    if "ipykernel" in _ps(pid, "args"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_ctrl_c_kill_and_a_second_run(project):
@@ -132,14 +200,15 @@ def test_ctrl_c_kill_and_a_second_run(project):
     assert b"## Environment" in report
 
     # Ctrl-C while the notebook runs: one line, everything as it was, the next run redoes it
-    _set_seconds(project, 60)
+    _set_release(project, _release(project))  # a file that never comes: the notebook waits
     proc = _start(project)
-    _wait_running(project, proc)
+    kernel = _wait_running(project, proc)
     code2, _, err2 = _run(project)  # a second reproduce of the same profile is refused
     assert code2 != 0 and "another reproduce of profile 'smoke' is running" in err2
+    assert proc.poll() is None, "the notebook must still be waiting for its release file"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, err
     assert "Traceback" not in err
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and f"interrupted while running {NB}" in lines[0]
@@ -147,33 +216,37 @@ def test_ctrl_c_kill_and_a_second_run(project):
     assert (project / "reports/smoke/REPORT.md").read_bytes() == report
     assert not (project / "reports/smoke/.staging").exists()
     assert not list((project / "reports/smoke/notebooks").glob(".*.ipynb"))
-    time.sleep(1)
-    assert not _papermill_alive(project)
+    _until(lambda: not _papermill_alive(project), "papermill still runs after Ctrl-C")
+    _until(lambda: not _alive(kernel), "the notebook's kernel still runs after Ctrl-C")
     state = json.loads((project / f"reports/smoke/.state/{NB}.json").read_text())
     assert state["ok"] is False
 
     # SIGKILL: leftovers stay, but nothing that a rerun trusts
+    Path(str(_release(project)) + ".waiting").unlink()
     proc = _start(project)
-    _wait_running(project, proc)
+    kernel = _wait_running(project, proc)
+    assert proc.poll() is None, "the notebook must still be waiting for its release file"
     proc.kill()
-    proc.communicate(timeout=60)
-    time.sleep(1)
-    assert not _papermill_alive(project), "the papermill child must die with its parent"
+    proc.communicate(timeout=TIMEOUT)
+    _until(lambda: not _papermill_alive(project),
+           "the papermill child must die with its parent")
+    _until(lambda: not _alive(kernel), "the notebook's kernel must end with papermill")
     assert (project / "reports/smoke/.staging").exists()
     assert _published(project) == before
 
     # a rerun without --force redoes the notebook and removes what the killed run left
-    _set_seconds(project, 0)
+    _set_release(project, "")
     code, out, err = _run(project)
     assert code == 0, err
     assert "removed reports/smoke/.staging (left by an interrupted run)" in err
     assert f"{NB}: ok in" in out and "skipped" not in out
     assert not (project / "reports/smoke/.staging").exists()
     assert not list((project / "reports/smoke/notebooks").glob(".*.ipynb"))
+    assert not _release(project).exists()
 
 
 def test_a_failure_then_a_success_removes_the_failed_copy_and_files_follow_the_umask(project):
-    (project / f"params/smoke/{NB}.yaml").write_text("seconds: 0\nvalue: 1\n")
+    _set_release(project, "")
     path = project / f"notebooks/{NB}.ipynb"
     good = path.read_bytes()
     nb = _notebook()
