@@ -55,6 +55,21 @@ def device_description(preference: str | None) -> str:
     return device.type
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; elsewhere what ``platform`` knows), or ''.
+
+    Recorded because CPU kernels differ between processors (AVX2 or AVX-512 code paths round
+    differently), and SGD amplifies a last-bit difference: the same code and lock can give
+    slightly different numbers on another CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
 def environment(root: Path, device: str | None = None) -> dict:
     """Code and environment facts of a run made in checkout ``root`` on ``device``."""
     import torch
@@ -63,7 +78,7 @@ def environment(root: Path, device: str | None = None) -> dict:
     return {"commit": commit, "dirty": dirty, "lock_sha256": lock_hash(root),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "platform": f"{sys.platform}-{platform.machine()}",
-            "device": device_description(device)}
+            "device": device_description(device), "cpu": cpu_model()}
 
 
 def peak_memory() -> dict:

@@ -348,7 +348,7 @@ def _environment_md(records: list[dict]) -> list[str]:
                      "lock": (prov.get("lock_sha256") or "none")[:12],
                      "python": prov.get("python"), "torch": prov.get("torch"),
                      "CUDA build": prov.get("cuda") or "none", "device": prov.get("device"),
-                     "platform": prov.get("platform"),
+                     "platform": prov.get("platform"), "CPU": prov.get("cpu") or "",
                      "wall time (s)": f"{prov['wall_seconds']:.1f}",
                      "peak memory (MiB)": mem})
     if not rows:
@@ -356,7 +356,9 @@ def _environment_md(records: list[dict]) -> list[str]:
     return ["## Environment", "",
             "What produced each notebook's artefacts (recorded by `cmkd reproduce`): the commit "
             "(*dirty*: the checkout had uncommitted changes), the first 12 hex digits of "
-            "requirements.lock's sha256, the versions, the device, and the run's wall time and "
+            "requirements.lock's sha256, the versions, the device and CPU (CPU kernels round "
+            "differently on other processors, so trained numbers can move in their last digits "
+            "there), and the run's wall time and "
             "peak resident memory of its kernel. A rerun that reproduces every artefact "
             "byte for byte keeps the record of the run that first made them.", "",
             pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True), ""]

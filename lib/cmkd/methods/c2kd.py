@@ -15,7 +15,7 @@ module a switch (Table 5):
 * ``proxy`` the dual proxies (Eq. 5): :class:`cmkd.models.proxy.ProxyHead` on each side's
   ``proxy_feature`` (default 'layer3', the ResNet-18 map the official code reads; models without
   a 'layer3' use 'pooled'), built from the models' ``feature_shapes``; with ``runs``
-  :class:`cmkd.models.proxy.BatchedProxyHead` seeded from ``run_seeds()`` (the teacher's + 11).
+  its stacked form (``cmkd.models.stacked``) seeded from ``run_seeds()`` (the teacher's + 11).
 * ``base`` the divergence of the crossmodal term: 'kl' (C2KD), 'dist' or 'nkd' (Fig. 5).
 
 The official code's variant is ``target_mode='zero', average='batch'`` (the masked KL averaged
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cmkd import models
 from cmkd.distill import c2kd_loss
 from cmkd.distill.c2kd import BASES, FILTERS
 from cmkd.methods.base import (
@@ -45,7 +46,6 @@ from cmkd.methods.base import (
     resolve_feature,
 )
 from cmkd.metrics.krc import kendall_tau
-from cmkd.models.proxy import BatchedProxyHead, ProxyHead
 from cmkd.params import ParamError, spec
 
 #: Named ablations (hyperparameters over the defaults): Table 5's rows, Table 3's teacher
@@ -154,9 +154,11 @@ class C2KD(Method):
             for key, model, name, offset in (("student_proxy", self.student, names[0], 0),
                                              ("teacher_proxy", self.teacher, names[1], 11)):
                 dim = model_feature_shapes(model)[name][0]
-                self.extra[key] = (BatchedProxyHead(dim, dim, self.classes,
-                                                    self.run_seeds(offset))
-                                   if self.runs else ProxyHead(dim, self.classes))
+                self.extra[key] = (models.stacked("proxy_head", self.run_seeds(offset),
+                                                  in_channels=dim, classes=self.classes)
+                                   if self.runs else
+                                   models.build("proxy_head", in_channels=dim,
+                                                classes=self.classes))
 
     def step(self, batch, epoch):
         y = batch["label"]

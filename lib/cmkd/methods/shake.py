@@ -14,8 +14,9 @@ name; 'auto' is the teacher's second-to-last feature map (a ResNet's layer3, whe
 official code puts its proxies), its only map if it has one, else 'pooled'.  Departure: the
 official head fuses the teacher's three CIFAR-ResNet stages by strided convolutions and ends in
 the teacher's own (fixed) classifier; C2KD's reproduction of SHAKE, the one Table 3 reports,
-is not public.  With ``runs=True`` the head is a :class:`cmkd.models.BatchedProxyHead` on the
-batched teacher's 'pooled' features, seeded by ``run_seeds()``.
+is not public.  With ``runs=True`` the head is the proxy head's stacked form
+(``cmkd.models.stacked``) on the stacked teacher's 'pooled' features, seeded by
+``run_seeds()``.
 
 Diagnostic (C2KD Fig. 3): ``n_krc_below_omega``, the samples of the batch whose Kendall tau
 between the shadow head's and the student's logits (the pair SHAKE distils both ways) is below
@@ -26,12 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cmkd import models
 from cmkd.distill import shake_loss
 from cmkd.distill.shake import OFFICIAL_SCALE
 from cmkd.methods.base import Method, register
 from cmkd.methods.layers import AUTO, check_layer, feature_shapes, map_layers
 from cmkd.metrics.krc import kendall_tau
-from cmkd.models.proxy import BatchedProxyHead, ProxyHead
 from cmkd.params import spec
 
 
@@ -75,10 +76,11 @@ class SHAKE(Method):
                                  role="teacher")
         width = shapes[self.layer][0]
         if self.runs:
-            self.extra["shadow"] = BatchedProxyHead(width, width, self.classes,
-                                                    self.run_seeds())
+            self.extra["shadow"] = models.stacked("proxy_head", self.run_seeds(),
+                                                  in_channels=width, classes=self.classes)
         else:
-            self.extra["shadow"] = ProxyHead(width, self.classes)
+            self.extra["shadow"] = models.build("proxy_head", in_channels=width,
+                                                classes=self.classes)
 
     def step(self, batch, epoch):
         logits, _ = self.student_forward(batch, features=True)

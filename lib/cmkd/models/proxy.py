@@ -5,7 +5,8 @@ proxies follow SHAKE's).
 :class:`ProxyHead` is a registered model (``build("proxy_head", in_channels=256, classes=C)``: the
 official code puts it on ResNet-18's layer3) that takes (batch, C, H, W) maps or (batch, C) pooled
 features and exposes its hidden features as ``pooled``.  :class:`BatchedProxyHead` is its stacked
-form for R runs on (R, n, C) pooled features (:mod:`cmkd.models.batched`).
+form for R runs on (R, n, C) pooled features (``cmkd.models.stacked("proxy_head", seeds, ...)``,
+:mod:`cmkd.models.batched`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from cmkd.models.base import Backbone, check_input, check_option
 from cmkd.models.batched import BatchedBatchNorm, BatchedLinear
-from cmkd.models.registry import register
+from cmkd.models.registry import register, register_stacked
 
 
 class ProxyHead(Backbone):
@@ -71,3 +72,13 @@ class BatchedProxyHead(nn.Sequential):
         super().__init__(BatchedLinear(in_features, hidden, seeds, bias=False),
                          BatchedBatchNorm(len(seeds), hidden), nn.LeakyReLU(0.1),
                          BatchedLinear(hidden, classes, [s + 1 for s in seeds]))
+
+
+@register_stacked("proxy_head")
+def stacked_proxy_head(seeds: Sequence[int], in_channels: int, classes: int,
+                       hidden: int | None = None, *, modality: str = "features"
+                       ) -> BatchedProxyHead:
+    """R = len(seeds) proxy heads on pooled features (:class:`BatchedProxyHead`)."""
+    check_option("proxy_head", "in_channels", in_channels, low=1)
+    check_option("proxy_head", "classes", classes, low=1)
+    return BatchedProxyHead(in_channels, hidden or in_channels, classes, seeds)
