@@ -19,17 +19,20 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _STACKED: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register(name: str) -> Callable:
-    """Decorator registering a factory (a class or a function returning a
-    :class:`cmkd.models.base.Backbone`) under ``name``."""
-
+def _adder(table: dict, name: str, taken: str) -> Callable:
     def deco(factory: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = factory
+        if name in table:
+            raise ValueError(f"model {name!r} {taken}")
+        table[name] = factory
         return factory
 
     return deco
+
+
+def register(name: str) -> Callable:
+    """Decorator registering a factory (a class or a function returning a
+    :class:`cmkd.models.base.Backbone`) under ``name``."""
+    return _adder(_REGISTRY, name, "is already registered")
 
 
 def names() -> list[str]:
@@ -55,14 +58,7 @@ def register_stacked(name: str) -> Callable:
     """Decorator registering the stacked form of model ``name``: a factory ``(seeds, **options)``
     returning ``len(seeds)`` runs of it as one module with a leading run dimension (grouped
     layers, e.g. :class:`cmkd.models.batched.BatchedMLP` for ``mlp``)."""
-
-    def deco(factory: Callable) -> Callable:
-        if name in _STACKED:
-            raise ValueError(f"model {name!r} already has a stacked form")
-        _STACKED[name] = factory
-        return factory
-
-    return deco
+    return _adder(_STACKED, name, "already has a stacked form")
 
 
 def build(name: str, **opts) -> nn.Module:
