@@ -74,14 +74,14 @@ def check_target(target: object, logits: torch.Tensor, *, meant: str, required: 
         raise TypeError(f"target must be {what}, got the bool {target}; flags are keyword-only: "
                         f"did you mean {hint}?")
     if isinstance(target, numbers.Number):
-        raise TypeError(f"target must be {what}, got the {type(target).__name__} {target!r}; "
-                        f"hyperparameters are keyword-only: did you mean {meant}={target!r}?")
+        raise TypeError(f"target must be {what}, got the {type(target).__name__} {target}; "
+                        f"hyperparameters are keyword-only: did you mean {meant}={target}?")
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be {what}, got {type(target).__name__}")
     if target.dim() == 0:
         raise ValueError(f"target must have shape {rest} (the logits without the class "
                          f"dimension), got a 0-d tensor; hyperparameters are keyword-only: "
-                         f"did you mean {meant}={target.item()!r}?")
+                         f"did you mean {meant}={target.item()}?")
     if tuple(target.shape) != rest:
         raise ValueError(f"target must have shape {rest} (the logits without the class "
                          f"dimension), got {tuple(target.shape)}")
