@@ -1,27 +1,31 @@
-"""Distillation losses against identities and direct computations (one section per method)."""
+"""Distillation losses against identities and direct computations (one section per method),
+and the calling convention every loss keeps (the last section): shapes, targets, reductions.
+
+The modules the methods train beside the student are tested with the models
+(test_models_proxy.py, test_models_auxiliary.py); DLB's batch order with the method
+(test_methods_dlb.py)."""
+import inspect
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy import stats
+from torch import nn
 
 from cmkd.distill import (
-    ProxyHead,
-    ReviewFusion,
     c2kd_loss,
     dist_loss,
     dkd_loss,
     dkd_warmup,
-    dlb_batches,
     dlb_loss,
     dml_loss,
     filter_scores,
     fitnet_loss,
     hcl_loss,
-    hint_regressor,
     kd_loss,
     nkd_loss,
     non_target_logits,
@@ -32,7 +36,6 @@ from cmkd.distill import (
     rkd_loss,
     shake_loss,
     tckd_nckd,
-    teacher_parameters,
     uskd_loss,
     zipf_loss,
     zipf_soft_labels,
@@ -47,6 +50,93 @@ def batch():
     t = torch.randn(12, 6, generator=g, dtype=torch.float64) * 2
     y = torch.randint(0, 6, (12,), generator=g)
     return s, t, y
+
+
+# ----------------------------------------------------------------------------- KD
+@pytest.fixture
+def logits():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(16, 5, generator=g, dtype=torch.float64), \
+        torch.randn(16, 5, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.filterwarnings("ignore:reduction. .mean.")
+@pytest.mark.parametrize("ours, torchs", [("mean", "batchmean"), ("elementwise_mean", "mean"),
+                                          ("sum", "sum")])
+@pytest.mark.parametrize("T", [1.0, 4.0])
+def test_kd_matches_torch_kl_div(logits, ours, torchs, T):
+    s, t = logits
+    ref = F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction=torchs) * T * T
+    assert kd_loss(s, t, temperature=T, reduction=ours).item() == pytest.approx(ref.item(),
+                                                                                 rel=1e-12)
+
+
+def test_kd_elementwise_mean_is_mean_over_classes(logits):
+    s, t = logits
+    assert kd_loss(s, t, reduction="elementwise_mean") == pytest.approx(kd_loss(s, t).item() / 5)
+
+
+def test_kd_zero_when_student_equals_teacher(logits):
+    s, _ = logits
+    assert kd_loss(s, s.clone(), temperature=3.0).item() == pytest.approx(0.0, abs=1e-12)
+    assert kd_loss(s, s + 7.0).item() == pytest.approx(0.0, abs=1e-12)  # shift-invariant
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 5.0])
+def test_kd_gradient_identity(logits, T):
+    s, t = logits
+    s = s.clone().requires_grad_(True)
+    kd_loss(s, t, temperature=T).backward()
+    expected = (F.softmax(s / T, 1) - F.softmax(t / T, 1)) / T * T**2 / s.shape[0]
+    torch.testing.assert_close(s.grad, expected.detach())
+
+
+def test_kd_runs_are_declared(logits):
+    s, t = logits
+    stacked = kd_loss(torch.stack([s, t]), torch.stack([t, s]), runs=True)
+    assert stacked.shape == (2,)
+    assert stacked[0].item() == pytest.approx(kd_loss(s, t).item())
+    assert kd_loss(s, t, reduction="none").shape == (16,)
+    assert kd_loss(torch.stack([s, t]), torch.stack([t, s]), runs=True,
+                   reduction="none").shape == (2, 16)
+
+
+def test_kd_errors(logits):
+    s, t = logits
+    with pytest.raises(ValueError, match=r"teacher logits must have the student's shape "
+                                         r"\(16, 5\) \(batch, classes\), got \(16, 4\)"):
+        kd_loss(s, t[:, :4])
+    with pytest.raises(ValueError, match=r"student logits must have shape \(batch, classes\), "
+                                         r"got \(2, 16, 5\); pass runs=True"):
+        kd_loss(torch.stack([s, t]), torch.stack([t, s]))
+    with pytest.raises(ValueError, match=r"student logits must have shape "
+                                         r"\(runs, batch, classes\), got \(16, 5\)"):
+        kd_loss(s, t, runs=True)
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum', 'none', "
+                                         r"'elementwise_mean'\), got 'batchmeans'"):
+        kd_loss(s, t, reduction="batchmeans")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        kd_loss(s, t, temperature=0)
+    with pytest.raises(ValueError, match="class_dim must be -1 or 0"):
+        kd_loss(s, t, class_dim=1)
+
+
+def test_kd_class_dimension_can_lead(logits):
+    s, t = logits
+    runs_s, runs_t = torch.stack([s, t]), torch.stack([t, s])  # (runs, batch, classes)
+    lead_s, lead_t = runs_s.permute(2, 0, 1), runs_t.permute(2, 0, 1)  # (classes, runs, batch)
+    for red in ("mean", "elementwise_mean", "none", "sum"):
+        torch.testing.assert_close(
+            kd_loss(lead_s, lead_t, temperature=2.0, reduction=red, runs=True, class_dim=0),
+            kd_loss(runs_s, runs_t, temperature=2.0, reduction=red, runs=True))
+    # the target of class-major logits is (runs, batch) too, checked against the classes
+    y = torch.randint(0, 5, (2, 16), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(kd_loss(lead_s, lead_t, y, runs=True, class_dim=0),
+                               kd_loss(runs_s, runs_t, runs=True))
+    with pytest.raises(ValueError, match=r"target must have shape \(2, 16\) .*got \(16, 2\)"):
+        kd_loss(lead_s, lead_t, y.T, runs=True, class_dim=0)
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 5\)"):
+        kd_loss(lead_s, lead_t, y + 5, runs=True, class_dim=0)
 
 
 # ----------------------------------------------------------------------------- DKD
@@ -197,14 +287,6 @@ def test_uskd_against_numpy(batch):
 
 
 # ----------------------------------------------------------------------------- DLB
-def test_dlb_batches_repeat_half_of_the_previous_batch():
-    batches = dlb_batches(20, 8, torch.Generator().manual_seed(0))
-    assert sorted(torch.cat([batches[0]] + [b[4:] for b in batches[1:]]).tolist()) == \
-        list(range(20))
-    for prev, cur in zip(batches, batches[1:]):
-        assert cur[:4].tolist() == prev[-4:].tolist()
-
-
 def test_dlb_loss_is_kd_towards_detached_last_logits(batch):
     s, t, _ = batch
     last = t.clone().requires_grad_(True)
@@ -276,7 +358,7 @@ def test_shake_loss_matches_the_official_formulas(batch):
 def test_fitnet_loss():
     g = torch.Generator().manual_seed(1)
     fs, ft = torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
-    reg = hint_regressor(5, 3)
+    reg = nn.Linear(5, 3)
     assert fitnet_loss(fs, ft, regressor=reg).item() == pytest.approx(
         ((reg(fs) - ft) ** 2).mean().item(), rel=1e-6)
     with torch.no_grad():  # a regressor that maps exactly gives zero
@@ -284,8 +366,6 @@ def test_fitnet_loss():
         reg.weight[:, :3] = torch.eye(3)
         reg.bias.zero_()
     assert fitnet_loss(fs, fs[:, :3], regressor=reg).item() == 0.0
-    conv = hint_regressor(4, 6, spatial=True)
-    assert conv(torch.randn(2, 4, 5, 5)).shape == (2, 6, 5, 5)
     with pytest.raises(ValueError, match="teacher features' shape"):
         fitnet_loss(fs, ft)
 
@@ -352,7 +432,7 @@ def test_rkd_against_loops_and_invariances():
 
 
 # ----------------------------------------------------------------------------- Review
-def test_hcl_and_review_fusion():
+def test_hcl_and_review_loss():
     g = torch.Generator().manual_seed(3)
     ft = [torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 6, 4, 4, generator=g)]
     assert hcl_loss(ft, [f.clone() for f in ft]).item() == 0.0
@@ -364,13 +444,16 @@ def test_hcl_and_review_fusion():
                                              F.adaptive_avg_pool2d(b, k)) for k in (4, 2, 1)]
     ref = sum(w * p for w, p in zip((1, 0.5, 0.25, 0.125), parts)) / 1.875
     assert hcl_loss([a], [b]).item() == pytest.approx(ref.item(), rel=1e-6)
-    fusion = ReviewFusion([3, 5], [4, 6], mid_channels=8)
-    student = [torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 5, 4, 4, generator=g)]
-    out = fusion(student)
-    assert [o.shape for o in out] == [f.shape for f in ft]
-    loss = review_loss(student, ft, fusion=fusion)
-    loss.backward()
-    assert all(p.grad is not None for p in fusion.parameters())
+    # review_loss is HCL on what the fusion module gives (any callable on the list of maps)
+    seen = []
+
+    def fusion(maps):
+        seen.append(maps)
+        return [m + 1.0 for m in maps]
+
+    student = [f.clone() for f in ft]
+    assert review_loss(student, ft, fusion=fusion).item() == pytest.approx(2.0)
+    assert seen == [student]
 
 
 def _checkerboard(h, w):
@@ -506,26 +589,6 @@ def test_c2kd_leading_run_dims_match_single_runs(batch):
     assert stacked["total"][1].item() == pytest.approx(single["total"].item())
 
 
-def test_proxy_head_and_teacher_parameters():
-    head = ProxyHead(8, 5, hidden=6)
-    assert head(torch.randn(4, 8, 3, 3)).shape == (4, 5)
-    assert head(torch.randn(4, 8)).shape == (4, 5)
-    kinds = [type(m).__name__ for m in head.adapt]
-    assert kinds == ["Conv2d", "BatchNorm2d", "LeakyReLU"] and head.adapt[2].negative_slope == 0.1
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4),
-                              torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    top = teacher_parameters(net, top_k=2)
-    assert [p.shape for p in top] == [(4, 4), (4,), (2, 4), (2,)]
-    assert not net[0].weight.requires_grad
-    net(torch.randn(5, 3)).sum().backward()
-    assert net[0].weight.grad is None and net[2].weight.grad is not None
-    assert len(teacher_parameters(net)) == 6 and net[0].weight.requires_grad
-
-
-def test_math_sanity():
-    assert math.isclose(kd_loss(torch.zeros(1, 3), torch.zeros(1, 3)).item(), 0.0)
-
-
 def test_c2kd_modules_plug_into_dist_and_nkd(batch):
     """Fig. 5: the crossmodal term with DIST or NKD in place of the KL."""
     from cmkd.distill.nkd import nkd_parts
@@ -582,13 +645,20 @@ def test_every_logit_loss_refuses_ambiguous_inputs(batch, name):
         fn(torch.stack([s, t]), torch.stack([t, s]), torch.stack([y, y]))
     with pytest.raises(ValueError, match=r"\(runs, batch, classes\), got \(12, 6\)"):
         fn(s, t, y, runs=True)
-    if name not in ("kd", "dist", "dlb"):  # the methods that read labels
-        with pytest.raises(ValueError, match=r"target must have shape \(12,\)"):
-            fn(s, t, y[:5])
-        with pytest.raises(ValueError, match=r"target values must lie in \[0, 6\)"):
-            fn(s, t, torch.full((12,), 6))
-        with pytest.raises(ValueError, match="target must hold int64 class indices"):
-            fn(s, t, y.double())
+    # checked by every loss, the ones that read no labels (KD, DIST, DLB) included
+    with pytest.raises(ValueError, match=r"target must have shape \(12,\) \(the logits without "
+                                         r"the class dimension\), got \(5,\)"):
+        fn(s, t, y[:5])
+    with pytest.raises(ValueError, match=r"target must have shape \(12,\) .*got \(12, 6\)"):
+        fn(s, t, F.softmax(t, -1))  # soft labels are not class indices
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 6\)"):
+        fn(s, t, torch.full((12,), 6))
+    with pytest.raises(ValueError, match=r"target must hold int64 class indices, got dtype "
+                                         r"torch.float64"):
+        fn(s, t, y.double())
+    with pytest.raises(ValueError, match=r"target must hold int64 class indices, got dtype "
+                                         r"torch.bool"):
+        fn(s, t, y > 2)
     if name not in ("zipf", "uskd"):
         with pytest.raises(ValueError, match=r"teacher logits must have the student's shape"):
             fn(s, t[:, :5], y)
@@ -633,3 +703,166 @@ def test_feature_losses_detach_the_teacher():
         rkd_loss(torch.randn(6, 2, 2, 2), torch.randn(6, 2, 2, 2))
     with pytest.raises(ValueError, match=r"same leading \(batch >= 3\)"):
         rkd_loss(s[:2], t[:2])
+
+
+# ----------------------------------------------------------------------------- positional mistakes
+LOSSES_WITH_TARGET = {"kd": kd_loss, "dkd": dkd_loss, "nkd": nkd_loss, "dist": dist_loss,
+                      "dlb": dlb_loss, "dml": dml_loss, "shake": shake_loss, "c2kd": c2kd_loss,
+                      "zipf": zipf_loss, "uskd": uskd_loss}
+TARGET_OPTIONAL = ("kd", "dist", "dlb")  # the losses that read no labels
+FLAGS = {"kd": ("detach_teacher", "runs"), "dkd": ("detach_teacher", "runs"),
+         "nkd": ("detach_teacher", "runs"), "dist": ("detach_teacher", "runs"),
+         "dlb": ("detach_teacher", "runs"), "dml": ("runs",),
+         "shake": ("detach_teacher", "runs"), "c2kd": ("bidirectional", "runs"),
+         "zipf": ("runs",), "uskd": ("runs",)}
+
+
+def _meant(fn):
+    """The keyword a number in the target's place was meant for, read from the signature: the
+    temperature, else the first keyword-only float hyperparameter."""
+    params = inspect.signature(fn).parameters
+    if "temperature" in params:
+        return "temperature"
+    return next(n for n, p in params.items()
+                if p.kind is p.KEYWORD_ONLY and type(p.default) is float)
+
+
+def test_the_table_covers_every_loss_with_a_target():
+    import cmkd.distill as distill
+
+    with_target = {n[:-5] for n in distill.__all__ if n.endswith("_loss")
+                   and "target" in inspect.signature(getattr(distill, n)).parameters}
+    assert with_target == set(LOSSES_WITH_TARGET) == set(_logit_losses())
+    for name, fn in LOSSES_WITH_TARGET.items():
+        params = inspect.signature(fn).parameters
+        after = list(params)[list(params).index("target") + 1:]
+        assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY for p in after), name
+        assert (params["target"].default is None) == (name in TARGET_OPTIONAL), name
+        assert set(FLAGS[name]) <= {p for p in after if type(params[p].default) is bool}, name
+    assert [_meant(f) for f in (zipf_loss, uskd_loss)] == ["power", "alpha"]
+
+
+@pytest.mark.parametrize("value", [4.0, 3, np.float64(0.5)])
+@pytest.mark.parametrize("name", list(LOSSES_WITH_TARGET))
+def test_a_number_in_the_target_place_is_refused_naming_the_keyword_meant(batch, name, value):
+    """``kd_loss(s, t, 4.0)`` once ran silently at temperature 1."""
+    s, t, _ = batch
+    meant = _meant(LOSSES_WITH_TARGET[name])
+    expected = (f"target must be a tensor of int64 class indices of shape (12,), got the "
+                f"{type(value).__name__} {value}; hyperparameters are keyword-only: did you mean "
+                f"{meant}={value}?")
+    with pytest.raises(TypeError) as err:
+        _logit_losses()[name](s, t, value)
+    assert str(err.value) == expected
+    fn = _logit_losses()[name]
+    fn(s, t, torch.zeros(12, dtype=torch.long), **{meant: 4.0})  # the keyword exists
+
+
+@pytest.mark.parametrize("name", list(LOSSES_WITH_TARGET))
+def test_other_misplaced_values_in_the_target_place(batch, name):
+    s, t, y = batch
+    fn = _logit_losses()[name]
+    meant = _meant(LOSSES_WITH_TARGET[name])
+    for flag in (True, False):
+        hint = " or ".join(f"{f}={flag}" for f in FLAGS[name])
+        with pytest.raises(TypeError) as err:
+            fn(s, t, flag)
+        assert str(err.value) == (f"target must be a tensor of int64 class indices of shape "
+                                  f"(12,), got the bool {flag}; flags are keyword-only: did you "
+                                  f"mean {hint}?")
+    with pytest.raises(ValueError, match=re.escape(
+            f"target must have shape (12,) (the logits without the class dimension), got a 0-d "
+            f"tensor; hyperparameters are keyword-only: did you mean {meant}=4.0?")):
+        fn(s, t, torch.tensor(4.0))
+    with pytest.raises(TypeError, match=re.escape(
+            "target must be a tensor of int64 class indices of shape (12,), got list")):
+        fn(s, t, y.tolist())
+    stacked = torch.stack([s, t]), torch.stack([t, s])  # with runs, the target is (runs, batch)
+    with pytest.raises(TypeError, match=re.escape(
+            f"of shape (2, 12), got the float 4.0; hyperparameters are keyword-only: did you "
+            f"mean {meant}=4.0?")):
+        fn(*stacked, 4.0, runs=True)
+    with pytest.raises(ValueError, match=re.escape("target must have shape (2, 12)")):
+        fn(*stacked, y, runs=True)
+
+
+@pytest.mark.parametrize("name", list(LOSSES_WITH_TARGET))
+def test_a_missing_target_is_refused_where_the_loss_reads_labels(batch, name):
+    s, t, y = batch
+    fn = _logit_losses()[name]
+    if name in TARGET_OPTIONAL:  # None or a valid target: the same value as without one
+        torch.testing.assert_close(fn(s, t, None), LOSSES_WITH_TARGET[name](s, t))
+        torch.testing.assert_close(fn(s, t, y), LOSSES_WITH_TARGET[name](s, t))
+    else:
+        with pytest.raises(TypeError, match=re.escape(
+                "target is required: a tensor of int64 class indices of shape (12,), got None")):
+            fn(s, t, None)
+
+
+def test_dist_points_a_float_target_to_weights(batch):
+    s, t, y = batch
+    with pytest.raises(ValueError, match=re.escape(
+            "target must hold int64 class indices, got dtype torch.float64; per-sample weights "
+            "go in weights=")):
+        dist_loss(s, t, torch.ones(12, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"got dtype torch.float64$"):  # no such hint elsewhere
+        kd_loss(s, t, y.double())
+
+
+def _every_loss():
+    """Every loss with a reduction, called on valid inputs of its kind."""
+    g = torch.Generator().manual_seed(9)
+    emb_s, emb_t = torch.randn(6, 4, generator=g), torch.randn(6, 3, generator=g)
+    maps = [torch.randn(2, 3, 4, 4, generator=g)]
+    losses = dict(_logit_losses())
+    losses.update({
+        "fitnet": lambda s, t, y, **k: fitnet_loss(emb_s, emb_s.clone(), **k),
+        "rkd": lambda s, t, y, **k: rkd_loss(emb_s, emb_t, **k),
+        "rkd_distance": lambda s, t, y, **k: rkd_distance_loss(emb_s, emb_t, **k),
+        "rkd_angle": lambda s, t, y, **k: rkd_angle_loss(emb_s, emb_t, **k),
+        "hcl": lambda s, t, y, **k: hcl_loss(maps, maps, **k),
+        "review": lambda s, t, y, **k: review_loss(maps, maps, fusion=list, **k),
+    })
+    return losses
+
+
+@pytest.mark.parametrize("name", list(_every_loss()))
+def test_batchmean_is_refused_with_a_pointer_to_mean(batch, name):
+    s, t, y = batch
+    fn = _every_loss()[name]
+    # DLB is KD towards the last logits and takes KD's reductions, 'elementwise_mean' included
+    where = "the option" if name in ("kd", "dlb") else "kd_loss's option"
+    with pytest.raises(ValueError) as err:
+        fn(s, t, y, reduction="batchmean")
+    assert str(err.value) == (
+        "reduction='batchmean' is torch's name for what is 'mean' here (for a KL, the KL "
+        "divergence averaged over samples): use reduction='mean'.  torch's 'mean', the default "
+        "of torch.nn.KLDivLoss() in MFH's official code (the KL divided by the number of "
+        f"classes too), is {where} 'elementwise_mean'")
+    fn(s, t, y, reduction="mean")  # what the message says to use is accepted
+
+
+@pytest.mark.filterwarnings("ignore:reduction. .mean.")
+def test_batchmean_hint_is_what_torch_computes(batch):
+    """The equivalences the message states: torch's 'batchmean' is 'mean' here, torch's 'mean'
+    (KLDivLoss's default) is KD's 'elementwise_mean'."""
+    s, t, _ = batch
+    log_s, p_t = F.log_softmax(s, -1), F.softmax(t, -1)
+    assert kd_loss(s, t, reduction="mean").item() == pytest.approx(
+        F.kl_div(log_s, p_t, reduction="batchmean").item(), rel=1e-12)
+    assert kd_loss(s, t, reduction="elementwise_mean").item() == pytest.approx(
+        torch.nn.KLDivLoss()(log_s, p_t).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a, b: fitnet_loss(a, b, 4.0),
+    lambda a, b: rkd_loss(a, b, 25.0),
+    lambda a, b: rkd_distance_loss(a, b, "mean"),
+    lambda a, b: rkd_angle_loss(a, b, True),
+    lambda a, b: hcl_loss([a], [b], "mean"),
+    lambda a, b: review_loss([a], [b], list),
+], ids=["fitnet", "rkd", "rkd_distance", "rkd_angle", "hcl", "review"])
+def test_losses_without_a_target_take_nothing_positional_after_the_teacher(call):
+    a = torch.randn(6, 4)
+    with pytest.raises(TypeError, match=r"takes 2 positional arguments but 3 were given"):
+        call(a, a.clone())

@@ -10,10 +10,20 @@ The calling convention
 ``loss(student, teacher, target=None, *, <hyperparameters, the papers' defaults>,
 reduction="mean", detach_teacher=True, runs=False)``
 
-* Student first, teacher second; ``target`` (batch,) int64 class indices, third, where the method
-  needs labels.  Feature losses (FitNet, RKD, Review) take no target.  Self-distillation losses
-  (Zipf, USKD) have no teacher - the student is its own - and are ``loss(student, target, *,
-  ...)``; DLB's teacher is the student's own logits from the previous iteration.
+* Student first, teacher second; ``target`` (batch,) int64 class indices, third.  Every logit
+  loss takes it: required where the method reads labels, optional (None) where it does not
+  (KD, DIST, DLB), and checked whenever given - a tensor in an unused target's place is
+  validated, not ignored.  Self-distillation losses (Zipf, USKD) have no teacher - the student
+  is its own - and are ``loss(student, target, *, ...)``; DLB's teacher is the student's own
+  logits from the previous iteration.  Feature losses (FitNet, RKD, Review, HCL) take no
+  target: everything after the teacher is keyword-only, so a third positional argument is a
+  TypeError.
+* Hyperparameters (and flags) are keyword-only.  A positional one lands in the target's place
+  and is refused, never read as a target nor ignored: ``kd_loss(s, t, 4.0)`` raises a TypeError
+  saying ``target`` got the float 4.0 and asking "did you mean temperature=4.0?" (the loss's
+  temperature, or its first float hyperparameter where it has none: Zipf's ``power``, USKD's
+  ``alpha``); a bool names the loss's flags, a 0-d tensor is read as a misplaced number, and a
+  float tensor is not class indices (for DIST: per-sample weights go in ``weights=``).
 * Shapes: logits (batch, classes).  A leading run dimension (R independent models trained at
   once, the batched-MLP fast path) only when declared with ``runs=True``: (runs, batch,
   classes), targets (runs, batch), and a reduced result of shape (runs,).  Feature losses take
@@ -25,7 +35,9 @@ reduction="mean", detach_teacher=True, runs=False)``
   'sum', 'none' (per sample, (batch,)).  Losses that are relations over the batch (DIST's
   intra-class term, RKD, Review's HCL, C2KD's selected average) have no per-sample value and
   take 'mean' only.  KD keeps the official MFH reduction as the named option
-  'elementwise_mean' (the KL divided by the number of classes too).
+  'elementwise_mean' (the KL divided by the number of classes too: torch's 'mean', the default
+  of ``torch.nn.KLDivLoss()`` in MFH's official code).  torch's 'batchmean' is this package's
+  'mean' and is refused with a message saying so, not silently renamed.
 * The teacher is detached inside unless ``detach_teacher=False``.  Mutual and online losses
   train both sides by design and have no such flag: each direction's target is detached, so
   each term reaches only the side it moves (DML; SHAKE's student / shadow terms; C2KD, where

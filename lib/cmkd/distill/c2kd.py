@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits, check_reduction
+from cmkd.distill._shapes import check_logits, check_reduction, check_target
 from cmkd.distill.dist import dist_terms
 from cmkd.distill.dkd import non_target_logits
 from cmkd.distill.nkd import nkd_parts
@@ -140,7 +140,8 @@ def c2kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
     Parameters
     ----------
     student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : (batch,) or (runs, batch) int64 class indices.
+    target : (batch,) or (runs, batch) int64 class indices, required; a number in its place
+        is refused naming ``temperature=`` (hyperparameters are keyword-only).
     student_proxy, teacher_proxy : proxy logits of the same shape, optional (both or neither)
         With proxies (Table 5 row d) the crossmodal term runs between the proxies and each model
         is tied to its own proxy both ways (lambda1, lambda2); without them the crossmodal term
@@ -172,7 +173,8 @@ def c2kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
     if (student_proxy is None) != (teacher_proxy is None):
         raise ValueError("give both proxy logits or neither")
     check_reduction(reduction, ("mean",))
-    check_logits(student, teacher, target, runs=runs)
+    check_logits(student, teacher, runs=runs)
+    check_target(target, student, meant="temperature", flags=("bidirectional", "runs"))
     if student_proxy is not None:
         check_logits(student, student_proxy, runs=runs, teacher_name="student_proxy")
         check_logits(student, teacher_proxy, runs=runs, teacher_name="teacher_proxy")

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from cmkd.distill._shapes import check_logits, check_pair, check_reduction, maybe_detach
+from cmkd.distill._shapes import (
+    check_logits,
+    check_pair,
+    check_reduction,
+    check_target,
+    maybe_detach,
+)
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, dim: int = -1, weights: torch.Tensor | None = None,
@@ -37,7 +43,10 @@ def dist_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
     Parameters
     ----------
     student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : unused (DIST needs no labels); accepted so every logit loss is called alike.
+    target : None, or (batch,) / (runs, batch) int64 class indices: unused (DIST needs no
+        labels), accepted so every logit loss is called alike, but checked when given; a number
+        in its place is refused (the temperature is keyword-only), and a float tensor too (the
+        per-sample weights go in ``weights=``).
     weights : (batch,) or (runs, batch), optional
         Per-sample 0/1 weights (a sample filter such as C2KD's OFSD); the inter-class term is
         then averaged over the kept samples and the intra-class correlation computed over them
@@ -51,6 +60,8 @@ def dist_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
     () or (runs,).
     """
     check_logits(student, teacher, runs=runs)
+    check_target(target, student, meant="temperature", required=False,
+                 flags=("detach_teacher", "runs"), weights="weights")
     check_reduction(reduction, ("mean",))
     if weights is not None and weights.shape != student.shape[:-1]:
         raise ValueError(f"weights must have shape {tuple(student.shape[:-1])} (one per sample), "

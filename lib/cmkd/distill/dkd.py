@@ -15,6 +15,7 @@ from cmkd.distill._shapes import (
     check_logits,
     check_pair,
     check_reduction,
+    check_target,
     maybe_detach,
     reduce,
 )
@@ -86,7 +87,8 @@ def dkd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
     Parameters
     ----------
     student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : (batch,) or (runs, batch) int64 class indices.
+    target : (batch,) or (runs, batch) int64 class indices, required; a number in its place
+        is refused naming ``temperature=`` (hyperparameters are keyword-only).
     warmup : the factor of :func:`dkd_warmup` for the current epoch.
     reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
     detach_teacher : detach the teacher logits (default).
@@ -95,7 +97,8 @@ def dkd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
     -------
     () or (runs,); (batch,) or (runs, batch) for 'none'.
     """
-    check_logits(student, teacher, target, runs=runs)
+    check_logits(student, teacher, runs=runs)
+    check_target(target, student, meant="temperature", flags=("detach_teacher", "runs"))
     check_reduction(reduction)
     tckd, nckd = tckd_nckd(student, maybe_detach(teacher, detach_teacher), target, temperature)
     return warmup * reduce(alpha * tckd + beta * nckd, reduction)

@@ -21,7 +21,9 @@ def dlb_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor 
     samples at the previous iteration (the "teacher" here; detached by default).
 
     student, teacher : (batch, classes), or (runs, batch, classes) with ``runs=True``; target
-    unused.  Returns what :func:`cmkd.distill.kd_loss` returns for ``reduction``.
+    unused but checked as :func:`cmkd.distill.kd_loss` checks it (None or class indices of the
+    batch; a number in its place is refused: the temperature is keyword-only).  Returns what
+    :func:`cmkd.distill.kd_loss` returns for ``reduction``.
     """
-    return kd_loss(student, teacher, temperature=temperature, reduction=reduction,
+    return kd_loss(student, teacher, target, temperature=temperature, reduction=reduction,
                    detach_teacher=detach_teacher, runs=runs)

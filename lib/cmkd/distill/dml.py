@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits, check_reduction, reduce
+from cmkd.distill._shapes import check_logits, check_reduction, check_target, reduce
 from cmkd.distill.kd import kd_loss
 
 
@@ -25,7 +25,8 @@ def dml_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
     ----------
     student, teacher : (batch, classes) logits of the two peers; (runs, batch, classes) with
         ``runs=True``.
-    target : (batch,) or (runs, batch) int64 class indices.
+    target : (batch,) or (runs, batch) int64 class indices, required; a number in its place
+        is refused naming ``temperature=`` (hyperparameters are keyword-only).
     reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
 
     Returns
@@ -33,7 +34,8 @@ def dml_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
     dict of () or (runs,) tensors ((batch,) or (runs, batch) for 'none'): 'student' and
     'teacher' (each peer's loss) and 'total' (their sum).
     """
-    check_logits(student, teacher, target, runs=runs)
+    check_logits(student, teacher, runs=runs)
+    check_target(target, student, meant="temperature")
     check_reduction(reduction)
 
     def ce(z):

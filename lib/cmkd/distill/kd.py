@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import REDUCTIONS, check_logits, check_reduction, maybe_detach, reduce
+from cmkd.distill._shapes import (
+    REDUCTIONS,
+    check_logits,
+    check_reduction,
+    check_target,
+    maybe_detach,
+    reduce,
+)
 
 KD_REDUCTIONS = (*REDUCTIONS, "elementwise_mean")
 
@@ -18,14 +25,17 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor |
     Parameters
     ----------
     student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : unused (KD needs no labels); accepted so every logit loss is called alike.
+    target : None, or (batch,) / (runs, batch) int64 class indices: unused (KD needs no labels),
+        accepted so every logit loss is called alike, but checked when given; a number in its
+        place is refused (``kd_loss(s, t, 4.0)``: the temperature is keyword-only).
     temperature : float
         Softening temperature T > 0 (Hinton et al.; MFH and C2KD use T = 1).
     reduction : {'mean', 'sum', 'none', 'elementwise_mean'}
         'mean' averages the per-sample KL over the batch (the KL divergence as the equations
         define it); 'sum' sums it; 'none' returns it, shape (batch,) or (runs, batch);
         'elementwise_mean' divides the batch mean by the number of classes too
-        (``torch.nn.KLDivLoss()``'s default, the reduction of MFH's official code).
+        (``torch.nn.KLDivLoss()``'s default, the reduction of MFH's official code).  torch's
+        'batchmean' is refused with a message pointing to 'mean', its equivalent here.
     detach_teacher : bool
         Detach the teacher logits (default); False lets the gradient reach them.
     runs : bool
@@ -39,6 +49,8 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor |
     () or (runs,) for 'mean', 'sum' and 'elementwise_mean'; (batch,) or (runs, batch) for 'none'.
     """
     check_logits(student, teacher, runs=runs, class_dim=class_dim)
+    check_target(target, student, meant="temperature", required=False,
+                 flags=("detach_teacher", "runs"), class_dim=class_dim)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     check_reduction(reduction, KD_REDUCTIONS)

@@ -16,6 +16,7 @@ from cmkd.distill._shapes import (
     check_logits,
     check_pair,
     check_reduction,
+    check_target,
     maybe_detach,
     reduce,
 )
@@ -46,7 +47,8 @@ def nkd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
     Parameters
     ----------
     student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : (batch,) or (runs, batch) int64 class indices.
+    target : (batch,) or (runs, batch) int64 class indices, required; a number in its place
+        is refused naming ``temperature=`` (hyperparameters are keyword-only).
     reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
     detach_teacher : detach the teacher logits (default: the soft labels are constants, as in
         the official code).
@@ -55,7 +57,8 @@ def nkd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
     -------
     () or (runs,); (batch,) or (runs, batch) for 'none'.
     """
-    check_logits(student, teacher, target, runs=runs)
+    check_logits(student, teacher, runs=runs)
+    check_target(target, student, meant="temperature", flags=("detach_teacher", "runs"))
     check_reduction(reduction)
     target_term, non_target = nkd_parts(student, maybe_detach(teacher, detach_teacher), target,
                                         temperature)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits, check_reduction, maybe_detach, reduce
+from cmkd.distill._shapes import check_logits, check_reduction, check_target, maybe_detach, reduce
 from cmkd.distill.kd import kd_loss
 
 OFFICIAL_SCALE = 3.1415
@@ -36,7 +36,8 @@ def shake_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tenso
     Parameters
     ----------
     student, teacher : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : (batch,) or (runs, batch) int64 class indices.
+    target : (batch,) or (runs, batch) int64 class indices, required; a number in its place
+        is refused naming ``temperature=`` (hyperparameters are keyword-only).
     shadow : the shadow head's logits, the student's shape.
     temperature : KD temperature (official 4).
     ce_weight, alpha, beta : weights of the student's CE, of its KD from the teacher and of the
@@ -54,7 +55,8 @@ def shake_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tenso
     ``ce_weight * ce_student + alpha * kd_teacher + beta * (student_from_shadow +
     shadow_from_student + ce_shadow + mse_shadow)``.
     """
-    check_logits(student, teacher, target, runs=runs)
+    check_logits(student, teacher, runs=runs)
+    check_target(target, student, meant="temperature", flags=("detach_teacher", "runs"))
     check_logits(student, shadow, runs=runs, teacher_name="shadow")
     check_reduction(reduction)
     teacher = maybe_detach(teacher, detach_teacher)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits, check_reduction, reduce
+from cmkd.distill._shapes import check_logits, check_reduction, check_target, reduce
 from cmkd.distill.dkd import non_target_logits
 
 
@@ -55,7 +55,8 @@ def uskd_loss(student: torch.Tensor, target: torch.Tensor, *, weak: torch.Tensor
     Parameters
     ----------
     student : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : (batch,) or (runs, batch) int64 class indices.
+    target : (batch,) or (runs, batch) int64 class indices, required; a number in its place
+        is refused naming ``alpha=`` (hyperparameters are keyword-only).
     weak : (batch, classes) logits of the weak head, optional (same shape as ``student``).
     alpha, beta, mu : weights of the target, non-target and weak-supervision terms.
     power : the Zipf exponent (1 in the official code).
@@ -66,7 +67,8 @@ def uskd_loss(student: torch.Tensor, target: torch.Tensor, *, weak: torch.Tensor
     -------
     () or (runs,); (batch,) or (runs, batch) for 'none'.
     """
-    check_logits(student, weak, target, runs=runs, teacher_name="weak")
+    check_logits(student, weak, runs=runs, teacher_name="weak")
+    check_target(target, student, meant="alpha")
     check_reduction(reduction)
     idx = target.unsqueeze(-1)
     log_p = F.log_softmax(student, -1)

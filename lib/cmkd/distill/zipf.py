@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cmkd.distill._shapes import check_logits, check_reduction, reduce
+from cmkd.distill._shapes import check_logits, check_reduction, check_target, reduce
 from cmkd.distill.dkd import non_target_logits
 
 
@@ -39,7 +39,8 @@ def zipf_loss(student: torch.Tensor, target: torch.Tensor, *, power: float = 1.0
     Parameters
     ----------
     student : (batch, classes) logits; (runs, batch, classes) with ``runs=True``.
-    target : (batch,) or (runs, batch) int64 class indices.
+    target : (batch,) or (runs, batch) int64 class indices, required; a number in its place
+        is refused naming ``power=`` (hyperparameters are keyword-only).
     power : the Zipf exponent (1 in the paper).
     reduction : 'mean' / 'sum' over the batch, or 'none' (per sample).
 
@@ -47,7 +48,8 @@ def zipf_loss(student: torch.Tensor, target: torch.Tensor, *, power: float = 1.0
     -------
     () or (runs,); (batch,) or (runs, batch) for 'none'.
     """
-    check_logits(student, None, target, runs=runs)
+    check_logits(student, runs=runs)
+    check_target(target, student, meant="power")
     check_reduction(reduction)
     q = zipf_soft_labels(student, target, power)
     log_p = F.log_softmax(non_target_logits(student, target), -1)
