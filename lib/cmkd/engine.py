@@ -302,7 +302,7 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
         test_loader: DataLoader | None, *, optim: OptimConfig | Mapping, epochs: int,
         device: torch.device | str = "auto", seed: int = 0, progress: bool = True,
         amp: bool | str = "auto", channels_last: bool | str = "auto",
-        metrics: Sequence[str] = ("accuracy",),
+        metrics: Sequence[str] = ("accuracy",), test_every: int = 1,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train ``method`` (a :class:`cmkd.methods.base.Method`) for ``epochs`` epochs.
 
@@ -325,6 +325,10 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     amp : bf16 autocast: 'auto' = on CUDA only; True is refused off CUDA.
     channels_last : channels_last memory format for models and 4-d inputs: 'auto' = on CUDA.
     metrics : names of :data:`cmkd.metrics.task.METRICS`; the first selects the best epoch.
+    test_every : the test split is evaluated at every epoch whose validation score is a new
+        best (of any run), at the last epoch and every ``test_every`` epochs; 1 (default) draws
+        the whole test curve in the history, a larger value saves the evaluations the scores
+        do not need (the history's test columns are then empty at the other epochs).
     on_epoch : called with each history row (a dict; one per run for a stack) after its epoch.
     """
     if not isinstance(optim, OptimConfig):
@@ -337,6 +341,8 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"metrics must be a non-empty list of {METRICS}, got {list(metrics)!r}")
+    if isinstance(test_every, bool) or not isinstance(test_every, int) or test_every < 1:
+        raise ValueError(f"test_every must be a positive int, got {test_every!r}")
     device = select_device(device) if isinstance(device, str) else torch.device(device)
     use_amp = _use(amp, "amp", device)
     use_cl = _use(channels_last, "channels_last", device)
@@ -358,8 +364,10 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
                                                  progress)
         val = (evaluate(method.student, val_loader, method.student_inputs, **evaluate_kw)
                if val_loader is not None else None)
+        wanted = (epoch == epochs - 1 or (epoch + 1) % test_every == 0
+                  or track.improves(val))
         test = (evaluate(method.student, test_loader, method.student_inputs, **evaluate_kw)
-                if test_loader is not None else None)
+                if test_loader is not None and wanted else None)
         track.update(epoch, val, test)
         new = _history_rows(epoch, lr, steps, sums, train_scores, val, test, runs)
         rows.extend(new)
@@ -455,6 +463,14 @@ class _Selection:
         self._val_last: list[dict] = [{} for _ in range(n)]
         self._test_last: list[dict] = [{} for _ in range(n)]
         self._last_epoch = -1
+
+    def improves(self, val) -> bool:
+        """Whether ``val`` (this epoch's validation scores) is a new best for some run."""
+        if val is None:
+            return False
+        val = [val] if self.runs is None else val
+        return any(not math.isnan(v.get(self.select, math.nan))
+                   and (b is None or v[self.select] > b) for v, b in zip(val, self._best))
 
     def update(self, epoch: int, val, test) -> None:
         n = len(self._best)

@@ -9,7 +9,9 @@ Jobs (:mod:`cmkd.jobs`), like every real-data notebook: one teacher job and one 
 method, each a *stack* of every (gamma, run) (R = gammas x runs MLPs trained at once as grouped
 layers, :class:`cmkd.models.batched.BatchedMLP`, through the one loop :func:`cmkd.engine.fit`);
 finished jobs come from the cache.  Run r of every job is seeded alike (its data draw, its
-initialisation, the batch order), so the methods are compared on the same runs.
+initialisation, the batch order), so the methods are compared on the same runs.  There is no
+validation split: the scores are the last epoch's, and the test split is evaluated only then
+(``test_every``: a test curve per epoch would cost a third more).
 
 Methods: names of the method registry :mod:`cmkd.methods` or its presets
 (:data:`cmkd.methods.PRESETS`).  'nokd'; offline KD from the fixed teacher: 'kd', 'dkd', 'dist',
@@ -123,7 +125,8 @@ def _job(config: Config, **kw) -> Job:
 
 def teacher_job(config: Config) -> Job:
     """The stack of MLP teachers on x^a (no KD)."""
-    return _job(config, input=TEACHER_INPUT, kind="teacher", epochs=config.teacher_epochs)
+    return _job(config, input=TEACHER_INPUT, kind="teacher", epochs=config.teacher_epochs,
+                test_every=config.teacher_epochs)
 
 
 def student_job(config: Config, method: str) -> Job:
@@ -135,7 +138,7 @@ def student_job(config: Config, method: str) -> Job:
     name, hp = registry.hparams_for(method, config.method_hparams)
     teacher = teacher_job(config) if registry.get(name).needs_teacher else None
     return _job(config, input=STUDENT_INPUT, method=name, hparams=hp, teacher=teacher,
-                epochs=config.epochs)
+                epochs=config.epochs, test_every=config.epochs)
 
 
 def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:

@@ -254,6 +254,8 @@ class Job:
         'dataset_options': {...}}``: run r's models and the method's stacked modules are
         initialised from its seed, its data are ``dataset_options`` updated with its own (e.g.
         another draw or setting); ``seed`` then seeds what the runs share (the batch order).
+    test_every : the test split is evaluated every ``test_every`` epochs, at the last one and
+        where validation improves (:func:`cmkd.engine.fit`); 1 (default): the whole test curve.
     """
 
     dataset: str
@@ -274,6 +276,7 @@ class Job:
     metric: str = "accuracy"
     workers: int = 0
     runs: tuple = ()
+    test_every: int = 1
 
     def __post_init__(self):
         from cmkd import methods
@@ -306,6 +309,7 @@ class Job:
         put("batch_size", _positive_int(self.batch_size, "batch_size"))
         put("seed", _positive_int(self.seed, "seed", 0))
         put("workers", _positive_int(self.workers, "workers", 0))
+        put("test_every", _positive_int(self.test_every, "test_every"))
         if not isinstance(self.device, str) or (self.device not in DEVICES
                                                 and not self.device.startswith("cuda:")):
             raise ParamError("device", f"must be one of {DEVICES} or 'cuda:N', got "
@@ -406,13 +410,15 @@ class Job:
             return dict(self.dataset_options)
         return {**self.dataset_options, **self.runs[run]["dataset_options"]}
 
-    def build_model(self):
+    def build_model(self, check: bool = False):
         """The job's model, freshly initialised: seeded by ``seed`` for one run, a stack
-        (:func:`cmkd.models.stacked`) with run r seeded by its own seed."""
+        (:func:`cmkd.models.stacked`) with run r seeded by its own seed (``check``: a stack of
+        the first run only, what :meth:`check` builds)."""
         from cmkd import models
 
         if self.stacked:
-            return models.stacked(self.model, self.run_seeds(), **self.model_options)
+            seeds = self.run_seeds()[:1] if check else self.run_seeds()
+            return models.stacked(self.model, seeds, **self.model_options)
         return models.build(self.model, **self.model_options)
 
     def replace(self, **changes) -> Job:
@@ -439,12 +445,12 @@ class Job:
                 raise ParamError("data_root", f"dataset {self.dataset!r} at {self.data_root}: "
                                               f"{'; '.join(problems)}", _SOURCE)
         with torch.device("meta"):
-            try:
-                student = self.build_model()
+            try:  # a stack is checked as a stack of its first run: what R runs share
+                student = self.build_model(check=True)
                 teacher = None
                 if self.teacher is not None:
                     self.teacher.check()
-                    teacher = self.teacher.build_model()
+                    teacher = self.teacher.build_model(check=True)
             except (ValueError, TypeError) as err:
                 raise ParamError("model_options", str(err), _SOURCE) from None
             classes = getattr(student, "classes", None)
@@ -455,15 +461,17 @@ class Job:
                 methods.build(self.method, self.hparams, student=student, teacher=teacher,
                               classes=classes, student_inputs=self.inputs,
                               teacher_inputs=None if teacher is None else self.teacher.inputs,
-                              **self.method_stack())
+                              **self.method_stack(check=True))
             except (ValueError, TypeError) as err:
                 raise ParamError("method", f"{self.method!r} cannot be built: {err}",
                                  _SOURCE) from None
 
-    def method_stack(self) -> dict:
-        """The keywords that build the job's method for its stack (``runs``, ``seeds``), or
-        none for one run."""
-        return {"runs": True, "seeds": self.run_seeds()} if self.stacked else {}
+    def method_stack(self, check: bool = False) -> dict:
+        """The keywords that build the job's method for its stack (``runs``, ``seeds``; the
+        first run only with ``check``), or none for one run."""
+        if not self.stacked:
+            return {}
+        return {"runs": True, "seeds": self.run_seeds()[:1] if check else self.run_seeds()}
 
     def describe(self) -> str:
         """One line: kind, dataset, model(inputs), method, seed (and runs), key prefix."""

@@ -157,7 +157,7 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
     start = time.perf_counter()
     result = fit(method, loaders["train"], loaders["val"], loaders["test"], optim=job.optim,
                  epochs=job.epochs, device=device, seed=job.seed, progress=progress,
-                 metrics=(job.metric,))
+                 metrics=(job.metric,), test_every=job.test_every)
     seconds = time.perf_counter() - start
     if job.stacked:
         out = [result_row(job, result.run(r), None if t_rows is None else t_rows[r], seconds,
