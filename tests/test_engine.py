@@ -23,7 +23,7 @@ from cmkd.engine import (
 )
 from cmkd.methods.base import Method
 from cmkd.params import ParamError
-from cmkd.train import torch_threads
+from cmkd.runtime import torch_threads
 from tiny_backbones import DictDataset, TinyNet, TwoWay, two_views
 
 
