@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cmkd import methods, models
+from cmkd import engine, methods, models
 from cmkd.data.arrays import ArrayDataset, StackedDataset
 from cmkd.engine import (
     OptimConfig,
@@ -661,3 +661,32 @@ def test_kd_on_a_stacked_cnn_pair_trains_each_run_like_its_own_models():
         assert res.test_last[r] == pytest.approx(plain.test_last, rel=1e-6)
         assert res.run(r).history.total.iloc[0] == pytest.approx(plain.history.total.iloc[0],
                                                                  rel=1e-5)
+
+
+def test_a_stack_keeps_the_default_memory_format(monkeypatch):
+    """channels_last ('auto': on CUDA) would make a stack's 5-d conv weights fail; fit keeps a
+    stack in the default format.  CUDA's 'auto' is emulated on the CPU here."""
+    with pytest.raises(RuntimeError, match="rank 4"):
+        Stacked(_conv_models([1, 2], "a")).to(memory_format=torch.channels_last)
+    monkeypatch.setattr(engine, "_use",
+                        lambda flag, name, device: name == "channels_last" and flag is not False)
+    data = StackedDataset([ArrayDataset(two_images(16, r).tensors) for r in range(2)])
+    method = methods.build("nokd", student=Stacked(_conv_models([1, 2], "a")), classes=3,
+                           runs=True)
+    res = fit(method, make_loader(data, 8), None, None, optim=OptimConfig(), epochs=1,
+              device="cpu")
+    assert np.isfinite(res.history.total).all()
+    with pytest.raises(ValueError, match="channels_last=True is for one run; a stack of 2 runs"):
+        fit(method, make_loader(data, 8), None, None, optim=OptimConfig(), epochs=1,
+            device="cpu", channels_last=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kd_on_a_stacked_cnn_pair_on_cuda():
+    data = StackedDataset([ArrayDataset(two_images(32, r).tensors) for r in range(2)])
+    method = methods.build("kd", student=Stacked(_conv_models([1, 2], "b")),
+                           teacher=Stacked(_conv_models([5, 6], "a")), classes=3, runs=True)
+    loader = make_loader(data, 8, shuffle=True)
+    res = fit(method, loader, loader, loader, optim=OptimConfig(lr=0.05), epochs=2,
+              device="cuda")
+    assert np.isfinite(res.history.total).all() and len(res.test_last) == 2
