@@ -4,7 +4,7 @@
 One run or a stack of runs.  A method built with ``runs=True`` on stacked models
 (:func:`cmkd.models.stacked`: R independent runs of one architecture, every tensor with a leading
 run dimension) trains through the same loop: batches hold (R, batch, ...) tensors
-(:class:`cmkd.data.stacked.StackedDataset`), the method returns (R,) loss terms, their sum is
+(:class:`cmkd.data.arrays.StackedDataset`), the method returns (R,) loss terms, their sum is
 back-propagated (so each run's gradient is its own), and every run is scored, selected on its
 own validation score and recorded in the history (a ``run`` column) separately.
 
