@@ -1,13 +1,16 @@
-"""KRC against scipy.stats.kendalltau and a direct pair loop; CKA against a numpy HSIC formula."""
+"""KRC against scipy.stats.kendalltau and a direct pair loop; CKA against a numpy HSIC formula;
+StackScores (the task metrics of a stack of runs) against torchmetrics run by run."""
 import itertools
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
+from torchmetrics.classification import MulticlassAccuracy
 
 from cmkd.metrics import cka, kendall_tau
 from cmkd.metrics import krc as krc_module
+from cmkd.metrics.task import StackScores, task_metrics
 
 
 def _tau_a_loop(x, y):
@@ -178,3 +181,58 @@ def test_cka_errors():
         cka(torch.randn(3, 2), torch.randn(3, 2), unbiased=True)
     with pytest.raises(ValueError, match="median pairwise distance is 0"):
         cka(torch.ones(5, 2), torch.randn(5, 2), kernel="rbf")
+
+
+# ----------------------------------------------------------------------------- StackScores
+def _stack_batches(runs=3, classes=4, sizes=(7, 16, 5), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(runs, n, classes, generator=g),
+             torch.randint(0, classes, (runs, n), generator=g)) for n in sizes]
+
+
+def test_stack_accuracy_is_torchmetrics_micro_accuracy_run_by_run():
+    batches = _stack_batches()
+    scores = StackScores(["accuracy"], 4, 3)
+    for logits, target in batches:
+        scores.update(logits, target)
+    out = scores.compute()
+    assert scores.per_run is None  # the counted path, not one collection per run
+    for r in range(3):
+        ref = MulticlassAccuracy(num_classes=4, average="micro")
+        for logits, target in batches:
+            ref.update(logits[r], target[r])
+        # counted in float64; torchmetrics gives float32
+        assert out[r] == {"accuracy": pytest.approx(float(ref.compute()), abs=1e-7)}
+    hits = sum((lg.argmax(-1) == t).sum(-1) for lg, t in batches)
+    assert [o["accuracy"] for o in out] == (hits.double() / 28).tolist()
+
+
+def test_stack_scores_of_other_metrics_are_separate_collections_per_run():
+    batches = _stack_batches(seed=1)
+    names = ["accuracy", "f1_macro", "map"]
+    scores = StackScores(names, 4, 3)
+    for logits, target in batches:
+        scores.update(logits, target)
+    out = scores.compute()
+    assert len(out) == 3 and scores.per_run is not None
+    for r in range(3):
+        ref = task_metrics(names, 4, "multiclass")
+        for logits, target in batches:
+            ref.update(logits[r], target[r])
+        assert out[r] == {k: float(v) for k, v in ref.compute().items()}
+    assert out[0] != out[1]
+
+
+def test_stack_scores_multilabel_and_errors():
+    g = torch.Generator().manual_seed(2)
+    logits, target = torch.randn(2, 9, 3, generator=g), (torch.rand(2, 9, 3, generator=g) > 0.5)
+    scores = StackScores(["map"], 3, 2)
+    assert scores.compute() == [{"map": pytest.approx(float("nan"), nan_ok=True)}] * 2
+    scores.update(logits, target.float())
+    for r in range(2):
+        ref = task_metrics(["map"], 3, "multilabel")
+        ref.update(logits[r], target[r].int())
+        assert scores.compute()[r]["map"] == float(ref.compute()["map"])
+    with pytest.raises(ValueError, match=r"expected logits \(runs=2, batch, \.\.\.\) and "
+                                         r"target \(runs, batch, \.\.\.\), got \(3, 9, 3\)"):
+        scores.update(torch.randn(3, 9, 3), target.float())

@@ -4,7 +4,7 @@
 One run or a stack of runs.  A method built with ``runs=True`` on stacked models
 (:func:`cmkd.models.stacked`: R independent runs of one architecture, every tensor with a leading
 run dimension) trains through the same loop: batches hold (R, batch, ...) tensors
-(:class:`cmkd.data.stacked.StackedDataset`), the method returns (R,) loss terms, their sum is
+(:class:`cmkd.data.arrays.StackedDataset`), the method returns (R,) loss terms, their sum is
 back-propagated (so each run's gradient is its own), and every run is scored, selected on its
 own validation score and recorded in the history (a ``run`` column) separately.
 
@@ -323,7 +323,9 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
         generator); with the same seed, models and data a CPU run repeats bit for bit.
     progress : tqdm bars per epoch (TQDM_DISABLE=1 switches them off).
     amp : bf16 autocast: 'auto' = on CUDA only; True is refused off CUDA.
-    channels_last : channels_last memory format for models and 4-d inputs: 'auto' = on CUDA.
+    channels_last : channels_last memory format for models and 4-d inputs: 'auto' = on CUDA,
+        for one run (a stack keeps the default format: its conv weights, with their run
+        dimension, are 5-d, which channels_last does not take; True is refused for a stack).
     metrics : names of :data:`cmkd.metrics.task.METRICS`; the first selects the best epoch.
     test_every : the test split is evaluated at every epoch whose validation score is a new
         best (of any run), at the last epoch and every ``test_every`` epochs; 1 (default) draws
@@ -346,6 +348,12 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     device = select_device(device) if isinstance(device, str) else torch.device(device)
     use_amp = _use(amp, "amp", device)
     use_cl = _use(channels_last, "channels_last", device)
+    if use_cl and method.n_runs is not None:
+        if channels_last is True:
+            raise ValueError(f"channels_last=True is for one run; a stack of {method.n_runs} "
+                             f"runs keeps the default memory format (its conv weights carry "
+                             f"a run dimension); use channels_last='auto' or False")
+        use_cl = False
     seed_everything(seed)
     method.to(device, torch.channels_last if use_cl else None)
     opt = make_optimizer(method.parameters(), optim)
