@@ -231,6 +231,8 @@ def test_hparams_for_precedence():
     ({"kdd": {}}, ["unknown method 'kdd'", "did you mean 'kd'"]),
     ({"c2kd_nope": {"omega": 0.1}}, ["unknown method 'c2kd_nope'"]),
     ({"kd": 4.0}, ["'kd'", "expected a mapping of hyperparameter names"]),
+    # a preset's entry before its method's malformed one: still the malformed one named
+    ({"c2kd_bd": {}, "c2kd": 4.0}, ["'c2kd'", "expected a mapping of hyperparameter names"]),
     ({"kd": {"temprature": 2.0}}, ["method 'kd'", "'temprature'", "unknown parameter",
                                    "did you mean 'temperature'"]),
     ({"c2kd": {"omega": 2.0}}, ["method 'c2kd'", "'omega'", "out of range"]),
