@@ -154,6 +154,8 @@ def test_source_hash_follows_run_code_only(tmp_path):
     ({"model_options": {"modality": "image", "clases": 10}}, "model_options", "clases"),
     ({"model_options": {}}, "model_options", "missing required option(s) modality"),
     ({"dataset_options": {"energy": 0.5}}, "dataset_options", "energy"),
+    ({"dataset_options": [0.5]}, "dataset_options", "must be a mapping"),
+    ({"model_options": "image"}, "model_options", "must be a mapping"),
     ({"hparams": {"temprature": 2.0}}, "temprature", "unknown parameter"),
     ({"hparams": {"temperature": -1.0}}, "temperature", ""),
     ({"teacher": None}, "teacher", "needs a teacher"),
@@ -513,6 +515,9 @@ def mvd_student(**kw) -> Job:
     ([{"seed": -1}], "'runs[0].seed': must be an int >= 0, got -1"),
     ([{"seed": 1.5}], "'runs[0].seed': must be an int >= 0"),
     ([{"seed": 1, "dataset_options": {"overlapp": 3}}], "'dataset_options'"),
+    ([{"seed": 1, "dataset_options": [2]}], "'runs[0].dataset_options': must be a mapping"),
+    ([{"seed": 1}, {"seed": 2, "dataset_options": {2: 8}}],
+     "'runs[1].dataset_options': keys must be option names (strings), got 2"),
 ])
 def test_bad_runs_are_named(runs, words):
     with pytest.raises(ParamError) as err:
