@@ -126,6 +126,22 @@ def test_stacked_network_run_r_is_the_network_built_after_its_seed():
         stack(_x(3, 5, 1, 8, 8))
 
 
+def test_stacked_batch_norm_trains_per_run():
+    """Train mode: each run normalises by its own batch and updates its own running
+    statistics, as the single network does."""
+    stack = models.stacked("avdigits_cnn", [1, 2], modality="audio")
+    x = _x(2, 4, 1, 32, 32)
+    out = stack(x)
+    state = stack.state_dict()
+    for r, seed in enumerate((1, 2)):
+        torch.manual_seed(seed)
+        single = models.build("avdigits_cnn", modality="audio")
+        torch.testing.assert_close(out[r], single(x[r]), atol=1e-5, rtol=1e-4)
+        for k, v in single.state_dict().items():
+            if "running" in k:
+                torch.testing.assert_close(state[f"stack.{k}"][r], v, atol=1e-6, rtol=1e-5)
+
+
 def test_stacked_refuses_mixed_architectures():
     with pytest.raises(ValueError, match="one architecture"):
         Stacked([nn.Linear(2, 2), nn.Conv1d(2, 2, 1)])
