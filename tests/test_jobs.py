@@ -21,11 +21,19 @@ import torch
 
 import cmkd.engine
 from cmkd import cli
-from cmkd.jobs import Job, SerialExecutor, run_job, run_jobs, source_hash
+from cmkd.jobs import (
+    Job,
+    SerialExecutor,
+    load_model,
+    read_history,
+    run_job,
+    run_jobs,
+    source_hash,
+)
 from cmkd.jobs import cache as jc
 from cmkd.jobs import job as job_module
 from cmkd.params import ParamError
-from cmkd.train import torch_threads
+from cmkd.runtime import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +100,7 @@ def test_every_field_changes_the_key(monkeypatch):
         "dataset_options": {"energy_removed": 0.5}, "data_root": "/elsewhere",
         "model_options": {"modality": "image", "classes": 5},
         "optim": {"lr": 0.02}, "epochs": 3, "batch_size": 64, "seed": 1, "device": "cpu",
-        "metric": "f1_macro", "workers": 1,
+        "metric": "f1_macro", "workers": 1, "runs": [{"seed": 0}],
     }
     assert set(changes) == {f.name for f in dataclasses.fields(Job)}, "a field is not tested"
     keys = {base.key}
@@ -107,6 +115,8 @@ def test_every_field_changes_the_key(monkeypatch):
             job = base.replace(teacher=value)
         elif name == "data_root":
             job = base.replace(data_root=value, teacher=teacher(data_root=value))
+        elif name == "runs":  # a stack of one run is not the single run
+            job = base.replace(runs=value, teacher=teacher(runs=value))
         else:
             job = base.replace(**{name: value})
         assert job.key not in keys, name
@@ -144,6 +154,8 @@ def test_source_hash_follows_run_code_only(tmp_path):
     ({"model_options": {"modality": "image", "clases": 10}}, "model_options", "clases"),
     ({"model_options": {}}, "model_options", "missing required option(s) modality"),
     ({"dataset_options": {"energy": 0.5}}, "dataset_options", "energy"),
+    ({"dataset_options": [0.5]}, "dataset_options", "must be a mapping"),
+    ({"model_options": "image"}, "model_options", "must be a mapping"),
     ({"hparams": {"temprature": 2.0}}, "temprature", "unknown parameter"),
     ({"hparams": {"temperature": -1.0}}, "temperature", ""),
     ({"teacher": None}, "teacher", "needs a teacher"),
@@ -499,3 +511,153 @@ def test_process_executor_gives_the_serial_results(tmp_path):
                         progress=False)
     cols = ["key", "test_at_best_val", "test_last", "best_val", "teacher_test"]
     pd.testing.assert_frame_equal(serial[cols], parallel[cols])
+
+
+# ----------------------------------------------------------------------------- stacks of runs
+#: two runs of the synthetic MVD data: their own seed and their own draw (overlap, run)
+RUNS = [{"seed": 3, "dataset_options": {"overlap": 2, "run": 0}},
+        {"seed": 4, "dataset_options": {"overlap": 8, "run": 1}}]
+MVD_DATA = {"n_train": 48, "n_val": 24, "n_test": 40}
+
+
+def mvd_teacher(**kw) -> Job:
+    base = dict(dataset="mvd", model="mlp", inputs=("xa",), kind="teacher",
+                model_options={"in_features": 25, "classes": 2, "hidden": [8],
+                               "modality": "xa"},
+                dataset_options=MVD_DATA, runs=RUNS, epochs=2, batch_size=16, seed=1)
+    return Job(**{**base, **kw})
+
+
+def mvd_student(**kw) -> Job:
+    base = dict(dataset="mvd", model="mlp", inputs=("xb",), method="kd",
+                model_options={"in_features": 50, "classes": 2, "hidden": [8],
+                               "modality": "xb"},
+                dataset_options=MVD_DATA, runs=RUNS, teacher=mvd_teacher(), epochs=2,
+                batch_size=16, seed=1)
+    return Job(**{**base, **kw})
+
+
+@pytest.mark.parametrize("runs, words", [
+    ("abc", "'runs': must be a list of mappings {seed, dataset_options}"),
+    ({"seed": 1}, "'runs': must be a list of mappings"),
+    ([{"dataset_options": {}}], "'runs': run 0 must be a mapping with a 'seed'"),
+    ([{"seed": 1}, 5], "'runs': run 1 must be a mapping with a 'seed'"),
+    ([{"seed": 1, "data": {}}], "'runs': run 0 has unknown key(s) ['data']"),
+    ([{"seed": -1}], "'runs[0].seed': must be an int >= 0, got -1"),
+    ([{"seed": 1.5}], "'runs[0].seed': must be an int >= 0"),
+    ([{"seed": 1, "dataset_options": {"overlapp": 3}}], "'dataset_options'"),
+    ([{"seed": 1, "dataset_options": [2]}], "'runs[0].dataset_options': must be a mapping"),
+    ([{"seed": 1}, {"seed": 2, "dataset_options": {2: 8}}],
+     "'runs[1].dataset_options': keys must be option names (strings), got 2"),
+])
+def test_bad_runs_are_named(runs, words):
+    with pytest.raises(ParamError) as err:
+        mvd_teacher(runs=runs)
+    assert words in str(err.value)
+    if "overlapp" in repr(runs):
+        assert "overlapp" in str(err.value)
+
+
+def test_a_stack_needs_a_teacher_stack_of_the_same_data():
+    with pytest.raises(ParamError, match=r"'teacher': a stack of 2 run\(s\) needs a teacher "
+                                         r"stack of the same runs' data; the teacher job has 0 "
+                                         r"run\(s\)$"):
+        mvd_student(teacher=mvd_teacher(runs=()))
+    other = [RUNS[0], {"seed": 4, "dataset_options": {"overlap": 8, "run": 2}}]
+    with pytest.raises(ParamError, match=r"the teacher job has 2 run\(s\) with other data"):
+        mvd_student(teacher=mvd_teacher(runs=other))
+    with pytest.raises(ParamError, match=r"'teacher': a stack of 0 run\(s\)"):
+        mvd_student(runs=(), teacher=mvd_teacher())
+    # the runs' seeds may differ: only their data must be the same
+    reseeded = [dict(r, seed=r["seed"] + 10) for r in RUNS]
+    assert mvd_student(teacher=mvd_teacher(runs=reseeded)).teacher.run_seeds() == [13, 14]
+
+
+def test_stack_fields_and_helpers():
+    job = mvd_student()
+    assert job.stacked and job.run_seeds() == [3, 4]
+    assert job.runs[0] == {"dataset_options": {"overlap": 2, "run": 0}, "seed": 3}
+    assert job.run_dataset_options(1) == {**job.dataset_options, "overlap": 8, "run": 1}
+    assert job.run_dataset_options() == dict(job.dataset_options)
+    assert job.method_stack() == {"runs": True, "seeds": [3, 4]}
+    assert "x 2 runs" in job.describe()
+    # a run without dataset_options has its own data = the job's; it is stored as {}
+    plain = mvd_teacher(runs=[{"seed": 5}])
+    assert plain.key == mvd_teacher(runs=[{"seed": 5, "dataset_options": {}}]).key
+    assert plain.run_dataset_options(0) == dict(plain.dataset_options)
+    single = mvd_teacher(runs=())
+    assert not single.stacked and single.method_stack() == {}
+    assert Job.from_config(json.loads(job.to_json())).key == job.key
+    model = job.build_model()
+    assert model.n_runs == 2
+    ref = mvd_student(runs=[RUNS[1]], teacher=mvd_teacher(runs=[RUNS[1]])).build_model()
+    assert torch.equal(model[0].weight[1], ref[0].weight[0])  # run r from its own seed
+    job.check()
+
+
+def test_a_stacked_job_gives_one_row_per_run(tmp_path, fits):
+    cache = tmp_path / "cache"
+    job = mvd_student()
+    rows = run_jobs([job], cache=cache, progress=False)
+    assert fits == ["nokd", "kd"], "one training per stack"
+    assert len(rows) == 2 and list(rows["key"]) == [job.key] * 2
+    assert list(rows["run"]) == [0, 1] and list(rows["run_seed"]) == [3, 4]
+    assert list(rows["data_overlap"]) == [2, 8] and list(rows["data_run"]) == [0, 1]
+    assert (rows["data_n_train"] == 48).all() and (rows["seed"] == 1).all()
+    t_rows = jc.read_rows(cache, mvd_teacher().key)
+    assert [r["run"] for r in t_rows] == [0, 1]
+    assert list(rows["teacher_test"]) == [r["test_at_best_val"] for r in t_rows]
+    assert isinstance(json.loads((cache / job.key / jc.RESULT).read_text()), list)
+    assert run_job(job, cache) == jc.read_rows(cache, job.key) and len(fits) == 2
+    # a single-run job's result is one row (not a list) and has no run columns
+    single = mvd_student(runs=(), teacher=None, method="nokd", hparams={})
+    one = run_jobs([single, job], cache=cache, progress=False)
+    assert list(one["key"]) == [single.key, job.key, job.key]
+    assert one["run"].isna().iloc[0] and isinstance(jc.read_result(cache, single.key), dict)
+
+
+def _accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(-1) == y).float().mean(-1)
+
+
+def test_load_model_and_read_history(tmp_path):
+    from cmkd import data
+
+    cache = tmp_path / "cache"
+    job = mvd_student()
+    with pytest.raises(FileNotFoundError):
+        load_model(job, cache)
+    with pytest.raises(FileNotFoundError, match="has no finished result"):
+        read_history(job, cache)
+    single = mvd_student(runs=(), teacher=mvd_teacher(runs=()))
+    rows = run_jobs([job, single], cache=cache, progress=False)
+    state = torch.get_rng_state()
+    model = load_model(job, cache)
+    assert torch.equal(torch.get_rng_state(), state), "load_model moved the global generator"
+    assert not model.training and model.n_runs == 2
+    ckpt = torch.load(cache / job.key / jc.CHECKPOINT, weights_only=True)
+    assert ckpt["which"] == "final"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["model"][k]), k
+    fresh = job.build_model().state_dict()
+    assert any(not torch.equal(v, fresh[k]) for k, v in model.state_dict().items())
+    # the trained weights give the reported final test accuracy, run by run
+    for r in range(2):
+        test = data.load("mvd", None, "test", **job.run_dataset_options(r)).tensors
+        acc = _accuracy(model, test["xb"].expand(2, -1, -1), test["label"])[r]
+        assert float(acc) == pytest.approx(rows["test_last"].iloc[r]), r
+    one = load_model(single, cache)
+    test = data.load("mvd", None, "test", **single.dataset_options).tensors
+    assert float(_accuracy(one, test["xb"], test["label"])) == pytest.approx(
+        rows["test_last"].iloc[2])
+    # a teacher job's checkpoint is its best-validation model
+    teacher_ckpt = torch.load(cache / mvd_teacher().key / jc.CHECKPOINT, weights_only=True)
+    assert teacher_ckpt["which"] == "best"
+    for k, v in load_model(mvd_teacher(), cache).state_dict().items():
+        assert torch.equal(v, teacher_ckpt["model"][k]), k
+    # the history: one row per epoch and run for a stack
+    history = read_history(job, cache)
+    assert sorted(zip(history["run"], history["epoch"])) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert "kd" in history and history["kd"].notna().all()
+    assert "run" not in read_history(single, cache)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmkd import methods
+from cmkd import methods, models
 from cmkd.methods.base import Method, register
 from cmkd.params import ParamError
 from tiny_backbones import TinyNet, TwoWay
@@ -149,6 +149,8 @@ def test_supervised_loss_by_task():
 
 def test_runs_mode_gives_per_run_losses():
     class Batched(torch.nn.Module):
+        n_runs = 2
+
         def forward(self, x):  # (runs, batch, 3)
             return x
 
@@ -157,3 +159,97 @@ def test_runs_mode_gives_per_run_losses():
     out = m.step({"x": x, "label": y}, 0)
     direct = torch.stack([F.cross_entropy(x[r], y[r]) for r in range(2)])
     torch.testing.assert_close(out["total"], direct)
+
+
+# ----------------------------------------------------------------------------- stacks of runs
+def _stack(runs, seed=0, modality="b"):
+    return models.stacked("mlp", [seed + r for r in range(runs)], in_features=4, classes=3,
+                          hidden=[5], modality=modality)
+
+
+def test_runs_need_stacked_models_of_one_size():
+    student, teacher = _models()
+    with pytest.raises(ValueError, match="runs=True needs a stacked model.*TinyNet is not one"):
+        methods.build("nokd", student=student, classes=3, runs=True)
+    with pytest.raises(ValueError, match="a stack of 2 student runs needs a teacher stack of "
+                                         "as many runs, got 3"):
+        methods.build("kd", student=_stack(2), teacher=_stack(3, modality="a"), classes=3,
+                      runs=True)
+    with pytest.raises(ValueError, match="method 'kd': 3 seeds for a stack of 2 runs"):
+        methods.build("kd", student=_stack(2), teacher=_stack(2, modality="a"), classes=3,
+                      runs=True, seeds=[1, 2, 3])
+    m = methods.build("kd", student=_stack(2), teacher=_stack(2, modality="a"), classes=3,
+                      runs=True, seeds=[7, 9])
+    assert m.n_runs == 2 and m.run_seeds() == [7, 9] and m.run_seeds(11) == [18, 20]
+    one = methods.build("kd", student=student, teacher=teacher, classes=3)
+    assert one.n_runs is None
+    with pytest.raises(ValueError, match="run_seeds is for methods built with runs=True"):
+        one.run_seeds()
+
+
+def test_a_stacked_student_trains_with_per_run_losses():
+    """A stacked student's 'total' is per run and the runs' gradients are their own."""
+    student, teacher = _stack(2), _stack(2, seed=5, modality="a")
+    m = methods.build("kd", student=student, teacher=teacher, classes=3, runs=True)
+    g = torch.Generator().manual_seed(0)
+    batch = {"a": torch.randn(2, 6, 4, generator=g), "b": torch.randn(2, 6, 4, generator=g),
+             "label": torch.randint(0, 3, (2, 6), generator=g)}
+    out = m.step(batch, 0)
+    assert out["total"].shape == (2,)
+    out["total"][1].backward()
+    grad = student[0].weight.grad
+    assert torch.count_nonzero(grad[0]) == 0 and torch.count_nonzero(grad[1]) > 0
+
+
+# ----------------------------------------------------------------------------- method_hparams
+def test_hparams_for_precedence():
+    """registry defaults < overrides[method] < preset < overrides[preset] < row."""
+    overrides = {
+        "c2kd": {"lambda1": 0.7, "proxy": True, "lambda2": 0.4, "omega": 0.1},
+        "c2kd_bd": {"ofs": True, "lambda2": 0.5, "omega": 0.2},
+        "c2kd_noproxy": {"lambda3": 0.9},  # another preset's: not applied
+    }
+    name, hp = methods.hparams_for("c2kd_bd", overrides, {"omega": 0.3})
+    assert name == "c2kd"
+    assert hp == {"lambda1": 0.7,                       # overrides[method]
+                  "proxy": False, "nt": False,           # the preset over overrides[method]
+                  "ofs": True, "lambda2": 0.5,           # overrides[preset] over the preset
+                  "omega": 0.3}                          # the row over everything
+    full = methods.get(name).make_hparams(hp)
+    assert full.lambda3 == 1.0 and full.filter == "krc"  # the registry's defaults under all
+    # the method's own name: its overrides, no preset, and the row
+    assert methods.hparams_for("c2kd", overrides) == ("c2kd", overrides["c2kd"])
+    assert methods.hparams_for("kd", {"kd": {"temperature": 4.0, "kd_weight": 2.0}},
+                               {"temperature": 8.0}) == (
+        "kd", {"temperature": 8.0, "kd_weight": 2.0})
+    assert methods.hparams_for("c2kd_noselect") == ("c2kd", {"ofs": False})
+    # nothing mutated
+    assert overrides["c2kd_bd"] == {"ofs": True, "lambda2": 0.5, "omega": 0.2}
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"kdd": {}}, ["unknown method 'kdd'", "did you mean 'kd'"]),
+    ({"c2kd_nope": {"omega": 0.1}}, ["unknown method 'c2kd_nope'"]),
+    ({"kd": 4.0}, ["'kd'", "expected a mapping of hyperparameter names"]),
+    # a preset's entry before its method's malformed one: still the malformed one named
+    ({"c2kd_bd": {}, "c2kd": 4.0}, ["'c2kd'", "expected a mapping of hyperparameter names"]),
+    ({"kd": {"temprature": 2.0}}, ["method 'kd'", "'temprature'", "unknown parameter",
+                                   "did you mean 'temperature'"]),
+    ({"c2kd": {"omega": 2.0}}, ["method 'c2kd'", "'omega'", "out of range"]),
+    ({"c2kd_bd": {"filter": "spearman"}}, ["method 'c2kd'", "'filter'", "'krc'"]),
+    ({"c2kd": {"bd": False}}, ["'teacher_update'", "bd: false"]),
+    # a preset is checked over its method's overrides: bd false with the preset's 'top_k'
+    ({"c2kd": {"bd": False, "teacher_update": "frozen"}, "c2kd_partial": {}},
+     ["'teacher_update'", "bd: false", "'top_k'"]),
+])
+def test_check_method_hparams_messages(overrides, words):
+    with pytest.raises(ParamError) as err:
+        methods.check_method_hparams(overrides)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_check_method_hparams_accepts_methods_and_presets():
+    methods.check_method_hparams({})
+    methods.check_method_hparams({"kd": {"temperature": 4}, "c2kd": {"omega": 0.1},
+                                  "c2kd_partial": {"teacher_top_k": 1}, "c2kd_dist_bd": {}})

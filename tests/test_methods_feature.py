@@ -16,7 +16,7 @@ from cmkd.distill import fitnet_loss, hcl_loss, rkd_loss, shake_loss
 from cmkd.engine import OptimConfig, fit, make_loader
 from cmkd.models import BatchedLinear, BatchedMLP
 from cmkd.params import ParamError
-from cmkd.train import torch_threads
+from cmkd.runtime import torch_threads
 from tiny_backbones import TinyConvNet, TinyNet, two_images, two_views
 
 FEATURE_METHODS = ("fitnet", "review", "rkd", "shake")
@@ -240,7 +240,7 @@ def test_fitnet_runs_equals_notebook_08():
     seeds = [101, 202, 303]
     m = methods.build("fitnet", {"feat_weight": 1.0}, student=student, teacher=teacher,
                       classes=3, student_inputs=("xb",), teacher_inputs=("xa",), runs=True,
-                      regressor_seeds=seeds)
+                      seeds=seeds)
     assert m.layers == [("pooled", "pooled")]
     out = m.step(batch, 0)
     # notebook 08's former 'fitnet' branch of gamma_c2kd.train_method
@@ -269,8 +269,13 @@ def test_rkd_and_shake_runs_are_per_run():
     for run in range(3):
         one = rkd_loss(student.features(batch["xb"])[run], teacher.features(batch["xa"])[run])
         torch.testing.assert_close(r["rkd"][run], one)
-    s = methods.build("shake", shadow_seeds=[1, 2, 3], **kw).step(batch, 0)
+    shake = methods.build("shake", seeds=[1, 2, 3], **kw)
+    s = shake.step(batch, 0)
     assert s["total"].shape == (3,) and s["n_krc_below_omega"].shape == (3,)
+    # the shadow head is seeded by the method's seeds (its output layer by seeds + 1)
+    shadow = shake.extra["shadow"]
+    torch.testing.assert_close(shadow[0].weight, BatchedLinear(5, 5, [1, 2, 3]).weight)
+    torch.testing.assert_close(shadow[-1].weight, BatchedLinear(5, 3, [2, 3, 4]).weight)
     with pytest.raises(ValueError, match="no batched"):
         methods.build("review", **kw)
 

@@ -18,28 +18,25 @@ from torch.utils.data import DataLoader
 
 from cmkd import methods
 from cmkd.distill import (
-    ProxyHead,
     c2kd_loss,
     dist_loss,
     dkd_loss,
     dkd_warmup,
-    dlb_batches,
     dlb_loss,
     dml_loss,
     kd_loss,
     nkd_loss,
     tckd_nckd,
-    teacher_parameters,
     uskd_loss,
     zipf_loss,
 )
 from cmkd.engine import OptimConfig, fit, make_loader
 from cmkd.methods.c2kd import C2KD_PRESETS
-from cmkd.methods.dlb import DLBBatchSampler
+from cmkd.methods.dlb import DLBBatchSampler, dlb_batches
 from cmkd.metrics import kendall_tau
-from cmkd.models import MLP, BatchedMLP, BatchedProxyHead
+from cmkd.models import MLP, BatchedMLP, BatchedProxyHead, ProxyHead
 from cmkd.params import ParamError
-from cmkd.train import torch_threads
+from cmkd.runtime import torch_threads
 from tiny_backbones import DictDataset, TinyNet, two_views
 
 CLASSES = 5
@@ -228,7 +225,7 @@ def test_c2kd_equals_its_loss():
     ("c2kd", None, ["body", "mid", "head"]),
     ("c2kd", {"teacher_update": "top_k", "teacher_top_k": 1}, ["head"]),
     ("c2kd_partial", None, ["mid", "head"]),
-    ("c2kd_kd", None, []),
+    ("kd", None, []),
     ("c2kd", {"bd": False, "teacher_update": "frozen"}, []),
 ])
 def test_teacher_gets_gradients_only_where_it_trains(name, hparams, trained):
@@ -254,36 +251,34 @@ def test_self_kd_needs_no_teacher(name):
     m.step(_batch(), 0)["total"].backward()
 
 
-def test_teacher_parameters_reads_blocks_like_the_method():
-    class Grouped(nn.Module):
-        """children a, b, head; blocks (a, b) then head."""
-
-        def __init__(self):
-            super().__init__()
-            self.a, self.b, self.head = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2)
+def test_top_k_teacher_update_reads_blocks():
+    """'top_k' trains the teacher's top blocks of blocks() (a block may group several children),
+    a stacked MLP's top linear layers; the rest gets no gradient."""
+    class Grouped(TinyNet):
+        """blocks (body, mid) then head."""
 
         def blocks(self):
-            return [nn.Sequential(self.a, self.b), self.head]
+            return [nn.Sequential(self.body, self.mid), self.head]
 
-    net = Grouped()
-    top = teacher_parameters(net, top_k=2)
-    assert {id(p) for p in top} == {id(p) for p in net.parameters()}
-    top = teacher_parameters(net, top_k=1)
-    assert {id(p) for p in top} == {id(p) for p in net.head.parameters()}
-    assert not net.a.weight.requires_grad and not net.b.weight.requires_grad
-    # TinyNet: blocks() and children agree, and so do the function and the method
-    _, teacher = _models()
-    m = methods.build("c2kd", {"teacher_update": "top_k", "teacher_top_k": 2},
+    torch.manual_seed(0)
+    teacher = Grouped(4, CLASSES, modality="a")
+    for k, trained in ((1, ["head"]), (2, ["body", "mid", "head"])):
+        m = methods.build("c2kd", {"teacher_update": "top_k", "teacher_top_k": k},
+                          student=_models()[0], teacher=teacher, classes=CLASSES)
+        assert ({id(p) for b in m.teacher_blocks_trained() for p in b.parameters()}
+                == {id(p) for b in trained for p in getattr(teacher, b).parameters()})
+        for b in ("body", "mid", "head"):
+            assert all(p.requires_grad == (b in trained)
+                       for p in getattr(teacher, b).parameters()), (k, b)
+    with pytest.raises(ValueError, match=r"teacher_top_k in \[1, 2\]"):
+        methods.build("c2kd", {"teacher_update": "top_k", "teacher_top_k": 3},
                       student=_models()[0], teacher=teacher, classes=CLASSES)
-    assert ({id(p) for p in teacher_parameters(teacher, 2)}
-            == {id(p) for b in m.teacher_blocks_trained() for p in b.parameters()})
-    # notebook 08's BatchedMLP has no blocks(): its linear layers, as before
     mlp = BatchedMLP(4, [6, 6], 3, [0, 1])
-    assert [p.shape for p in teacher_parameters(mlp, 1)] == [(2, 6, 3), (2, 3)]
     m = methods.build("c2kd", {"teacher_update": "top_k", "teacher_top_k": 1},
                       student=BatchedMLP(4, [6, 6], 3, [2, 3]), teacher=mlp, classes=3,
                       runs=True, student_inputs=("b",), teacher_inputs=("a",))
     assert m.teacher_blocks_trained() == [mlp[-1]]
+    assert [p.shape for p in m.parameters()[-2:]] == [(2, 6, 3), (2, 3)]
 
 
 # ----------------------------------------------------------------------------- DLB
@@ -337,16 +332,26 @@ NONZERO = {  # Table 5: which terms each configuration has (omega -1: every samp
     "c2kd_bd_nt": {"ce_student", "ce_teacher", "cross"},
     "c2kd_bd_ofs": {"ce_student", "ce_teacher", "cross"},
     "c2kd_bd": {"ce_student", "ce_teacher", "cross"},
-    "c2kd_kd": {"ce_student", "cross"},
+    "c2kd_dist_bd": {"ce_student", "ce_teacher", "cross"},
+    "c2kd_dist_noproxy": {"ce_student", "ce_teacher", "cross"},
+    "c2kd_dist": {"ce_student", "ce_teacher", "proxy_teacher", "proxy_student", "cross"},
+    "c2kd_nkd_bd": {"ce_student", "ce_teacher", "cross"},
+    "c2kd_nkd_noproxy": {"ce_student", "ce_teacher", "cross"},
+    "c2kd_nkd": {"ce_student", "ce_teacher", "proxy_teacher", "proxy_student", "cross"},
 }
+#: Table 5 row (a), one-way KD from a frozen teacher: C2KD with every module off
+ONE_WAY = {"proxy": False, "ofs": False, "nt": False, "bd": False, "teacher_update": "frozen"}
 
 
-@pytest.mark.parametrize("name", sorted(NONZERO))
+@pytest.mark.parametrize("name", [*sorted(NONZERO), "one_way"])
 def test_c2kd_switches_turn_terms_on_and_off_as_table_5(name):
-    m = _build(name, {"omega": -1.0})
+    if name == "one_way":
+        m, nonzero = _build("c2kd", {**ONE_WAY, "omega": -1.0}), {"ce_student", "cross"}
+    else:
+        m, nonzero = _build(name, {"omega": -1.0}), NONZERO[name]
     out = m.step(_batch(), 0)
     terms = ("ce_student", "ce_teacher", "proxy_teacher", "proxy_student", "cross")
-    assert {k for k in terms if float(out[k]) != 0.0} == NONZERO[name]
+    assert {k for k in terms if float(out[k]) != 0.0} == nonzero
     assert ("student_proxy" in m.extra) == m.hp.proxy
     if not m.hp.ofs:
         assert float(out["keep"]) == 1.0
@@ -364,7 +369,7 @@ def test_c2kd_crossmodal_term_by_switch():
 
     out, s, t = cross("c2kd_bd")  # BD: KL both ways over all classes
     torch.testing.assert_close(out["cross"], kd_loss(s, t) + kd_loss(t, s))
-    out, s, t = cross("c2kd_kd")  # one way
+    out, s, t = cross("c2kd", **ONE_WAY)  # one way
     torch.testing.assert_close(out["cross"], kd_loss(s, t))
     out, s, t = cross("c2kd_bd_nt")  # NT: DKD's NCKD (target removed) both ways
     torch.testing.assert_close(out["cross"],
@@ -377,6 +382,15 @@ def test_c2kd_crossmodal_term_by_switch():
     torch.testing.assert_close(out["keep"], kept.float().mean())
     out, s, t = cross("c2kd_bd_ofs", average="batch")  # the official code's average
     torch.testing.assert_close(out["cross"], (per * kept).mean())
+
+
+def test_table_5_row_a_is_the_registry_kd():
+    """C2KD with every module off (one-way KL at T = 1 from a frozen teacher) is KD."""
+    batch = _batch()
+    kd = _build("kd").step(batch, 0)
+    one_way = _build("c2kd", ONE_WAY).step(batch, 0)
+    torch.testing.assert_close(one_way["total"], kd["total"])
+    torch.testing.assert_close(one_way["cross"], kd["kd"])
 
 
 @pytest.mark.parametrize("name, hparams", [
@@ -453,12 +467,13 @@ def _copy_proxy(batched: BatchedProxyHead, r: int, single: ProxyHead) -> None:
         single.adapt[0].weight.copy_(lin1.weight[r].T[:, :, None, None])
         single.adapt[1].weight.copy_(bn.bn.weight[r * c:(r + 1) * c])
         single.adapt[1].bias.copy_(bn.bn.bias[r * c:(r + 1) * c])
-        single.fc.weight.copy_(lin2.weight[r].T)
-        single.fc.bias.copy_(lin2.bias[r])
+        single.classifier.weight.copy_(lin2.weight[r].T)
+        single.classifier.bias.copy_(lin2.bias[r])
 
 
 @pytest.mark.parametrize("name", ("nokd", "kd") + LOGIT_METHODS
-                         + ("c2kd_noproxy", "c2kd_official", "c2kd_top1", "c2kd_kd"))
+                         + ("c2kd_noproxy", "c2kd_official", "c2kd_top1", "c2kd_dist_bd",
+                            "c2kd_nkd_noproxy"))
 def test_runs_give_the_single_run_results(name):
     g = torch.Generator().manual_seed(8)
     n = 10
@@ -506,7 +521,11 @@ def test_runs_seed_the_batched_modules():
     a, b = proxy_weight([5, 6]), proxy_weight([5, 6])
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], a[1])
     assert not torch.equal(a[0], proxy_weight([7, 8])[0])
-    torch.testing.assert_close(proxy_weight(None)[0], proxy_weight([0, 1])[0])
+    # without seeds they are drawn from torch's global generator: a seeded caller repeats them
+    torch.manual_seed(4)
+    c = proxy_weight(None)
+    torch.manual_seed(4)
+    torch.testing.assert_close(proxy_weight(None)[0], c[0])
 
 
 # ----------------------------------------------------------------------------- engine
@@ -525,8 +544,8 @@ def test_fit_runs_c2kd_on_tiny_backbones():
     assert ((h["n_krc_below_omega"] >= 0) & (h["n_krc_below_omega"] <= 48)).all()
     assert ((h["keep"] >= 0) & (h["keep"] <= 1)).all()
     assert any(not torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
-    assert set(res.state_dicts["extra"]) >= {"student_proxy.fc.weight",
-                                             "teacher_proxy.fc.weight"}
+    assert set(res.state_dicts["extra"]) >= {"student_proxy.classifier.weight",
+                                             "teacher_proxy.classifier.weight"}
 
 
 def test_ogm_ge_trains_a_fusion_teacher_and_modulates_gradients():

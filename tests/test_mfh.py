@@ -19,7 +19,8 @@ from cmkd.mfh import (
     split_sequential,
     train_aligned_pair,
 )
-from cmkd.train import BatchedLinear, init_linear_batched, rng_for
+from cmkd.models.batched import BatchedLinear, init_linear_batched
+from cmkd.runtime import rng_for
 
 
 def _table2_run(xs2: int, seed: int, epochs: int = 300, perm_channels: np.ndarray | None = None):
@@ -125,7 +126,7 @@ def test_batched_joint_training_equals_separate_runs():
     y = torch.randint(0, 2, (3, 25), generator=g)
     wa, ba = init_linear_batched([4] * 3, 4, 2, [1, 2, 3])
     wb, bb = init_linear_batched([6] * 3, 6, 2, [4, 5, 6])
-    net_a, net_b = BatchedLinear(wa, ba), BatchedLinear(wb, bb)
+    net_a, net_b = BatchedLinear.from_weights(wa, ba), BatchedLinear.from_weights(wb, bb)
     train_aligned_pair(net_a, net_b, xa, xb, y, epochs=30)
     for r in range(3):
         la, lb = nn.Linear(4, 2), nn.Linear(6, 2)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from cmkd import models
-from cmkd.distill.c2kd import ProxyHead as DistillProxyHead
 from cmkd.models import build, names, ogm_ge_coefficients, ogm_ge_modulate_
 
 SMALL_FUSION = dict(modalities=("audio", "image"), encoders=("avdigits_cnn", "avdigits_cnn"),
@@ -251,18 +250,6 @@ def test_avdigits_cnn_keeps_the_former_small_cnn_numbers():
         for p, q in zip(old.parameters(), new.parameters(), strict=True):
             assert torch.equal(p, q)
         assert torch.equal(old(x), new(x))  # train mode: BatchNorm on batch statistics
-
-
-def test_proxy_head_is_distills_proxy_head():
-    torch.manual_seed(0)
-    ref = DistillProxyHead(8, 3, hidden=5).eval()
-    model = build("proxy_head", in_channels=8, classes=3, hidden=5).eval()
-    model.adapt.load_state_dict(ref.adapt.state_dict())
-    model.classifier.load_state_dict(ref.fc.state_dict())
-    for x in (_x(2, 8, 4, 4), _x(2, 8)):
-        with torch.no_grad():
-            assert torch.allclose(model(x), ref(x))
-    assert model.feature_shapes == {"pooled": (5,)}
 
 
 def test_mlp_without_hidden_layers_is_a_linear_model():

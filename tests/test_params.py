@@ -1,5 +1,6 @@
 """Parameter files: validation messages, and agreement between notebooks and params/."""
 import ast
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from cmkd.experiments import NOTEBOOKS, module_for
-from cmkd.params import RESERVED, ParamError, fields, from_mapping, load_params
+from cmkd.params import RESERVED, ParamError, describe, fields, from_mapping, load_params, spec
 from cmkd.reproduce import reproduce
 
 PROFILES = ("smoke", "default", "paper")
@@ -196,3 +197,55 @@ def test_stray_params_files_are_warned_about(root, tmp_path, monkeypatch, capsys
     assert rep.reproduce("smoke", ["01"], root=proj) == 0
     err = capsys.readouterr().err
     assert "warning: params/smoke/01_mvd_synthetic_sweep.yaml matches no notebook" in err
+
+
+# ----------------------------------------------------------------------------- dict parameters
+def _no_negative(value):
+    bad = sorted(k for k, v in value.items() if isinstance(v, (int, float)) and v < 0)
+    if bad:
+        raise ValueError(f"negative value(s) for {', '.join(bad)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WithDict:
+    options: dict = dataclasses.field(metadata=spec("named settings", validate=_no_negative))
+
+
+@pytest.mark.parametrize("value, pattern", [
+    ([1, 2], r"parameter 'options': expected a mapping, got \[1, 2\]"),
+    ("a: 1", r"parameter 'options': expected a mapping, got 'a: 1'"),
+    ({"a": {"b": float("nan")}}, r"parameter 'options.a.b': nan is not a finite number"),
+    ({"a": [1.0, float("inf")]}, r"parameter 'options.a': inf is not a finite number"),
+    ({1: 2}, r"parameter 'options': keys must be names \(strings\), got 1"),
+    ({"a": {"b": object()}}, r"parameter 'options.a.b': expected plain data"),
+    ({"x": 1, "y": -2}, r"parameter 'options': negative value\(s\) for y"),
+])
+def test_dict_parameters_are_plain_data_checked_by_their_validator(value, pattern):
+    with pytest.raises(ParamError, match=pattern):
+        from_mapping(WithDict, {"options": value}, source="test")
+
+
+def test_dict_parameters_are_converted_to_plain_data():
+    given = {"a": {"b": (1, 2.5)}, "c": None, "d": True}
+    cfg = from_mapping(WithDict, {"options": given})
+    assert cfg.options == {"a": {"b": [1, 2.5]}, "c": None, "d": True}
+    assert cfg.options["a"] is not given["a"]
+    assert "options: mapping - named settings" in describe(WithDict)
+
+
+@pytest.mark.parametrize("notebook", ["06_c2kd", "08_gamma_meets_c2kd"])
+@pytest.mark.parametrize("value, words", [
+    ("{kd: {temprature: 2}}", ["parameter 'method_hparams'", "method 'kd'", "'temprature'"]),
+    ("{c2kd: {omega: .nan}}", ["parameter 'method_hparams.c2kd.omega'", "not a finite number"]),
+    ("{kdd: {}}", ["parameter 'method_hparams'", "unknown method 'kdd'"]),
+    ("[kd]", ["parameter 'method_hparams': expected a mapping"]),
+])
+def test_method_hparams_of_the_notebooks_are_checked(root, tmp_path, notebook, value, words):
+    good = yaml.safe_load((root / "params" / "smoke" / f"{notebook}.yaml").read_text())
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in good.items() if k != "method_hparams"})
+                    + f"method_hparams: {value}\n")
+    with pytest.raises(ParamError) as err:
+        load_params(path, module_for(notebook).Config)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))

@@ -146,6 +146,20 @@ def _keys(value, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _mapping(value, name: str) -> dict:
+    """Options given as a mapping with string keys (None: none), else a ParamError naming
+    ``name``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ParamError(name, f"must be a mapping of option names to values, got {value!r}",
+                         _SOURCE)
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ParamError(name, f"keys must be option names (strings), got {bad[0]!r}", _SOURCE)
+    return dict(value)
+
+
 def _positive_int(value, name: str, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ParamError(name, f"must be an int >= {low}, got {value!r}", _SOURCE)
@@ -218,7 +232,7 @@ def _runs(value, dataset: str, options: Mapping) -> tuple:
         if unknown:
             raise ParamError("runs", f"run {i} has unknown key(s) {unknown}; allowed: seed, "
                                      f"dataset_options", _SOURCE)
-        own = dict(run.get("dataset_options") or {})
+        own = _mapping(run.get("dataset_options"), f"runs[{i}].dataset_options")
         _dataset_options(dataset, {**options, **own})
         out.append({"dataset_options": canonical(own, f"runs[{i}].dataset_options"),
                     "seed": _positive_int(run["seed"], f"runs[{i}].seed", 0)})
@@ -295,8 +309,10 @@ class Job:
         put("inputs", _keys(self.inputs, "inputs"))
         if self.data_root is not None:
             put("data_root", str(self.data_root))
-        put("dataset_options", _dataset_options(self.dataset, self.dataset_options or {}))
-        put("model_options", _model_options(self.model, self.model_options or {}))
+        put("dataset_options", _dataset_options(
+            self.dataset, _mapping(self.dataset_options, "dataset_options")))
+        put("model_options", _model_options(self.model,
+                                            _mapping(self.model_options, "model_options")))
         put("runs", _runs(self.runs, self.dataset, self.dataset_options))
         try:
             cls = methods.get(self.method)

@@ -79,12 +79,14 @@ def check_method_hparams(overrides: Mapping[str, Any]) -> None:
     """Validate a params file's ``method_hparams``: each name a method or preset, each value a
     mapping its method's ``Hparams`` accept (a ParamError naming the method and the parameter
     otherwise)."""
-    for name, values in overrides.items():
-        method, _ = resolve(name)
+    for name, values in overrides.items():  # every entry's shape first: a preset's check
+        resolve(name)                        # reads its method's entry too
         if not isinstance(values, Mapping):
             raise ParamError(None, f"{name!r}: expected a mapping of hyperparameter names to "
                                    f"values, got {values!r}")
-        get(method).make_hparams(hparams_for(name, overrides)[1])
+    for name in overrides:
+        method, values = hparams_for(name, overrides)
+        get(method).make_hparams(values)
 
 
 def build(name: str, hparams: Mapping[str, Any] | None = None, **kwargs) -> Method:
