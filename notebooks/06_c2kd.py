@@ -33,13 +33,16 @@
 #   *Audio* columns: the visual teacher distils into an audio student (v2a). On CrisisMMD, a2v
 #   is the text teacher and image student (*Image* column, the paper's t2i), v2a the image
 #   teacher and text student (*Text*, i2t).
-# * **Runs.** Every row is a job of `cmkd.jobs` (dataset, direction, method from the registry
-#   `cmkd.methods`, hyperparameters, seed), trained by the one loop `cmkd.engine.fit`; teachers
-#   are trained once per (modality, seed) and shared; finished jobs come from the cache
+# * **Runs.** Every row is a method or preset of the registry `cmkd.methods` (C2KD's ablations,
+#   filters and Fig. 5 stages are presets), with the registry's defaults and the params file's
+#   `method_hparams` (here C2KD's ω and Ours†'s `teacher_top_k`); each row and seed is a job of
+#   `cmkd.jobs` (built by `cmkd.jobs.builders`), trained by the one loop `cmkd.engine.fit`;
+#   teachers are trained once per (modality, seed) and shared; finished jobs come from the cache
 #   (`.cache/jobs`, `cmkd cache list`), so a rerun or an interrupted run resumes. The reported
 #   score is the test accuracy at the epoch of best validation accuracy (the official code
 #   selects on validation; the last epoch's is recorded too).
-# * **Where we depart from the official code** ([`docs/official_code_audit.md`](../docs/official_code_audit.md)): C2KD
+# * **Where we depart from the official code**
+#   ([`docs/official_code_audit.md`](../docs/official_code_audit.md)): C2KD
 #   removes the target class and averages the masked KL over the kept samples, as Eq. (6) says
 #   (the official code zeroes the target logit and averages over the batch: the registry's
 #   preset `c2kd_official`); frames are read in sorted order; validation is carved from train.
