@@ -3,17 +3,23 @@ tiny fixture datasets in the real on-disk layouts of CREMA-D, AVE and VGGSound (
 few clips, one epoch, small frames) and CrisisMMD (MLPs on the features of stub encoders given by
 import path, tests/stub_encoders.py); and a missing dataset or encoder stopping the paper profile
 at once."""
+import dataclasses
+import functools
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 import stub_encoders
+from cmkd import methods
 from cmkd.experiments import c2kd_benchmark as c2
 from cmkd.params import ParamError, load_params
+from cmkd.reporting import paper_entry, paper_values
 from cmkd.reproduce import reproduce
 from test_data_loaders import make_ave, make_cremad, make_crisismmd, make_vggsound
 
@@ -132,8 +138,12 @@ def test_the_paper_profile_without_encoders_refuses_to_start(project, tmp_path):
     with pytest.raises(SystemExit) as err:
         reproduce("paper", ["06"], root=project)
     msg = str(err.value)
-    assert "params/paper/06_c2kd.yaml: parameter 'crisismmd_text_encoder': dataset " \
-           "'crisismmd' is selected but crisismmd_text_encoder is empty" in msg
+    # every problem at once: both encoders are unset (the root, a usable folder, is not one)
+    assert "params/paper/06_c2kd.yaml: 2 problems:" in msg
+    for which in ("text", "image"):
+        assert f"parameter 'crisismmd_{which}_encoder': dataset 'crisismmd' is selected but " \
+               f"crisismmd_{which}_encoder is empty" in msg
+    assert "crisismmd_root" not in msg
     assert "nothing was run" in msg
     assert not (tmp_path / "cache").exists()
 
@@ -143,8 +153,13 @@ def test_a_missing_dataset_stops_the_paper_profile_at_once(project, tmp_path):
     with pytest.raises(SystemExit) as err:
         reproduce("paper", ["06"], root=project)
     msg = str(err.value)
-    assert "params/paper/06_c2kd.yaml: parameter 'cremad_root': dataset 'cremad' is not usable" \
-        in msg
+    # every problem of the profile at once: CREMA-D's folder, and the other datasets' default
+    # folders (absent from this project) and CrisisMMD's unset encoders
+    assert "params/paper/06_c2kd.yaml: 6 problems:" in msg
+    assert "parameter 'cremad_root': dataset 'cremad' is not usable" in msg
+    for param in ("ave_root", "vggsound_root", "crisismmd_root", "crisismmd_text_encoder",
+                  "crisismmd_image_encoder"):
+        assert f"parameter '{param}': " in msg
     assert "Expected layout" in msg and "AudioWAV" in msg and "nothing was run" in msg
     assert not (project / "reports/paper/notebooks").exists()
     assert not (tmp_path / "cache").exists()
@@ -171,3 +186,246 @@ def test_grid_shares_teachers_and_rows(root):
     assert t[("table5", "a2v", 0, "(a) KD")] == t[("table3", "a2v", 0, "KD")]
     assert t[("table5", "a2v", 0, "(d) C2KD")] == t[("table3", "a2v", 0, "Ours‡ (full)")]
     assert t[("fig4", "a2v", 0, "krc")].size == len(config.fig4_omegas)
+
+
+# ----------------------------------------------------------------------------- rows and presets
+ALL_ROWS = (*c2.TABLE3, *c2.TABLE1, *c2.TABLE5, *c2.TABLE6, *c2.TABLE7, c2.FIG4_NONE,
+            *(r for rows in c2.FIG5.values() for r in rows))
+
+
+def test_every_row_names_a_method_or_preset_and_its_published_number():
+    for row in ALL_ROWS:
+        name, hp = methods.resolve(row.preset)
+        methods.get(name).make_hparams(hp)  # the preset's switches are valid
+    for preset in c2.FIG4.values():
+        name, hp = methods.resolve(preset)
+        assert name == "c2kd" and methods.get(name).make_hparams(hp).filter in c2.FILTERS
+    assert {f: methods.resolve(p)[1].get("filter", "krc") for f, p in c2.FIG4.items()} == \
+        {f: f for f in c2.FIG4}
+    assert methods.resolve("c2kd_partial")[1]["teacher_update"] == "top_k"
+    # each row of a published table finds its own number (AVE, audio teacher -> visual)
+    for table, rows in ((3, c2.TABLE3), (1, c2.TABLE1), (5, c2.TABLE5), (6, c2.TABLE6),
+                        (7, c2.TABLE7)):
+        found = set()
+        for row in rows:
+            variant = "student" if table == 7 else row.variant
+            entry = paper_entry(table=table, dataset="ave", direction="a2v", method=row.paper,
+                                variant=variant)
+            assert entry is not None, (table, row.label)
+            found.add(entry["id"])
+        assert len(found) == len(rows), table  # one number per row
+    assert [r.label for r in c2.TABLE1] == ["w/o KD", "Review", "KD", "DML", "SHAKE", "DKD",
+                                            "DIST", "NKD", "Ours‡ (full)"]
+    assert all(r.variant is None for r in c2.TABLE1)
+    assert c2.TABLE7_LABELS == {"fusion_concat": "+Cat", "fusion_film": "+FiLM",
+                                "fusion_ogm_ge": "+OGM"}
+
+
+def test_table5_modules_are_the_printed_switches():
+    printed = {r.label: c2.modules(r.preset) for r in c2.TABLE5}
+    assert printed == {"(e) w/o KD": "", "(a) KD": "", "(b) BD": "BD", "BD+NT": "NT BD",
+                       "BD+OFS": "OFS BD", "(c) OFS+NT+BD": "OFS NT BD",
+                       "(d) C2KD": "Proxy OFS NT BD"}
+    # the switches the paper checks on each row (cmkd/reference/c2kd.yaml)
+    labels = (("proxy", "Proxy"), ("ofs", "OFS"), ("nt", "NT"), ("bd", "BD"))
+    for row in c2.TABLE5:
+        entry = paper_entry(table=5, dataset="vggsound", direction="v2a", method=row.paper,
+                            variant=None)
+        assert printed[row.label] == " ".join(t for k, t in labels if entry["switches"][k])
+    assert c2.modules("dml") == c2.modules("nkd") == ""
+    assert c2.modules("c2kd_partial") == "Proxy OFS NT BD"
+    # the modules column of Table 5 as the notebook saves it
+    df = _frame([("table5", "ave", "a2v", s, r.label, 50.0) for r in c2.TABLE5 for s in (0, 1)])
+    assert c2.table5(df).set_index("method").modules.to_dict() == printed
+
+
+# ----------------------------------------------------------------------------- planted results
+#: the columns of run(): the grid's tags (section, dataset, direction, seed, label and the
+#: extras of some sections) and the job's scores
+RESULT_COLUMNS = ("section", "dataset", "direction", "seed", "label", "switches", "omega", "base",
+                  "key", "method", "acc", "acc_last", "teacher_acc", "teacher_end_acc",
+                  "seconds")
+
+
+def test_planted_frames_have_the_columns_of_run(root):
+    config = load_params(root / "params/default/06_c2kd.yaml", c2.Config)
+    _, tags = c2.grid(dataclasses.replace(config, n_seeds=1))
+    assert set(tags.columns) - {"job"} | {"key", "method", "acc", "acc_last", "teacher_acc",
+                                          "teacher_end_acc", "seconds"} == set(RESULT_COLUMNS)
+
+
+def _frame(cells) -> pd.DataFrame:
+    """A results frame as run() returns it, from (section, dataset, direction, seed, label, acc
+    [, teacher_acc [, teacher_end_acc [, extra fields]]]) tuples."""
+    rows = []
+    for cell in cells:
+        section, dataset, direction, seed, label, acc, *rest = cell
+        teacher, end, extra = list(rest) + [np.nan, np.nan, {}][len(rest):]
+        rows.append(dict({c: np.nan for c in RESULT_COLUMNS}, section=section, dataset=dataset,
+                         direction=direction, seed=seed, label=label, key=f"k{len(rows)}",
+                         method=label, acc=acc, acc_last=acc, teacher_acc=teacher,
+                         teacher_end_acc=end, seconds=1.0, **extra))
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+SEEDS = (0, 1, 2)
+NOISE = (-0.3, 0.0, 0.3)  # per seed: the means are the planted values
+
+
+def _claims_frame(held: bool, teacher_t3: float = 40.0) -> pd.DataFrame:
+    """Every section on two columns (AVE visual and audio students), the values planted so that
+    each claim of claims() is held (``held``) or not."""
+    t3 = {"w/o KD": 50, "FitNet": 49, "Review": 51, "KD": 48 if held else 51, "DML": 52,
+          "SHAKE": 51.5, "RKD": 50.5, "DKD": 52.5, "DIST": 53, "NKD": 53.5,
+          "Ours† (top layers)": 54 if held else 45, "Ours‡ (full)": 55 if held else 46}
+    t5 = {"(e) w/o KD": 50, "(a) KD": 49, "(b) BD": 50, "BD+NT": 51 if held else 49,
+          "BD+OFS": 52, "(c) OFS+NT+BD": 53, "(d) C2KD": 54}
+    t6 = {"w/o KD": 50, "DLB": 51, "ZipfKD": 52, "USKD": 51.5, "Ours": 53 if held else 51}
+    cells = []
+    for direction in ("a2v", "v2a"):
+        for s, e in zip(SEEDS, NOISE):
+            put = functools.partial(lambda sec, label, acc, *rest, _s=s, _d=direction:
+                                    cells.append((sec, "ave", _d, _s, label, acc, *rest)))
+            for label, acc in t3.items():
+                teacher = np.nan if label == "w/o KD" else teacher_t3 + e
+                put("table3", label, acc + e, teacher, teacher)
+            for label, acc in t5.items():
+                put("table5", label, acc + e)
+            for filt, best in (("krc", 55), ("cosine", 54 if held else 56), ("pearson", 53),
+                               ("gradcos", 52)):
+                for omega, drop in ((-0.2, 1.0), (0.0, 0.0), (0.2, 2.0)):
+                    put("fig4", filt, best - drop + e, 40, 40, {"omega": omega})
+            put("fig4", "w/o selection", 50 + e, 40, 40, {"omega": np.nan})
+            for base in ("DIST", "NKD"):
+                for stage, acc in (("plain", 50), ("+BD", 51), ("+BD+OFSD", 52),
+                                   ("+BD+OFSD+proxy", 53 if held or base == "DIST" else 49)):
+                    put("fig5", stage, acc + e, 40, 40, {"base": base})
+            for label, acc in t6.items():
+                put("table6", label, acc + e)
+            put("table7", "NKD", 52 + e, 60 + e, 60 + e)
+            for label in ("+Cat", "+FiLM", "+OGM"):
+                put("table7", label, (52 if held else 54) + e, 70 + e, 70 + e)
+            put("table7", "Ours", 53 + e, 60 + e, 62 + e)
+    return _frame(cells)
+
+
+CLAIMS = ("C2KD (either variant) is best or second in every column",
+          "KD from the weaker modality hurts the stronger one (KD < w/o KD where the teacher is "
+          "less accurate than the student trained alone)",
+          "OFS and NT each help over bidirectional distillation (BD)",
+          "the KRC filter is at least as good as the cosine, Pearson and gradient-cosine filters "
+          "(best threshold of each)",
+          "C2KD's modules improve DIST and NKD",
+          "C2KD beats the self-KD methods",
+          "multimodal teachers are more accurate than the unimodal teacher without giving better "
+          "students than C2KD")
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_claims_on_planted_results(held):
+    out = c2.claims(_claims_frame(held))
+    assert list(out.columns) == ["artefact", "claim", "evidence", "held"]
+    assert list(out.claim) == list(CLAIMS)
+    assert out.held.map(type).eq(bool).all()
+    assert list(out.held) == [held] * len(CLAIMS)
+    ev = out.set_index("claim").evidence
+    assert ev[CLAIMS[0]] == ("ave Visual: rank 1; ave Audio: rank 1" if held else
+                             "ave Visual: rank 11; ave Audio: rank 11")
+    assert ev[CLAIMS[1]] == ("ave Visual: KD - w/o KD = -2.00; ave Audio: KD - w/o KD = -2.00"
+                             if held else
+                             "ave Visual: KD - w/o KD = +1.00; ave Audio: KD - w/o KD = +1.00")
+    assert ev[CLAIMS[2]] == (f"mean over columns: BD+NT - BD = {'+1.00' if held else '-1.00'}, "
+                             f"BD+OFS - BD = +2.00")
+    assert "KRC - best other = " + ("+1.00" if held else "-1.00") in ev[CLAIMS[3]]
+    assert ("NKD ave Visual: " + ("+3.00" if held else "-1.00")) in ev[CLAIMS[4]]
+    assert ev[CLAIMS[6]] == ("teacher accuracy fused 70.00 vs unimodal 60.00; student: best "
+                             f"fused-teacher NKD {52 if held else 54}.00 vs C2KD 53.00")
+
+
+def test_claims_ask_only_what_the_results_can_answer():
+    # a teacher more accurate than the student alone: the weak-to-strong claim is not asked
+    out = c2.claims(_claims_frame(True, teacher_t3=60.0))
+    assert CLAIMS[1] not in set(out.claim) and len(out) == len(CLAIMS) - 1
+    only_t3 = _claims_frame(True)
+    only_t3 = only_t3[only_t3.section == "table3"]
+    assert list(c2.claims(only_t3).claim) == list(CLAIMS[:2])
+    assert c2.claims(_frame([])).empty
+
+
+def _compare_frame() -> pd.DataFrame:
+    """Every published table's rows on AVE (both columns), CrisisMMD (image and text students)
+    and the embedded avdigits, three seeds each; acc, teacher_acc and teacher_end_acc planted
+    from the row's position, so every cell has its own values."""
+    cells = []
+    sections = (("table3", c2.TABLE3), ("table5", c2.TABLE5), ("table6", c2.TABLE6),
+                ("table7", c2.TABLE7), ("fig4", (c2.FIG4_NONE,)))
+    for d, dataset in enumerate(("ave", "crisismmd", "avdigits")):
+        for r, direction in enumerate(("a2v", "v2a")):
+            for k, (section, rows) in enumerate(sections):
+                for i, row in enumerate(rows):
+                    for s, e in zip(SEEDS, (-1.0, 0.5, 0.5)):
+                        base = 10 * d + 5 * r + k + i / 10
+                        cells.append((section, dataset, direction, s, row.label, 40 + base + e,
+                                      60 + base + 2 * e, 70 + base + 3 * e))
+    return _frame(cells)
+
+
+def _stats(df, section, dataset, direction, label, column="acc"):
+    v = df[(df.section == section) & (df.dataset == dataset) & (df.direction == direction)
+           & (df.label == label)][column]
+    assert len(v) == len(SEEDS)
+    return float(np.mean(v)), float(np.std(v))
+
+
+def test_compare_puts_each_row_beside_its_published_number():
+    df = _compare_frame()
+    out = c2.compare(df)
+    assert list(out) == ["ours (test at best validation epoch)"]
+    got = out["ours (test at best validation epoch)"]
+
+    def check(key, *cell, column="acc"):
+        assert key in got, key
+        assert got[key] == pytest.approx(_stats(df, *cell, column=column)), key
+
+    check("c2kd_t3_ave_a2v_c2kd_partial", "table3", "ave", "a2v", "Ours† (top layers)")
+    check("c2kd_t3_ave_a2v_c2kd_full", "table3", "ave", "a2v", "Ours‡ (full)")
+    check("c2kd_t1_ave_v2a_c2kd", "table3", "ave", "v2a", "Ours‡ (full)")  # Table 1: Table 3's
+    check("c2kd_t1_ave_a2v_review", "table3", "ave", "a2v", "Review")
+    check("c2kd_t3_crisismmd_t2i_c2kd_full", "table3", "crisismmd", "a2v", "Ours‡ (full)")
+    check("c2kd_t3_crisismmd_i2t_nokd", "table3", "crisismmd", "v2a", "w/o KD")
+    check("c2kd_t5_ave_a2v_c2kd_bd", "table5", "ave", "a2v", "(b) BD")
+    check("c2kd_t5_crisismmd_i2t_c2kd_noproxy", "table5", "crisismmd", "v2a", "(c) OFS+NT+BD")
+    check("c2kd_t6_ave_v2a_zipfkd", "table6", "ave", "v2a", "ZipfKD")
+    check("c2kd_t6_crisismmd_t2i_zipfkd", "table6", "crisismmd", "a2v", "ZipfKD")
+    check("c2kd_t7_ave_a2v_nkd_cat_student", "table7", "ave", "a2v", "+Cat")
+    check("c2kd_t7_ave_a2v_nkd_cat_teacher", "table7", "ave", "a2v", "+Cat", column="teacher_acc")
+    check("c2kd_t7_ave_v2a_nkd_teacher", "table7", "ave", "v2a", "NKD", column="teacher_acc")
+    # C2KD's teacher in Table 7 is its teacher after training (it learns too)
+    check("c2kd_t7_ave_a2v_c2kd_teacher", "table7", "ave", "a2v", "Ours",
+          column="teacher_end_acc")
+    # the whole set: the ids of the published values (the reference's naming rule, rebuilt
+    # here as an independent check) that our rows have, and nothing else
+    expected = set()
+    for (section, dataset, direction, label), _ in df.groupby(
+            ["section", "dataset", "direction", "label"]):
+        ref = c2.reference_direction(dataset, direction)
+        for table, rows in c2.PAPER_TABLES.get(section, ()):
+            row = next((r for r in rows if r.label == label), None)
+            if row is None:
+                continue
+            for variant in ("student", "teacher") if table == 7 else (row.variant,):
+                key = "_".join(["c2kd", f"t{table}", dataset, ref, row.paper]
+                               + ([variant] if variant else []))
+                if key in paper_values():
+                    expected.add(key)
+    assert set(got) == expected
+    assert not any("avdigits" in k or "fig" in k for k in got)
+    assert not any(k.startswith(("c2kd_t1_crisismmd", "c2kd_t7_crisismmd")) for k in got)
+    assert {k.split("_")[3] for k in got if "crisismmd" in k} == {"t2i", "i2t"}
+    assert len(expected) > 100
+
+
+def test_compare_gives_nothing_for_the_embedded_data():
+    df = _compare_frame()
+    assert c2.compare(df[df.dataset == "avdigits"]) == {}
+    assert c2.compare(_claims_frame(True).assign(dataset="avdigits")) == {}

@@ -176,8 +176,12 @@ def _root_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, str]
         layout = getattr(data.module(name), "LAYOUT", "").strip()
         return [(param, f"dataset {name!r} is selected but {param} is empty; set it to the "
                         f"folder holding it. Expected layout:\n{layout}")]
-    try:  # the loader's own checks (lists, folders), with its tolerance; no item read
-        data.load(name, resolve_root(params[param]), "train", **loader_options(name, params))
+    # the loader's own checks (lists, folders), with its tolerance; no item read, so no encoder
+    # (they are checked by _encoder_problems: a bad one must not stop this check with its error)
+    options = {k: None if k in spec(name).encoders else v
+               for k, v in loader_options(name, params).items()}
+    try:
+        data.load(name, resolve_root(params[param]), "train", **options)
     except DatasetError as err:
         return [(param, str(err))]
     return []

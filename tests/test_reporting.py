@@ -1,0 +1,83 @@
+"""cmkd.reporting.paper_entry: a published number found by its fields (table, dataset,
+direction, method, variant, ...) rather than by rebuilding its id."""
+import re
+
+import pytest
+
+from cmkd.reporting import paper_entry, paper_value, paper_values
+
+
+@pytest.mark.parametrize("fields, key", [
+    (dict(table=3, dataset="ave", direction="a2v", method="c2kd", variant="full"),
+     "c2kd_t3_ave_a2v_c2kd_full"),
+    (dict(table=3, dataset="ave", direction="a2v", method="c2kd", variant="partial"),
+     "c2kd_t3_ave_a2v_c2kd_partial"),
+    # Table 1's C2KD row has no variant: variant None selects it
+    (dict(table=1, dataset="vggsound", direction="v2a", method="c2kd", variant=None),
+     "c2kd_t1_vggsound_v2a_c2kd"),
+    (dict(table=6, dataset="crisismmd", direction="i2t", method="zipfkd"),
+     "c2kd_t6_crisismmd_i2t_zipfkd"),
+    (dict(table=7, dataset="ave", direction="a2v", method="nkd_cat", variant="teacher"),
+     "c2kd_t7_ave_a2v_nkd_cat_teacher"),
+    (dict(table=5, dataset="ave", direction="a2v", method="c2kd_bd", variant=None),
+     "c2kd_t5_ave_a2v_c2kd_bd"),
+])
+def test_one_entry_by_its_fields(fields, key):
+    entry = paper_entry(**fields)
+    assert entry is not None and entry["id"] == key
+    assert entry == paper_value(key)  # the same record as by id (with its file)
+    assert entry["file"] == "c2kd.yaml"
+    for k, v in fields.items():
+        assert entry.get(k) == v
+
+
+def test_a_field_the_entry_lacks_counts_as_none():
+    # MFH's entries have no 'table' field
+    key = "mfh.fig2.kd_gain_at_gamma_1"
+    assert "table" not in paper_value(key)
+    assert paper_entry(id=key, table=None)["id"] == key
+    assert paper_entry(id=key, table=2) is None
+    assert paper_entry(id=key, no_such_field=None)["id"] == key
+
+
+@pytest.mark.parametrize("fields", [
+    dict(table=3, dataset="avdigits", direction="a2v", method="kd", variant=None),  # embedded
+    dict(table=1, dataset="cremad", direction="a2v", method="kd", variant=None),  # not in T1
+    dict(table=3, dataset="ave", direction="a2v", method="c2kd", variant="half"),
+    dict(table=3, dataset="ave", direction="t2i", method="kd", variant=None),
+    dict(table=2),  # Table 2 is not included
+    dict(id="no_such_id"),
+])
+def test_no_entry_is_none(fields):
+    assert paper_entry(**fields) is None
+
+
+def test_an_ambiguous_selection_raises_naming_the_ids():
+    # Table 3 publishes C2KD twice per column (Ours-dagger and Ours-double-dagger)
+    fields = dict(table=3, dataset="ave", direction="a2v", method="c2kd")
+    with pytest.raises(ValueError) as err:
+        paper_entry(**fields)
+    msg = str(err.value)
+    assert msg.startswith("2 published values match ")
+    assert "c2kd_t3_ave_a2v_c2kd_partial" in msg and "c2kd_t3_ave_a2v_c2kd_full" in msg
+    assert "'method': 'c2kd'" in msg  # it names the fields it was given
+
+
+def test_a_large_ambiguous_selection_names_its_count_and_some_ids():
+    t7 = [e for e in paper_values().values() if e.get("table") == 7]
+    with pytest.raises(ValueError, match=rf"^{len(t7)} published values match") as err:
+        paper_entry(table=7)
+    named = re.findall(r"c2kd_t7_\w+", str(err.value))
+    assert 1 <= len(named) <= 5 and set(named) <= {e["id"] for e in t7}
+    with pytest.raises(ValueError, match="published values match {}"):
+        paper_entry()  # no field selects every entry
+
+
+def test_every_c2kd_entry_is_found_by_its_selection_fields():
+    """Each published C2KD number is the one entry its selection fields name (so a notebook
+    row that carries them finds exactly it)."""
+    keys = ("table", "dataset", "direction", "method", "variant")
+    for key, entry in paper_values().items():
+        if entry["file"] != "c2kd.yaml":
+            continue
+        assert paper_entry(**{k: entry.get(k) for k in keys})["id"] == key
