@@ -154,7 +154,8 @@ def _encoder_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, s
         path = params[param]
         if not path:
             out.append((param, f"dataset {name!r} is selected but {param} is empty; set it to "
-                               f"the import path 'package.module:callable' of a "
+                               f"the import path 'package.module:callable' of "
+                               f"{'an' if option[0] in 'aeiou' else 'a'} "
                                f"{option.replace('_', ' ')} of your own that loads local "
                                f"weights (nothing is downloaded; see cmkd.data.{name})"))
             continue

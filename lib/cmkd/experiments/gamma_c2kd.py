@@ -163,6 +163,7 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
         rows = run_jobs([teacher_job(config), *jobs.values()], executor=executor, cache=cache,
                         progress=progress)
         krc, keep_before = _alignment_before(config, jobs["nokd"], cache)
+    teacher_acc = 100 * rows[rows.kind == "teacher"].test_at_best_val.astype(float).to_numpy()
     rows = rows[rows.kind == "student"].reset_index(drop=True)
     runs = stack(config)
     out = pd.DataFrame({
@@ -171,9 +172,10 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
         "overlap": rows.data_overlap.to_numpy(), "run": rows.data_run.to_numpy(),
         "method": [m for m in names for _ in runs],
         "student_acc": 100 * rows.test_at_best_val.astype(float).to_numpy(),
-        "teacher_acc": 100 * rows.teacher_test.astype(float).to_numpy(),
-        "teacher_end_acc": 100 * pd.to_numeric(rows.teacher_end_test).fillna(
-            rows.teacher_test).astype(float).to_numpy(),
+        "teacher_acc": np.tile(teacher_acc, len(names)),
+        "teacher_end_acc": np.where(pd.to_numeric(rows.teacher_end_test).notna(),
+                                    100 * pd.to_numeric(rows.teacher_end_test),
+                                    np.tile(teacher_acc, len(names))),
         "keep": np.concatenate([_last_keep(jobs[m], cache, len(runs)) for m in names]),
         "krc_nokd": np.tile(krc, len(names)), "keep_nokd": np.tile(keep_before, len(names))})
     out.attrs.update(seconds=time.perf_counter() - start, device=str(device), jobs=len(jobs) + 1,

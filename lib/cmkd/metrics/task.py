@@ -12,10 +12,15 @@ task the logits and targets imply (:func:`infer_task`):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-import torchmetrics
-from torchmetrics import classification as tmc
+
+# torchmetrics is imported where a metric collection is built: importing it costs more than
+# torch itself (it pulls in torchvision), and processes that never build one (the command line,
+# workers that only count the accuracies of stacked runs) should not pay for it.
+if TYPE_CHECKING:
+    import torchmetrics
 
 #: The void label of the segmentation datasets (cmkd.data.nyudv2), ignored by losses and metrics.
 IGNORE_INDEX = 255
@@ -46,7 +51,8 @@ def infer_task(logits: torch.Tensor, target: torch.Tensor) -> str:
         f"logits (batch, classes, H, W) with an int64 target (batch, H, W)")
 
 
-def task_metrics(names: Sequence[str], classes: int, task: str) -> torchmetrics.MetricCollection:
+def task_metrics(names: Sequence[str], classes: int, task: str
+                 ) -> torchmetrics.MetricCollection:
     """A torchmetrics collection computing ``names`` for ``task`` over ``classes`` classes.
 
     accuracy : MulticlassAccuracy, micro (the fraction of correct samples, or of labelled pixels)
@@ -57,6 +63,9 @@ def task_metrics(names: Sequence[str], classes: int, task: str) -> torchmetrics.
     miou : mean intersection over union (MulticlassJaccardIndex, macro) - segmentation or
         multiclass only.
     """
+    import torchmetrics
+    from torchmetrics import classification as tmc
+
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     unknown = [n for n in names if n not in METRICS]

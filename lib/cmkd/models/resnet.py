@@ -38,12 +38,19 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
 from cmkd.models.base import Backbone, check_input, check_option, map_shape
 from cmkd.models.registry import register
 
-_ARCHS = {"resnet18": tvm.resnet18, "resnet34": tvm.resnet34, "resnet50": tvm.resnet50}
+_ARCHS = ("resnet18", "resnet34", "resnet50")
+
+
+def _torchvision_models():
+    """torchvision.models, imported when a ResNet is built (importing torchvision costs seconds,
+    which a process that builds none - the command line, a worker training MLPs - saves)."""
+    from torchvision import models
+
+    return models
 FRAME_MODES = ("pool", "stack")
 
 
@@ -64,13 +71,14 @@ class ResNet(Backbone):
     def __init__(self, arch: str, classes: int, *, in_channels: int = 3, frames: int = 1,
                  frame_mode: str = "pool", modality: str = "input"):
         super().__init__()
+        check_option("resnet", "arch", arch, choices=_ARCHS)
         check_option(arch, "classes", classes, low=1)
         check_option(arch, "in_channels", in_channels, low=1)
         check_option(arch, "frames", frames, low=1)
         check_option(arch, "frame_mode", frame_mode, choices=FRAME_MODES)
         self.arch, self.in_channels, self.frames, self.frame_mode = (arch, in_channels, frames,
                                                                      frame_mode)
-        net = _ARCHS[arch](weights=None, num_classes=classes)
+        net = getattr(_torchvision_models(), arch)(weights=None, num_classes=classes)
         stem_in = in_channels * frames if frame_mode == "stack" else in_channels
         if stem_in != 3:
             net.conv1 = nn.Conv2d(stem_in, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -151,7 +159,7 @@ class R3D18(Backbone):
         super().__init__()
         check_option("r3d18", "classes", classes, low=1)
         check_option("r3d18", "in_channels", in_channels, low=1)
-        net = tvm.video.r3d_18(weights=None, num_classes=classes)
+        net = _torchvision_models().video.r3d_18(weights=None, num_classes=classes)
         if in_channels != 3:
             net.stem[0] = nn.Conv3d(in_channels, 64, kernel_size=(3, 7, 7), stride=(1, 2, 2),
                                     padding=(1, 3, 3), bias=False)
