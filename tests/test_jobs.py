@@ -100,7 +100,7 @@ def test_every_field_changes_the_key(monkeypatch):
         "dataset_options": {"energy_removed": 0.5}, "data_root": "/elsewhere",
         "model_options": {"modality": "image", "classes": 5},
         "optim": {"lr": 0.02}, "epochs": 3, "batch_size": 64, "seed": 1, "device": "cpu",
-        "metric": "f1_macro", "workers": 1, "runs": [{"seed": 0}],
+        "metric": "f1_macro", "workers": 1, "runs": [{"seed": 0}], "test_every": 2,
     }
     assert set(changes) == {f.name for f in dataclasses.fields(Job)}, "a field is not tested"
     keys = {base.key}
