@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import typing
 from collections.abc import Callable, Mapping
@@ -163,6 +164,13 @@ def _run_validator(value: Any, meta: Mapping, name: str) -> None:
         raise ParamError(name, str(err)) from None
 
 
+@functools.cache
+def _hints(config_cls) -> dict[str, Any]:
+    """The resolved type hints of a Config class (resolving string annotations compiles each
+    one, so it is done once per class)."""
+    return typing.get_type_hints(config_cls)
+
+
 def fields(config_cls) -> dict[str, dataclasses.Field]:
     """The parameters of a Config class, by name."""
     return {f.name: f for f in dataclasses.fields(config_cls)}
@@ -184,7 +192,7 @@ def from_mapping(config_cls, values: Mapping[str, Any], source: str = "<paramete
         raise ParamError(None, f"expected a mapping of parameter names to values, got "
                                f"{type(values).__name__}", source)
     known = fields(config_cls)
-    hints = typing.get_type_hints(config_cls)
+    hints = _hints(config_cls)
     out: dict[str, Any] = {}
     for name, value in values.items():
         if name in RESERVED:
@@ -259,7 +267,7 @@ def load_params(path: str | Path, config_cls, display_path: str | None = None):
 
 def describe(config_cls) -> str:
     """One line per parameter: name, type, what it means and what is allowed."""
-    hints = typing.get_type_hints(config_cls)
+    hints = _hints(config_cls)
     lines = []
     for name, f in fields(config_cls).items():
         meta = f.metadata

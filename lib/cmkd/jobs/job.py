@@ -381,10 +381,11 @@ class Job:
         ident["teacher"] = None if self.teacher is None else self.teacher.key
         return ident
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """sha256 (hex) of the canonical JSON of the job (the teacher by its key) and of
-        :func:`source_hash`; the name of its cache folder."""
+        :func:`source_hash`; the name of its cache folder (computed once per job object: the
+        job is frozen and the source hash fixed for the process)."""
         text = dumps({"job": self._identity(), "source": source_hash()})
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -460,8 +461,14 @@ class Job:
             if problems:
                 raise ParamError("data_root", f"dataset {self.dataset!r} at {self.data_root}: "
                                               f"{'; '.join(problems)}", _SOURCE)
-        with torch.device("meta"):
-            try:  # a stack is checked as a stack of its first run: what R runs share
+        # one run is built on the 'meta' device (no memory, no compute); a stack as a stack of
+        # its first run (what its R runs share) on the CPU, with the global generator restored:
+        # stacked layers draw from their own generators, which the meta device turns into a
+        # slow path (it imports torch's compiler stack)
+        place = (torch.random.fork_rng(devices=[]) if self.stacked
+                 else torch.device("meta"))
+        with place:
+            try:
                 student = self.build_model(check=True)
                 teacher = None
                 if self.teacher is not None:
