@@ -107,7 +107,8 @@ def test_fit_is_deterministic_and_history_has_the_columns():
     for k, v in a.state_dicts["student"].items():
         torch.testing.assert_close(v, b.state_dicts["student"][k], rtol=0, atol=0)
     assert list(a.history.columns) == [
-        "epoch", "lr", "steps", "total", "ce", "kd", "train_accuracy", "train_f1_macro",
+        "epoch", "lr", "steps", "since_best", "total", "ce", "kd", "train_accuracy",
+        "train_f1_macro",
         "val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
     assert a.history.lr.tolist() == pytest.approx([0.05, 0.05 * 0.5**0.9])
     c = _kd_run(3, loader_seed=4)  # another shuffle order: another history
@@ -175,6 +176,41 @@ def test_best_validation_epoch_and_last_epoch_are_both_recorded():
     no_val = fit(Climb(student=Threshold(), classes=2), train, None, test,
                  optim=OptimConfig(lr=1.0, momentum=0.0), epochs=4, device="cpu")
     assert no_val.best_epoch == 3 and no_val.test_at_best_val == {"accuracy": 0.5}
+
+
+@pytest.mark.parametrize("patience, epochs_run", [(1, 3), (2, 4), (5, 7), (None, 7)])
+def test_patience_stops_when_validation_has_stalled(patience, epochs_run):
+    # the planted run above: validation peaks at epoch 1 (then 0.5, 0.5, ... as theta climbs)
+    train = _threshold_set([0.0, 1.0, 2.0], [0, 1, 1])
+    val = _threshold_set([1.5, 2.5], [0, 1])
+    test = _threshold_set([0.5, 3.5], [1, 0])
+    res = fit(Climb(student=Threshold(), classes=2), train, val, test,
+              optim=OptimConfig(lr=1.0, momentum=0.0), epochs=7, device="cpu",
+              patience=patience)
+    assert res.epochs_run == epochs_run == len(res.history)
+    assert res.history.since_best.tolist() == [0, 0] + list(range(1, epochs_run - 1))
+    assert res.best_epoch == 1 and res.since_best == epochs_run - 2
+    assert res.test_at_best_val == {"accuracy": 0.0}
+    assert res.test_correct.tolist() == [0, 0]  # theta 2 misclassifies both test items
+    assert not np.isnan(res.history.test_accuracy.iloc[-1])  # the stopping epoch is tested
+    assert float(res.state_dicts["student"]["theta"]) == epochs_run
+    with pytest.raises(ValueError, match="patience must be a positive int or None, got 0"):
+        fit(Climb(student=Threshold(), classes=2), train, val, test,
+            optim=OptimConfig(lr=1.0), epochs=2, device="cpu", patience=0)
+
+
+def test_per_item_test_correctness_matches_the_reported_accuracy():
+    res = _kd_run(3, epochs=3)
+    assert res.test_correct.dtype == torch.uint8 and res.test_correct.shape == (24,)
+    assert res.test_correct.double().mean().item() == pytest.approx(
+        res.test_at_best_val["accuracy"])
+    stack = _fit_stack("kd", None, list(range(R_RUNS)), epochs=3)
+    for r in range(R_RUNS):
+        one = stack.run(r)
+        assert one.test_correct.shape == (21,)
+        assert one.test_correct.double().mean().item() == pytest.approx(
+            one.test_at_best_val["accuracy"])
+        assert one.since_best == stack.epochs_run - 1 - one.best_epoch
 
 
 def test_kd_student_learns_from_a_fixed_teacher_alone():

@@ -101,6 +101,7 @@ def test_every_field_changes_the_key(monkeypatch):
         "model_options": {"modality": "image", "classes": 5},
         "optim": {"lr": 0.02}, "epochs": 3, "batch_size": 64, "seed": 1, "device": "cpu",
         "metric": "f1_macro", "workers": 1, "runs": [{"seed": 0}], "test_every": 2,
+            "patience": 3,
     }
     assert set(changes) == {f.name for f in dataclasses.fields(Job)}, "a field is not tested"
     keys = {base.key}
@@ -614,6 +615,22 @@ def test_a_stacked_job_gives_one_row_per_run(tmp_path, fits):
     one = run_jobs([single, job], cache=cache, progress=False)
     assert list(one["key"]) == [single.key, job.key, job.key]
     assert one["run"].isna().iloc[0] and isinstance(jc.read_result(cache, single.key), dict)
+
+
+def test_rows_carry_early_stopping_and_per_item_correctness(tmp_path):
+    job = mvd_student(epochs=8, patience=1, teacher=mvd_teacher(epochs=8, patience=1))
+    rows = run_jobs([job], cache=tmp_path / "cache", progress=False)
+    history = read_history(job, tmp_path / "cache")
+    for _, row in rows.iterrows():
+        h = history[history.run == row.run]
+        assert row.epochs_run == len(h) <= 8
+        assert row.since_best == row.epochs_run - 1 - row.best_epoch
+        if row.epochs_run < 8:  # stopped: every run had stalled for one epoch
+            assert (history[history.epoch == row.epochs_run - 1].since_best >= 1).all()
+        assert len(row.test_correct) == MVD_DATA["n_test"]
+        assert set(row.test_correct) <= {"0", "1"}
+        assert row.test_correct.count("1") / MVD_DATA["n_test"] == pytest.approx(
+            row.test_at_best_val)
 
 
 def _accuracy(model, x, y):

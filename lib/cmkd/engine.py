@@ -148,9 +148,15 @@ class FitResult:
         epoch).
     teacher_test_last : the teacher's test scores after training, for methods that train it
         (online, bidirectional: C2KD Table 7 reports the updated teacher); empty otherwise.
+    epochs_run : the epochs trained (fewer than asked when ``patience`` stopped training).
+    since_best : the epochs between ``best_epoch`` and the last epoch trained (0: the run was
+        still improving when training ended).
+    test_correct : for a single-label classifier, the top-1 correctness (uint8 tensor, one
+        entry per test item in the test loader's order) at ``best_epoch``; None otherwise.
+        Two methods scored on the same test items can be compared item by item.
     runs : None for one run; R for a stack, where each score field (best_epoch, best_val,
-        test_at_best_val, val_last, test_last, teacher_test_last) is a list with one entry per
-        run; :meth:`run` gives run r's view.
+        test_at_best_val, val_last, test_last, teacher_test_last, since_best, test_correct) is
+        a list with one entry per run; :meth:`run` gives run r's view.
     """
 
     history: pd.DataFrame
@@ -162,6 +168,9 @@ class FitResult:
     state_dicts: dict[str, dict] = field(repr=False)
     teacher_test_last: Any = field(default_factory=dict)
     runs: int | None = None
+    epochs_run: int | None = None
+    since_best: Any = None
+    test_correct: Any = None
 
     def run(self, r: int) -> FitResult:
         """Run ``r`` of a stack as a one-run result (its history rows without the ``run``
@@ -175,7 +184,9 @@ class FitResult:
                          test_at_best_val=self.test_at_best_val[r], val_last=self.val_last[r],
                          test_last=self.test_last[r], state_dicts={},
                          teacher_test_last=(self.teacher_test_last[r] if self.teacher_test_last
-                                            else {}))
+                                            else {}),
+                         epochs_run=self.epochs_run, since_best=self.since_best[r],
+                         test_correct=self.test_correct[r])
 
 
 def _use(flag, name: str, device: torch.device) -> bool:
@@ -246,19 +257,36 @@ def evaluate(model: nn.Module, loader: DataLoader, inputs: Sequence[str],
     metrics : names of :data:`cmkd.metrics.task.METRICS`; the task (multiclass, multilabel,
         segmentation) follows from the shapes of logits and 'label'.
     """
-    device = torch.device(device)
+    return _evaluate(model, loader, inputs, metrics, torch.device(device), amp, channels_last,
+                     correct=False)[0]
+
+
+@torch.no_grad()
+def _evaluate(model, loader, inputs, metrics, device, amp, channels_last, correct):
+    """:func:`evaluate`'s scores and, with ``correct`` and a single-label classifier, the
+    per-item correctness of its top-1 prediction in the loader's order (uint8, (n,) or
+    (R, n) for a stack; None for other tasks)."""
     was_training = model.training
     model.eval()
-    scores = _scores(metrics, model.classes, _runs_of(model), device)
+    runs = _runs_of(model)
+    scores = _scores(metrics, model.classes, runs, device)
+    hits: list[torch.Tensor] | None = [] if correct else None
     try:
         for batch in loader:
             batch = _to_device(batch, device, channels_last)
             with _autocast(device, amp):
                 logits = model(*[batch[k] for k in inputs])
-            scores.update(logits, batch["label"])
+            target = batch["label"]
+            scores.update(logits, target)
+            if hits is not None:
+                if target.is_floating_point() or logits.dim() != target.dim() + 1:
+                    hits = None  # multilabel or dense: no single top-1 prediction per item
+                else:
+                    hits.append((logits.argmax(-1) == target).to(torch.uint8).cpu())
     finally:
         model.train(was_training)
-    return scores.compute()
+    items = None if not hits else torch.cat(hits, 0 if runs is None else 1)
+    return scores.compute(), items
 
 
 @torch.no_grad()
@@ -303,6 +331,7 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
         device: torch.device | str = "auto", seed: int = 0, progress: bool = True,
         amp: bool | str = "auto", channels_last: bool | str = "auto",
         metrics: Sequence[str] = ("accuracy",), test_every: int = 1,
+        patience: int | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train ``method`` (a :class:`cmkd.methods.base.Method`) for ``epochs`` epochs.
 
@@ -345,6 +374,9 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
         raise ValueError(f"metrics must be a non-empty list of {METRICS}, got {list(metrics)!r}")
     if isinstance(test_every, bool) or not isinstance(test_every, int) or test_every < 1:
         raise ValueError(f"test_every must be a positive int, got {test_every!r}")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
+                                 or patience < 1):
+        raise ValueError(f"patience must be a positive int or None, got {patience!r}")
     device = select_device(device) if isinstance(device, str) else torch.device(device)
     use_amp = _use(amp, "amp", device)
     use_cl = _use(channels_last, "channels_last", device)
@@ -372,16 +404,21 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
                                                  progress)
         val = (evaluate(method.student, val_loader, method.student_inputs, **evaluate_kw)
                if val_loader is not None else None)
-        wanted = (epoch == epochs - 1 or (epoch + 1) % test_every == 0
+        since = track.since_best_after(epoch, val)
+        stop = patience is not None and val is not None and min(since) >= patience
+        wanted = (stop or epoch == epochs - 1 or (epoch + 1) % test_every == 0
                   or track.improves(val))
-        test = (evaluate(method.student, test_loader, method.student_inputs, **evaluate_kw)
-                if test_loader is not None and wanted else None)
-        track.update(epoch, val, test)
-        new = _history_rows(epoch, lr, steps, sums, train_scores, val, test, runs)
+        test, correct = (_evaluate(method.student, test_loader, method.student_inputs,
+                                   correct=True, **evaluate_kw)
+                         if test_loader is not None and wanted else (None, None))
+        track.update(epoch, val, test, correct)
+        new = _history_rows(epoch, lr, steps, sums, train_scores, val, test, runs, since)
         rows.extend(new)
         if on_epoch is not None:
             for row in new:
                 on_epoch(dict(row))
+        if stop:
+            break
     method.eval()
     states = {k: _cpu(v) for k, v in method.state_dict().items()}
     states["best_student"] = track.best_state()
@@ -392,7 +429,8 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     return FitResult(history=pd.DataFrame(rows), best_epoch=track.best_epoch,
                      best_val=track.best_val, test_at_best_val=track.test_best,
                      val_last=track.val_last, test_last=track.test_last, state_dicts=states,
-                     teacher_test_last=teacher_test, runs=runs)
+                     teacher_test_last=teacher_test, runs=runs, epochs_run=epoch + 1,
+                     since_best=track.since_best, test_correct=track.test_correct)
 
 
 def _train_epoch(method, loader, opt, epoch, epochs, device, use_amp, use_cl, metrics,
@@ -441,10 +479,11 @@ def _check_terms(method, terms: Mapping[str, torch.Tensor], runs: int | None) ->
                          f"terms of shapes {shaped}; each term must have shape ({runs},)")
 
 
-def _history_rows(epoch, lr, steps, sums, train_scores, val, test, runs) -> list[dict]:
+def _history_rows(epoch, lr, steps, sums, train_scores, val, test, runs, since) -> list[dict]:
     def row(r=None):
         out: dict[str, Any] = {} if r is None else {"run": r}
-        out.update({"epoch": epoch, "lr": lr, "steps": steps})
+        out.update({"epoch": epoch, "lr": lr, "steps": steps,
+                    "since_best": since[0 if r is None else r]})
         for k, v in sums.items():
             v = float(v) if r is None else float(v[r])
             out[k] = v if k.startswith("n_") else v / steps
@@ -471,6 +510,21 @@ class _Selection:
         self._val_last: list[dict] = [{} for _ in range(n)]
         self._test_last: list[dict] = [{} for _ in range(n)]
         self._last_epoch = -1
+        self._correct: list[torch.Tensor | None] = [None] * n
+        self._correct_last: list[torch.Tensor | None] = [None] * n
+
+    def since_best_after(self, epoch: int, val) -> list[int]:
+        """Per run, the epochs since its best validation score once ``val`` (epoch ``epoch``'s
+        scores) is counted: 0 at a new best; epoch + 1 while it has no finite score."""
+        vals = [{}] * len(self._best) if val is None else ([val] if self.runs is None else val)
+        out = []
+        for v, best, at in zip(vals, self._best, self._epoch):
+            score = v.get(self.select, math.nan)
+            if not math.isnan(score) and (best is None or score > best):
+                out.append(0)
+            else:
+                out.append(epoch + 1 if at is None else epoch - at)
+        return out
 
     def improves(self, val) -> bool:
         """Whether ``val`` (this epoch's validation scores) is a new best for some run."""
@@ -480,10 +534,13 @@ class _Selection:
         return any(not math.isnan(v.get(self.select, math.nan))
                    and (b is None or v[self.select] > b) for v, b in zip(val, self._best))
 
-    def update(self, epoch: int, val, test) -> None:
+    def update(self, epoch: int, val, test, correct=None) -> None:
         n = len(self._best)
         val = [{}] * n if val is None else ([val] if self.runs is None else val)
         test = [{}] * n if test is None else ([test] if self.runs is None else test)
+        correct = ([None] * n if correct is None
+                   else [correct] if self.runs is None else list(correct))
+        self._correct_last = correct
         self._val_last, self._test_last, self._last_epoch = list(val), list(test), epoch
         snapshot = None
         for r in range(n):
@@ -494,6 +551,7 @@ class _Selection:
                 self._best[r], self._epoch[r] = score, epoch
                 self._val[r], self._test[r], self._state[r] = dict(val[r]), dict(test[r]), \
                     snapshot
+                self._correct[r] = correct[r]
 
     def best_state(self) -> dict:
         last = None
@@ -502,6 +560,7 @@ class _Selection:
                 last = last or _cpu_state(self.student)
                 self._epoch[r], self._state[r] = self._last_epoch, last
                 self._val[r], self._test[r] = dict(self._val_last[r]), dict(self._test_last[r])
+                self._correct[r] = self._correct_last[r]
         if self.runs is None:
             return self._state[0]
         return merge_runs(self._state)
@@ -520,6 +579,16 @@ class _Selection:
     @property
     def test_best(self):
         return self._one(self._test)
+
+    @property
+    def since_best(self):
+        """Epochs between each run's best validation epoch and the last epoch trained."""
+        return self._one([self._last_epoch - e for e in self._epoch])
+
+    @property
+    def test_correct(self):
+        """Per run, the test items' top-1 correctness (uint8) at its best epoch, or None."""
+        return self._one(self._correct)
 
     @property
     def val_last(self):

@@ -24,8 +24,9 @@ class Training:
     """How every job of a grid trains.
 
     optim : ``cmkd.engine.OptimConfig`` fields; epochs / teacher_epochs : of students and
-    teachers; batch_size; device; workers : DataLoader worker processes per job;
-    method_hparams : per method or preset, over the registry's defaults
+    teachers (the most they train); patience : early stopping of every job (None: all epochs
+    run; :func:`cmkd.engine.fit`); batch_size; device; workers : DataLoader worker processes
+    per job; method_hparams : per method or preset, over the registry's defaults
     (:func:`cmkd.methods.hparams_for`).
     """
 
@@ -36,6 +37,7 @@ class Training:
     device: str = "auto"
     workers: int = 0
     method_hparams: Mapping[str, Mapping] = field(default_factory=dict)
+    patience: int | None = None
 
 
 class Builder:
@@ -53,7 +55,8 @@ class Builder:
         t = self.training
         return dict(dataset_options=specs.loader_options(dataset, self.params),
                     data_root=specs.root(dataset, self.params), optim=dict(t.optim),
-                    batch_size=t.batch_size, device=t.device, workers=t.workers)
+                    batch_size=t.batch_size, device=t.device, workers=t.workers,
+                    patience=t.patience)
 
     def teacher(self, dataset: str, modality: str, seed: int) -> Job:
         """The unimodal teacher of ``modality`` (trained alone; its best-validation weights)."""

@@ -270,6 +270,9 @@ class Job:
         another draw or setting); ``seed`` then seeds what the runs share (the batch order).
     test_every : the test split is evaluated every ``test_every`` epochs, at the last one and
         where validation improves (:func:`cmkd.engine.fit`); 1 (default): the whole test curve.
+    patience : early stopping (:func:`cmkd.engine.fit`): training ends once validation has
+        not improved for ``patience`` epochs (every run of a stack); None (default): ``epochs``
+        epochs are trained.
     """
 
     dataset: str
@@ -291,6 +294,7 @@ class Job:
     workers: int = 0
     runs: tuple = ()
     test_every: int = 1
+    patience: int | None = None
 
     def __post_init__(self):
         from cmkd import methods
@@ -326,6 +330,8 @@ class Job:
         put("seed", _positive_int(self.seed, "seed", 0))
         put("workers", _positive_int(self.workers, "workers", 0))
         put("test_every", _positive_int(self.test_every, "test_every"))
+        if self.patience is not None:
+            put("patience", _positive_int(self.patience, "patience"))
         if not isinstance(self.device, str) or (self.device not in DEVICES
                                                 and not self.device.startswith("cuda:")):
             raise ParamError("device", f"must be one of {DEVICES} or 'cuda:N', got "

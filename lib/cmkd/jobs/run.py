@@ -44,7 +44,11 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
     test_at_best_val (the default reported score), val_last, test_last, teacher_test (the
     teacher job's test_at_best_val, of the same run for a stack; NaN without a teacher),
     teacher_end_test (the teacher's test score after training, for methods that train it; None
-    otherwise).  Then seconds (training wall time, of the whole stack), device (the one used)
+    otherwise), epochs_run (fewer than ``epochs`` where ``patience`` stopped it), since_best
+    (epochs from best_epoch to the last one trained: 0 means still improving at the end),
+    test_correct (a string of '0' / '1', one per test item in the split's order: the top-1
+    correctness at best_epoch, for paired comparisons; None for other tasks).  Then seconds
+    (training wall time, of the whole stack), device (the one used)
     and source (:func:`source_hash`).
     """
     t = job.teacher
@@ -72,6 +76,9 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
                 "test_last": fit_result.test_last.get(m, nan),
                 "teacher_test": nan if teacher_row is None else teacher_row["test_at_best_val"],
                 "teacher_end_test": fit_result.teacher_test_last.get(m),
+                "epochs_run": fit_result.epochs_run, "since_best": fit_result.since_best,
+                "test_correct": (None if fit_result.test_correct is None else
+                                 "".join(map(str, fit_result.test_correct.tolist()))),
                 "seconds": round(seconds, 3), "device": device, "source": source_hash()})
     return row
 
@@ -157,7 +164,7 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
     start = time.perf_counter()
     result = fit(method, loaders["train"], loaders["val"], loaders["test"], optim=job.optim,
                  epochs=job.epochs, device=device, seed=job.seed, progress=progress,
-                 metrics=(job.metric,), test_every=job.test_every)
+                 metrics=(job.metric,), test_every=job.test_every, patience=job.patience)
     seconds = time.perf_counter() - start
     if job.stacked:
         out = [result_row(job, result.run(r), None if t_rows is None else t_rows[r], seconds,
@@ -170,7 +177,7 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
                       "epoch": result.best_epoch}
     else:
         checkpoint = {"model": result.state_dicts["student"], "which": "final",
-                      "epoch": job.epochs - 1}
+                      "epoch": result.epochs_run - 1}
 
     def write(tmp: Path) -> None:
         (tmp / jc.JOB).write_text(job.to_json() + "\n")
