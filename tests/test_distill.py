@@ -557,6 +557,40 @@ def test_c2kd_non_target_kl_remove_and_zero_modes(batch):
     assert got.item() == pytest.approx((per * mask).sum().item() / 12)
 
 
+def test_c2kd_dist_base_keeps_class_identity_when_masked(batch):
+    """DIST inside C2KD against scipy on hand-built non-target distributions: 'masked' keeps C
+    columns (the target's probability 0, the others renormalised per sample); 'removed' puts
+    the C - 1 non-target columns side by side."""
+    s, t, y = batch
+    mask = torch.ones(12, dtype=torch.bool)
+
+    def dist_ref(ps, pt):
+        inter = np.mean([1 - stats.pearsonr(a, b).statistic for a, b in zip(ps, pt)])
+        intra = np.mean([1 - stats.pearsonr(a, b).statistic for a, b in zip(ps.T, pt.T)])
+        return inter + intra
+
+    def renorm(z):
+        p = F.softmax(z, -1).numpy().copy()
+        p[np.arange(12), y.numpy()] = 0
+        return p / p.sum(1, keepdims=True)
+
+    masked = crossmodal_term(s, t, y, mask, base="dist")
+    assert masked.item() == pytest.approx(dist_ref(renorm(s), renorm(t)), rel=1e-6)
+    removed = crossmodal_term(s, t, y, mask, base="dist", dist_columns="removed")
+    ps = F.softmax(non_target_logits(s, y), -1).numpy()
+    pt = F.softmax(non_target_logits(t, y), -1).numpy()
+    assert removed.item() == pytest.approx(dist_ref(ps, pt), rel=1e-6)
+    assert abs(masked.item() - removed.item()) > 1e-3
+    # the KL base does not depend on column identity; the gradient through -inf is finite
+    assert crossmodal_term(s, t, y, mask, dist_columns="removed").item() == pytest.approx(
+        crossmodal_term(s, t, y, mask).item())
+    sr = s.clone().requires_grad_(True)
+    c2kd_loss(sr, t, y, base="dist")["total"].backward()
+    assert torch.isfinite(sr.grad).all()
+    with pytest.raises(ValueError, match="dist_columns must be one of"):
+        crossmodal_term(s, t, y, mask, base="dist", dist_columns="shifted")
+
+
 def test_c2kd_total_is_eq6(batch):
     s, t, y = batch
     g = torch.Generator().manual_seed(9)
@@ -602,11 +636,15 @@ def test_c2kd_modules_plug_into_dist_and_nkd(batch):
     assert crossmodal_term(s, t, y, half, base="nkd").item() == pytest.approx(
         non_target[half].mean().item())
     nts, ntt = non_target_logits(s, y), non_target_logits(t, y)
+    assert crossmodal_term(s, t, y, half, base="dist", dist_columns="removed").item() == \
+        pytest.approx(dist_loss(nts[half], ntt[half]).item())
+    target = F.one_hot(y, 6).bool()
+    ms, mt = s.masked_fill(target, float("-inf")), t.masked_fill(target, float("-inf"))
     assert crossmodal_term(s, t, y, half, base="dist").item() == pytest.approx(
-        dist_loss(nts[half], ntt[half]).item())
+        dist_loss(ms[half], mt[half]).item())
     out = c2kd_loss(s, t, y, base="dist", bidirectional=False)
     m = ofsd_mask(t, s)
-    assert out["cross"].item() == pytest.approx(dist_loss(nts[m], ntt[m]).item())
+    assert out["cross"].item() == pytest.approx(dist_loss(ms[m], mt[m]).item())
 
 
 # ----------------------------------------------------------------------------- the convention

@@ -84,7 +84,8 @@ def test_step_gives_finite_terms_and_a_differentiable_total(name):
 
 def test_registry_lists_the_methods_and_presets():
     assert set(LOGIT_METHODS) <= set(methods.names())
-    assert set(methods.PRESETS) == set(C2KD_PRESETS) - {"c2kd"}
+    assert set(methods.PRESETS) == set(C2KD_PRESETS) - {"c2kd"} | {"shake_raw"}
+    assert methods.resolve("shake_raw") == ("shake", {"layer_norm": False})
     assert methods.resolve("c2kd_bd", {"omega": 0.5}) == (
         "c2kd", {"proxy": False, "ofs": False, "nt": False, "omega": 0.5})
     with pytest.raises(ParamError, match="unknown method 'c2kd_nope'"):

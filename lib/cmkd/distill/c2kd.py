@@ -33,6 +33,8 @@ FILTERS = ("krc", "cosine", "pearson", "gradcos", "none")
 TARGET_MODES = ("remove", "zero", "keep")
 AVERAGES = ("selected", "batch")
 BASES = ("kl", "dist", "nkd")
+#: how DIST sees the non-target classes inside C2KD (:func:`crossmodal_term`)
+DIST_COLUMNS = ("masked", "removed")
 
 
 # ----------------------------------------------------------------------------- the filter
@@ -82,6 +84,8 @@ def _side_logits(logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch
         return non_target_logits(logits, target)
     if mode == "zero":  # the official code: logits * non-target mask
         return logits * (1 - F.one_hot(target, logits.shape[-1]).to(logits.dtype))
+    if mode == "mask":  # all columns, the target's probability 0 after the softmax
+        return logits.masked_fill(F.one_hot(target, logits.shape[-1]).bool(), float("-inf"))
     return logits
 
 
@@ -103,12 +107,22 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor, average: str) -> torc
 
 def crossmodal_term(moving: torch.Tensor, towards: torch.Tensor, target: torch.Tensor,
                     mask: torch.Tensor, *, target_mode: str = "remove", average: str = "selected",
-                    base: str = "kl", temperature: float = 1.0) -> torch.Tensor:
+                    base: str = "kl", temperature: float = 1.0,
+                    dist_columns: str = "masked") -> torch.Tensor:
     """One direction of the selected crossmodal term, ``eta D(moving\\t, towards\\t)``.
 
     base : 'kl' (C2KD), 'dist' or 'nkd' (Fig. 5: C2KD's modules plugged into DIST and NKD; DIST on
         the kept samples, NKD's per-sample terms - only its non-target term when the target is
         removed or zeroed).
+    dist_columns : with base 'dist' and the target removed, how DIST sees the non-target
+        classes.  'masked' (default): all C columns, the target's probability 0 and the others
+        renormalised per sample (the softmax with the target logit at -inf), so column c is
+        class c in every sample and DIST's intra-class relation (a Pearson correlation of one
+        class's probabilities across the batch) compares like with like.  'removed': the C - 1
+        non-target columns side by side, so a column is a different class in samples of
+        different targets (the construction this project used first; kept to show what it
+        does).  The KL and NKD bases do not depend on column identity: for them both are the
+        same.
     Returns (...) averaged as ``average`` says; 0 when no sample is kept.
     """
     if base == "kl":
@@ -120,8 +134,11 @@ def crossmodal_term(moving: torch.Tensor, towards: torch.Tensor, target: torch.T
         per = non_target if target_mode != "keep" else target_term + non_target
         return _masked_mean(per, mask, average)
     if base == "dist":
-        return dist_terms(_side_logits(moving, target, target_mode),
-                          _side_logits(towards, target, target_mode).detach(),
+        if dist_columns not in DIST_COLUMNS:
+            raise ValueError(f"dist_columns must be one of {DIST_COLUMNS}, got {dist_columns!r}")
+        mode = "mask" if target_mode == "remove" and dist_columns == "masked" else target_mode
+        return dist_terms(_side_logits(moving, target, mode),
+                          _side_logits(towards, target, mode).detach(),
                           temperature=temperature, weights=mask)
     raise ValueError(f"base must be one of {BASES}, got {base!r}")
 
@@ -134,7 +151,8 @@ def c2kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
               filter: str = "krc", ofs: bool = True, nt: bool = True,
               bidirectional: bool = True, target_mode: str = "remove",
               average: str = "selected", base: str = "kl", temperature: float = 1.0,
-              reduction: str = "mean", runs: bool = False) -> dict[str, torch.Tensor]:
+              dist_columns: str = "masked", reduction: str = "mean", runs: bool = False
+              ) -> dict[str, torch.Tensor]:
     """The C2KD objective (Eq. 6) with each module switchable (Table 5, Fig. 4, Fig. 5).
 
     Parameters
@@ -155,6 +173,7 @@ def c2kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
         gradient reaches the teacher's logits (there is no ``detach_teacher``: this is it).
     average : 'selected' (paper: mean over the kept samples) or 'batch' (official code).
     base : the divergence of the crossmodal term: 'kl', 'dist' or 'nkd' (Fig. 5).
+    dist_columns : with base 'dist': 'masked' or 'removed' (:func:`crossmodal_term`).
     reduction : 'mean' only (the crossmodal term is averaged over the kept samples).
 
     Returns
@@ -204,7 +223,8 @@ def c2kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
         s_side, t_side = student_logits, teacher_logits
     mask = ofsd_mask(t_side, s_side, omega, filter if ofs else "none", target)
     mode = target_mode if nt else "keep"
-    kw = dict(target_mode=mode, average=average, base=base, temperature=temperature)
+    kw = dict(target_mode=mode, average=average, base=base, temperature=temperature,
+              dist_columns=dist_columns)
     cross = crossmodal_term(s_side, t_side, target, mask, **kw)
     if bidirectional:
         cross = cross + crossmodal_term(t_side, s_side, target, mask, **kw)
