@@ -28,8 +28,8 @@ from cmkd.methods import (  # noqa: E402,F401,I001  isort: skip
 from cmkd.methods.c2kd import C2KD_PRESETS  # noqa: E402  isort: skip
 
 #: preset name -> (method name, hyperparameters): named variants a grid can say by name
-#: (C2KD's ablations, :data:`cmkd.methods.c2kd.C2KD_PRESETS`; SHAKE on raw logits).  A registered method's own name
-#: is not a preset ('c2kd' is the method with its defaults).
+#: (C2KD's ablations, :data:`cmkd.methods.c2kd.C2KD_PRESETS`; SHAKE on raw logits).  A
+#: registered method's own name is not a preset ('c2kd' is the method with its defaults).
 PRESETS: dict[str, tuple[str, dict]] = {
     **{name: ("c2kd", dict(hp)) for name, hp in C2KD_PRESETS.items() if name != "c2kd"},
     # SHAKE on the raw logits: the official layer norm x 3.1415 scales the first gradients by
