@@ -19,7 +19,7 @@ BENCHMARKS = {
     "c2kd": "one C2KD training step against one bidirectional-KD step (registry methods), "
             "and with the official code's filter",
     "krc": "Kendall tau of logit rows (C2KD's OFSD filter) against a per-sample scipy loop",
-    "embedded_data": "embedded data: AV-digits file load, RGB-D scene generation",
+    "embedded_data": "embedded data: AV-digits and mfeat file loads, RGB-D scene generation",
     "engine": "the one training loop: a stack of runs against one run at a time (runs per "
               "hour, MLPs and CNNs, KD and C2KD), and where a notebook-06 job spends an epoch",
 }

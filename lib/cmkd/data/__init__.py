@@ -20,6 +20,7 @@ DATASETS = {
     "mvd": "mvd",                    # synthetic: K-class MVD data, MFH Fig. 2 layout
     "avdigits": "avdigits",          # embedded: AV-MNIST stand-in
     "rgbd_scenes": "rgbd_scenes",    # procedural: NYU Depth V2 stand-in
+    "mfeat": "mfeat",                # embedded: UCI Multiple Features (six views of digits)
     "avmnist": "avmnist",
     "ravdess": "ravdess",
     "cremad": "cremad",
@@ -30,7 +31,7 @@ DATASETS = {
     "mmimdb": "mmimdb",
     "crisismmd": "crisismmd",
 }
-EMBEDDED = ("mvd", "avdigits", "rgbd_scenes")
+EMBEDDED = ("mvd", "avdigits", "rgbd_scenes", "mfeat")
 REAL = tuple(n for n in DATASETS if n not in EMBEDDED)
 
 

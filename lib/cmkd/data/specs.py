@@ -6,7 +6,8 @@ A grid (a notebook's job grid, :mod:`cmkd.jobs.builders`) names datasets and rea
 settings from its params: the root folder of a real dataset from the parameter its loader names
 (``cmkd.data.<name>.PARAM``, e.g. ``cremad_root``), other loader options from the parameters in
 :attr:`DataSpec.params`.  Directions follow C2KD's columns: ``a2v`` is the first modality
-(audio; CrisisMMD: text) teaching the second (visual; image), ``v2a`` the reverse.
+(audio; CrisisMMD: text; mfeat: its first view) teaching the second (visual; image; the
+second view), ``v2a`` the reverse.
 """
 
 from __future__ import annotations
@@ -46,6 +47,36 @@ class DataSpec:
 
 
 _AV_RESNET = {"audio": ("resnet18", {"in_channels": 1})}
+#: hidden layers of the MLP on each mfeat view (as CrisisMMD's MLPs on encoder features)
+MFEAT_HIDDEN = (256, 256)
+#: the views the mfeat spec pairs (first teaches second in 'a2v'); see :func:`mfeat_spec`
+MFEAT_VIEWS = ("fou", "kar")
+#: feature count of each mfeat view (:data:`cmkd.data.mfeat.VIEWS`, repeated here so that this
+#: module imports no dataset; a test checks they agree)
+MFEAT_DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
+
+
+def mfeat_spec(views: tuple[str, str] = MFEAT_VIEWS) -> DataSpec:
+    """The spec of two mfeat views: each view is a modality of its own name, read by an MLP
+    (``mlp``, :data:`MFEAT_HIDDEN`) on its features; the loader is told the pair (``views``).
+
+    ``SPECS['mfeat']`` is the pair :data:`MFEAT_VIEWS`.  A spec's modalities are fixed, so a grid
+    parameter cannot choose the views; to run another pair, set ``SPECS['mfeat'] =
+    mfeat_spec((teacher_view, student_view))`` in the process that builds the grid, before
+    building it (the jobs carry the views, the MLPs' input sizes and the batch keys, so their
+    keys differ from the default pair's and the cache keeps both)."""
+    first, second = views
+    for v in views:
+        if v not in MFEAT_DIMS:
+            raise ValueError(f"unknown mfeat view {v!r}; choose from {', '.join(MFEAT_DIMS)}")
+    if first == second:
+        raise ValueError(f"an mfeat pair needs two distinct views, got {views}")
+    return DataSpec((first, second), {v: v for v in views},
+                    {v: ("mlp", {"modality": v, "in_features": MFEAT_DIMS[v],
+                                 "hidden": MFEAT_HIDDEN}) for v in views},
+                    {"views": (first, second)})
+
+
 SPECS: dict[str, DataSpec] = {
     "avdigits": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
                          {"audio": ("avdigits_cnn", {"modality": "audio"}),
@@ -67,6 +98,7 @@ SPECS: dict[str, DataSpec] = {
                                   "image_encoder": "crisismmd_image_encoder"},
                           encoders=("text_encoder", "image_encoder"),
                           dims={"text": "crisismmd_text_dim", "image": "crisismmd_image_dim"}),
+    "mfeat": mfeat_spec(),
 }
 
 
