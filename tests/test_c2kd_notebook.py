@@ -241,22 +241,43 @@ def test_table5_modules_are_the_printed_switches():
 
 # ----------------------------------------------------------------------------- planted results
 #: the columns of run(): the grid's tags (section, dataset, direction, seed, label and the
-#: extras of some sections) and the job's scores
+#: extras of some sections), the job's scores and its test split's size
 RESULT_COLUMNS = ("section", "dataset", "direction", "seed", "label", "switches", "omega", "base",
                   "key", "method", "acc", "acc_last", "teacher_acc", "teacher_end_acc",
-                  "seconds")
+                  "seconds", "n_test")
 
 
 def test_planted_frames_have_the_columns_of_run(root):
     config = load_params(root / "params/default/06_c2kd.yaml", c2.Config)
     _, tags = c2.grid(dataclasses.replace(config, n_seeds=1))
     assert set(tags.columns) - {"job"} | {"key", "method", "acc", "acc_last", "teacher_acc",
-                                          "teacher_end_acc", "seconds"} == set(RESULT_COLUMNS)
+                                          "teacher_end_acc", "seconds",
+                                          "n_test"} == set(RESULT_COLUMNS)
 
 
-def _frame(cells) -> pd.DataFrame:
+def test_test_size_is_the_test_split_of_each_job(root, tmp_path):
+    config = load_params(root / "params/default/06_c2kd.yaml", c2.Config)
+    jobs, _ = c2.grid(dataclasses.replace(config, n_seeds=1, sections=["table5"]))
+    sizes = {}
+    assert {c2.test_size(job, sizes) for job in jobs} == {300}  # avdigits: 300 test pairs
+    assert len(sizes) == 1, "one count per dataset, folder and options"
+    # a real dataset's test split, counted without loading the user's encoders
+    make_crisismmd(tmp_path)
+    paper = load_params(root / "params/paper/06_c2kd.yaml", c2.Config)
+    paper = c2.Config(**{**paper.__dict__, "datasets": ["crisismmd"], "sections": ["table5"],
+                         "n_seeds": 1, "crisismmd_root": str(tmp_path),
+                         **dict(STUBS, crisismmd_text_encoder="no_such_module_xyz:f")})
+    jobs, _ = c2.grid(paper)
+    from cmkd import data
+
+    expected = len(data.load("crisismmd", str(tmp_path), "test"))
+    assert expected > 0 and c2.test_size(jobs[0]) == expected
+
+
+def _frame(cells, n_test: int = 300) -> pd.DataFrame:
     """A results frame as run() returns it, from (section, dataset, direction, seed, label, acc
-    [, teacher_acc [, teacher_end_acc [, extra fields]]]) tuples."""
+    [, teacher_acc [, teacher_end_acc [, extra fields]]]) tuples, every row scored on a test
+    split of ``n_test`` items."""
     rows = []
     for cell in cells:
         section, dataset, direction, seed, label, acc, *rest = cell
@@ -264,7 +285,7 @@ def _frame(cells) -> pd.DataFrame:
         rows.append(dict({c: np.nan for c in RESULT_COLUMNS}, section=section, dataset=dataset,
                          direction=direction, seed=seed, label=label, key=f"k{len(rows)}",
                          method=label, acc=acc, acc_last=acc, teacher_acc=teacher,
-                         teacher_end_acc=end, seconds=1.0, **extra))
+                         teacher_end_acc=end, seconds=1.0, n_test=n_test, **extra))
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 
@@ -272,9 +293,10 @@ SEEDS = (0, 1, 2)
 NOISE = (-0.3, 0.0, 0.3)  # per seed: the means are the planted values
 
 
-def _claims_frame(held: bool, teacher_t3: float = 40.0) -> pd.DataFrame:
+def _claims_frame(held: bool, teacher_t3: float = 40.0, n_test: int = 100_000) -> pd.DataFrame:
     """Every section on two columns (AVE visual and audio students), the values planted so that
-    each claim of claims() is held (``held``) or not."""
+    each claim of claims() is held (``held``) or not: on a test split of ``n_test`` items (by
+    default so large that gaps of a point are decided)."""
     t3 = {"w/o KD": 50, "FitNet": 49, "Review": 51, "KD": 48 if held else 51, "DML": 52,
           "SHAKE": 51.5, "RKD": 50.5, "DKD": 52.5, "DIST": 53, "NKD": 53.5,
           "Ours† (top layers)": 54 if held else 45, "Ours‡ (full)": 55 if held else 46}
@@ -306,7 +328,7 @@ def _claims_frame(held: bool, teacher_t3: float = 40.0) -> pd.DataFrame:
             for label in ("+Cat", "+FiLM", "+OGM"):
                 put("table7", label, (52 if held else 54) + e, 70 + e, 70 + e)
             put("table7", "Ours", 53 + e, 60 + e, 62 + e)
-    return _frame(cells)
+    return _frame(cells, n_test)
 
 
 CLAIMS = ("C2KD (either variant) is best or second in every column",
@@ -324,22 +346,66 @@ CLAIMS = ("C2KD (either variant) is best or second in every column",
 @pytest.mark.parametrize("held", [True, False])
 def test_claims_on_planted_results(held):
     out = c2.claims(_claims_frame(held))
-    assert list(out.columns) == ["artefact", "claim", "evidence", "held"]
+    assert list(out.columns) == ["artefact", "claim", "evidence", "interval", "verdict"]
     assert list(out.claim) == list(CLAIMS)
-    assert out.held.map(type).eq(bool).all()
-    assert list(out.held) == [held] * len(CLAIMS)
+    assert list(out.verdict) == ["held" if held else "NOT held"] * len(CLAIMS)
     ev = out.set_index("claim").evidence
-    assert ev[CLAIMS[0]] == ("ave Visual: rank 1; ave Audio: rank 1" if held else
-                             "ave Visual: rank 11; ave Audio: rank 11")
-    assert ev[CLAIMS[1]] == ("ave Visual: KD - w/o KD = -2.00; ave Audio: KD - w/o KD = -2.00"
-                             if held else
-                             "ave Visual: KD - w/o KD = +1.00; ave Audio: KD - w/o KD = +1.00")
-    assert ev[CLAIMS[2]] == (f"mean over columns: BD+NT - BD = {'+1.00' if held else '-1.00'}, "
-                             f"BD+OFS - BD = +2.00")
-    assert "KRC - best other = " + ("+1.00" if held else "-1.00") in ev[CLAIMS[3]]
-    assert ("NKD ave Visual: " + ("+3.00" if held else "-1.00")) in ev[CLAIMS[4]]
-    assert ev[CLAIMS[6]] == ("teacher accuracy fused 70.00 vs unimodal 60.00; student: best "
-                             f"fused-teacher NKD {52 if held else 54}.00 vs C2KD 53.00")
+    assert ev[CLAIMS[0]].startswith(
+        "ave Visual, Ours‡ (full): rank 1 by mean, significantly above 10 and below 0 of 10 "
+        "others (held; at the edge, Ours‡ (full) - DIST: +2.00 [" if held else
+        "ave Visual, Ours‡ (full): rank 11 by mean, significantly above 0 and below 10 of 10 "
+        "others (NOT held; at the edge, Ours‡ (full) - DIST: -7.00 [")
+    assert ev[CLAIMS[1]].startswith("ave Visual: KD - w/o KD: " + ("-2.00 [" if held else
+                                                                     "+1.00 ["))
+    assert ev[CLAIMS[2]].startswith("ave Visual: BD+NT - BD: " + ("+1.00 [" if held else
+                                                                   "-1.00 ["))
+    assert "; ave Audio: BD+OFS - BD: +2.00 [" in ev[CLAIMS[2]]
+    assert "ave Visual: KRC - cosine: " + ("+1.00 [" if held else "-1.00 [") in ev[CLAIMS[3]]
+    assert ev[CLAIMS[3]].endswith("(margin 1 point)")
+    assert ("NKD ave Visual: " + ("+3.00 [" if held else "-1.00 [")) in ev[CLAIMS[4]]
+    assert ev[CLAIMS[5]].startswith("ave Visual: C2KD - DLB: " + ("+2.00 [" if held else
+                                                                   "+0.00 ["))
+    assert ev[CLAIMS[6]].startswith("teacher accuracy fused 70.00 vs unimodal 60.00; student: "
+                                    f"best fused-teacher NKD {52 if held else 54}.00 vs C2KD "
+                                    "53.00; ave Visual: teacher +Cat - unimodal: +10.00 [")
+    # the interval column is the deciding part's, with its unit
+    assert all(i.endswith(" points") for i in out.interval)
+
+
+def test_claims_on_a_small_test_split_are_undecided():
+    """The same planted gaps (1 to 7.5 points, no spread between seeds) on a 300-item test
+    split: the test set's own sampling error (about +-8 points for a difference) decides
+    nothing but the 10-point teacher gap of Table 7."""
+    for held in (True, False):
+        out = c2.claims(_claims_frame(held, n_test=300))
+        assert list(out.verdict) == ["undecided"] * len(CLAIMS), held
+        parts = out.set_index("claim").evidence[CLAIMS[6]]
+        assert "ave Visual: teacher +Cat - unimodal: +10.00 [+2." in parts
+    with pytest.raises(ValueError, match="needs the test split's size"):
+        c2.claims(_claims_frame(True).drop(columns="n_test"))
+    given = c2.claims(_claims_frame(True).drop(columns="n_test"), n_test=100_000)
+    pd.testing.assert_frame_equal(given, c2.claims(_claims_frame(True)))
+
+
+def test_per_seed_tables_keep_every_seed():
+    df = _claims_frame(True)
+    t3 = c2.per_seed(df, "table3")
+    assert list(t3.columns) == ["dataset", "column", "method", "seed 0", "seed 1", "seed 2",
+                                "mean", "std"]
+    assert list(t3.method[:3]) == ["w/o KD", "FitNet", "Review"]
+    row = t3[(t3.column == "Audio") & (t3.method == "KD")].iloc[0]
+    assert row[["seed 0", "seed 1", "seed 2"]].tolist() == pytest.approx([47.7, 48.0, 48.3])
+    assert row["mean"] == pytest.approx(48.0)
+    wide = c2.table3(df).set_index("method")
+    assert wide.loc["KD", "ave Audio std"] == pytest.approx(row["std"])
+    f4 = c2.per_seed(df, "fig4")
+    assert list(f4.columns[:4]) == ["dataset", "column", "method", "omega"]
+    f5 = c2.per_seed(df, "fig5")
+    assert list(f5.columns[:4]) == ["dataset", "column", "base", "method"]
+    t7 = c2.per_seed(df, "table7", value="teacher_acc")
+    assert t7.set_index(["column", "method"]).loc[("Visual", "+Cat"), "mean"] == 70.0
+    assert c2.per_seed(df, "table6").shape[0] == 2 * 5
+    assert c2.per_seed(df[df.section == "table3"], "table5").empty
 
 
 def test_claims_ask_only_what_the_results_can_answer():

@@ -335,32 +335,63 @@ def _planted(advantage_slope=-6.0, kd_slope=8.0, keep_slope=0.5, c2kd_offset=4.0
     return pd.DataFrame(rows)
 
 
-def _held(df):
+def _verdicts(df):
     out = g8.claims(df)
-    assert list(out.columns) == ["artefact", "claim", "evidence", "held"]
-    assert out.held.map(type).eq(bool).all()
-    return out.set_index("claim").held
+    assert list(out.columns) == ["artefact", "claim", "evidence", "interval", "verdict"]
+    assert set(out.verdict) <= {"held", "NOT held", "undecided"}
+    return out.set_index("claim").verdict
 
 
 def test_claims_detect_planted_trends():
-    held = _held(_planted())
-    assert held["KD's gain over no-KD rises with gamma"]
-    assert held["the KRC filter keeps more samples as gamma grows"]
-    assert held["C2KD's advantage over KD is largest where gamma is small"]
-    assert held["C2KD beats KD on average over gammas"]
-    assert held["teacher accuracy shows no trend with gamma (fixed teacher information)"]
-    flat = _held(_planted(advantage_slope=0.0))
-    assert not flat["C2KD's advantage over KD is largest where gamma is small"]
-    assert flat["C2KD beats KD on average over gammas"]
-    assert flat["C2KD beats no KD on average over gammas"]
-    none = _held(_planted(advantage_slope=0.0, kd_slope=0.0, keep_slope=0.0, c2kd_offset=-4.0,
-                          teacher_slope=20.0))
-    assert not none["KD's gain over no-KD rises with gamma"]
-    assert not none["the KRC filter keeps more samples as gamma grows"]
-    assert not none["C2KD beats KD on average over gammas"]
-    assert not none["teacher accuracy shows no trend with gamma (fixed teacher information)"]
+    v = _verdicts(_planted())
+    assert v["KD's gain over no-KD rises with gamma"] == "held"
+    assert v["the KRC filter keeps more samples as gamma grows"] == "held"
+    assert v["C2KD's advantage over KD is largest where gamma is small"] == "held"
+    assert v["C2KD beats KD on average over gammas"] == "held"
+    assert v["teacher accuracy shows no trend with gamma (fixed teacher information)"] == "held"
+    # no trend in C2KD's advantage: neither shown nor refuted
+    flat = _verdicts(_planted(advantage_slope=0.0))
+    assert flat["C2KD's advantage over KD is largest where gamma is small"] == "undecided"
+    assert flat["C2KD beats KD on average over gammas"] == "held"
+    assert flat["C2KD beats no KD on average over gammas"] == "held"
+    # every effect reversed: refuted
+    none = _verdicts(_planted(advantage_slope=6.0, kd_slope=-8.0, keep_slope=-0.5,
+                              c2kd_offset=-4.0, teacher_slope=20.0))
+    assert none["KD's gain over no-KD rises with gamma"] == "NOT held"
+    assert none["the KRC filter keeps more samples as gamma grows"] == "NOT held"
+    assert none["C2KD's advantage over KD is largest where gamma is small"] == "NOT held"
+    assert none["C2KD beats KD on average over gammas"] == "NOT held"
+    assert none["teacher accuracy shows no trend with gamma (fixed teacher information)"] \
+        == "NOT held"
+    # a flat teacher, but one run per gamma cannot show it: undecided
+    noisy = _verdicts(_planted().query("run == 0"))
+    assert noisy["teacher accuracy shows no trend with gamma (fixed teacher information)"] \
+        == "undecided"
     # without C2KD rows only the KD and setting claims are asked
     assert len(g8.claims(_planted().query("method != 'c2kd'"))) == 3
+
+
+def test_claims_evidence_and_intervals():
+    out = g8.claims(_planted()).set_index("claim")
+    beats = out.loc["C2KD beats KD on average over gammas"]
+    assert beats.evidence.startswith("C2KD - KD +") and beats.evidence.endswith(
+        "points, paired over 32 runs")
+    assert beats.interval.endswith(" points") and beats.interval in beats.evidence + " points"
+    trend = out.loc["teacher accuracy shows no trend with gamma (fixed teacher information)"]
+    assert trend.evidence.endswith("a trend counts from 3 points per unit gamma")
+    assert trend.interval.endswith("points per unit gamma")
+
+
+def test_per_run_table_keeps_every_run():
+    df = _planted()
+    t = g8.per_run(df)
+    assert list(t.columns) == ["method", "gamma", *[f"run {r}" for r in range(8)], "mean",
+                               "std"]
+    assert list(t.method.unique()) == ["no KD", "KD", "C2KD"]
+    kd = df[(df.method == "kd") & (df.gamma == 0.25)].sort_values("run").student_acc
+    row = t[(t.method == "KD") & (t.gamma == 0.25)].iloc[0]
+    np.testing.assert_allclose(row[[f"run {r}" for r in range(8)]].to_numpy(float), kd)
+    assert row["mean"] == pytest.approx(kd.mean()) and row["std"] == pytest.approx(kd.std(ddof=0))
 
 
 def test_summaries_of_planted_data():

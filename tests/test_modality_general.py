@@ -48,3 +48,41 @@ def test_config_validates_the_options():
     df = mg.run(cfg)
     rnd = df[df.teacher == "random"]
     assert (rnd.distinct <= rnd.channels).all() and (df[df.teacher == "gt"].distinct == 5).all()
+
+
+def _planted(teacher_loss=14.0, student_gain=3.0, runs=6):
+    """Table 2's rows for three settings: the 'gt' and 'alg1' teachers lose ``teacher_loss``
+    points against the regular one and their students gain ``student_gain`` over regular KD,
+    with a spread of about 1 point between runs (the same offsets in every setting)."""
+    spread = [-1.0, 0.5, 1.2, -0.4, 0.2, -0.5][:runs]
+    rows = []
+    for xs2, gamma in ((5, 1 / 3), (10, 0.5), (30, 0.75)):
+        for r, e in enumerate(spread):
+            for kind, t, s in (("regular", 80.0, 70.0),
+                               ("gt", 80.0 - teacher_loss + e, 70.0 + student_gain - e),
+                               ("alg1", 80.0 - teacher_loss - e, 70.0 + student_gain + e)):
+                rows.append({"xs1": 10, "xs2": xs2, "gamma": gamma, "run": r, "teacher": kind,
+                             "teacher_acc": t, "student_acc": s, "nokd_acc": 65.0})
+    return pd.DataFrame(rows)
+
+
+GT = "modality-general: ground-truth shared channels: loses teacher accuracy yet its student " \
+     "gains over regular KD"
+LOSS = "the modality-general teacher loses more than 10 points of accuracy"
+
+
+def test_claims_on_planted_runs():
+    out = mg.claims(_planted())
+    assert list(out.columns) == ["artefact", "claim", "evidence", "interval", "verdict"]
+    assert out.verdict.tolist() == ["held"] * 3
+    ev = out.set_index("claim").evidence
+    assert ev[GT].startswith("teacher: -14.00 [") and "; student: +3.00 [" in ev[GT]
+    assert ev[GT].endswith("points over 18 runs; both signs (means) in 3 of 3 settings")
+    assert ev[LOSS].startswith("teacher change per gamma (below -10 to hold): gamma 0.33: "
+                               "-14.00 [")
+    # a loss of 10.5 points cannot be told from 10 with these runs; no gain is undecided
+    v = mg.claims(_planted(teacher_loss=10.5, student_gain=0.0)).set_index("claim").verdict
+    assert v[GT] == "undecided" and v[LOSS] == "undecided"
+    # the teacher gains instead of losing: refuted, whatever the student does
+    v = mg.claims(_planted(teacher_loss=-3.0)).set_index("claim").verdict
+    assert v[GT] == "NOT held" and v[LOSS] == "NOT held"

@@ -38,17 +38,44 @@ def test_a_run_does_not_depend_on_what_it_is_batched_with():
         np.testing.assert_allclose(merged[m], merged[f"{m}_many"])
 
 
-def test_claims_detect_a_planted_trend():
+def _planted(gamma_gain=4.0, alpha_gain=-2.0):
     rows = [{"sweep": "gamma", "gamma": gm, "alpha": (1 - gm) / 2, "beta": (1 - gm) / 2, "run": r,
-             "teacher_acc": 70.0 + r, "nokd_acc": 60.0, "kd_acc": 60.0 + 4 * gm + 0.1 * r,
-             "gain": 4 * gm + 0.1 * r} for gm in (0, 0.5, 1) for r in range(4)]
+             "teacher_acc": 70.0 + r, "nokd_acc": 60.0, "kd_acc": 60.0 + gamma_gain * gm + 0.1 * r,
+             "gain": gamma_gain * gm + 0.1 * r} for gm in (0, 0.5, 1) for r in range(4)]
     rows += [{"sweep": "alpha", "gamma": 1 - al, "alpha": al, "beta": 0.0, "run": r,
-              "teacher_acc": 60.0 + 20 * al + r, "nokd_acc": 60.0, "kd_acc": 63.0 - 2 * al + r,
-              "gain": 3.0 - 2 * al + r} for al in (0, 0.5, 0.8) for r in range(4)]
-    c = mvd_sweeps.claims(pd.DataFrame(rows)).set_index("claim").held
-    assert c["KD's gain over no-KD rises with gamma"]
-    assert c["teacher accuracy rises with alpha"]
-    assert c["KD's gain over no-KD does not rise with alpha"]
-    flat = pd.DataFrame(rows).assign(gain=lambda d: np.where(d.sweep == "gamma", -d.gamma, d.gain))
-    held = mvd_sweeps.claims(flat).set_index("claim").held
-    assert not held["KD's gain over no-KD rises with gamma"]
+              "teacher_acc": 60.0 + 20 * al + r, "nokd_acc": 60.0,
+              "kd_acc": 63.0 + alpha_gain * al + r, "gain": 3.0 + alpha_gain * al + r}
+             for al in (0, 0.5, 0.8) for r in range(4)]
+    return pd.DataFrame(rows)
+
+
+def _verdicts(df):
+    out = mvd_sweeps.claims(df)
+    assert list(out.columns) == ["artefact", "claim", "evidence", "interval", "verdict"]
+    return out.set_index("claim").verdict
+
+
+RISES = "KD's gain over no-KD rises with gamma"
+VARIES = "teacher accuracy varies less with gamma than the KD student's"
+TEACHER = "teacher accuracy rises with alpha"
+NO_RISE = "KD's gain over no-KD does not rise with alpha"
+
+
+def test_claims_detect_a_planted_trend():
+    out = mvd_sweeps.claims(_planted())
+    assert out.verdict.tolist() == ["held"] * 4
+    assert list(out.claim) == [RISES, VARIES, TEACHER, NO_RISE]
+    ev = out.set_index("claim").evidence
+    assert ev[RISES].startswith("slope +4.00 [") and ev[RISES].endswith(
+        "points per unit gamma over 12 runs")
+    assert ev[VARIES].startswith("range of means: teacher 0.00, KD student 4.00; KD student "
+                                 "minus teacher +4.00 [")
+    assert out.set_index("claim").interval[TEACHER].endswith(" points per unit alpha")
+    # the mirror: a falling gain does not rise with gamma, a rising one does with alpha
+    flipped = _verdicts(_planted(gamma_gain=-4.0, alpha_gain=6.0))
+    assert flipped[RISES] == "NOT held" and flipped[NO_RISE] == "NOT held"
+    # no trend in gamma: neither shown nor refuted; in alpha a +1 slope with a spread of about
+    # 1 point between runs: its interval holds both 0 and the 2-point margin
+    null = _verdicts(_planted(gamma_gain=0.0, alpha_gain=1.0))
+    assert null[RISES] == "undecided"
+    assert null[NO_RISE] == "undecided"

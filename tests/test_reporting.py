@@ -1,7 +1,10 @@
-"""cmkd.reporting.paper_entry: a published number found by its fields (table, dataset,
-direction, method, variant, ...) rather than by rebuilding its id."""
+"""cmkd.reporting: paper_entry (a published number found by its fields: table, dataset,
+direction, method, variant, ... rather than by rebuilding its id) and the claims' record and
+rendering in REPORT.md (verdicts with their intervals; old records with a boolean held)."""
+import json
 import re
 
+import pandas as pd
 import pytest
 
 from cmkd.reporting import paper_entry, paper_value, paper_values
@@ -81,3 +84,50 @@ def test_every_c2kd_entry_is_found_by_its_selection_fields():
         if entry["file"] != "c2kd.yaml":
             continue
         assert paper_entry(**{k: entry.get(k) for k in keys})["id"] == key
+
+
+# ----------------------------------------------------------------------------- claims
+NEW = {"artefact": "MFH Fig. 2", "claim": "KD's gain rises with gamma",
+       "evidence": "slope +6.43 [+5.10, +7.76] points per unit gamma over 60 runs",
+       "interval": "+6.43 [+5.10, +7.76] points per unit gamma", "verdict": "undecided"}
+OLD = {"artefact": "C2KD Table 6", "claim": "C2KD beats the self-KD methods",
+       "evidence": "avdigits Visual: C2KD - best self-KD = -0.33", "held": False}
+
+
+def test_report_records_claims_with_their_interval_and_verdict(tmp_path):
+    from cmkd.reporting import Report, write_report
+    from cmkd.verdicts import CLAIM_COLUMNS
+
+    report = Report("01_mvd_synthetic_sweeps", "smoke", "a title", root=tmp_path)
+    shown = report.claims(pd.DataFrame([NEW]))
+    assert list(shown.columns) == CLAIM_COLUMNS
+    assert shown.iloc[0].to_dict() == NEW
+    manifest = tmp_path / "reports/smoke/manifest/01_mvd_synthetic_sweeps.json"
+    assert json.loads(manifest.read_text())["claims"] == [NEW]
+    text = write_report("smoke", ["01_mvd_synthetic_sweeps"], root=tmp_path).read_text()
+    assert "Qualitative claims (0 held, 0 NOT held, 1 undecided):" in text
+    assert "*undecided* when it straddles" in text
+    assert ("| MFH Fig. 2 | KD's gain rises with gamma | slope +6.43 [+5.10, +7.76] points per "
+            "unit gamma over 60 runs | +6.43 [+5.10, +7.76] points per unit gamma | undecided |"
+            ) in re.sub(r" +", " ", text)
+    with pytest.raises(ValueError, match="unknown verdict"):
+        report.claims(pd.DataFrame([dict(NEW, verdict="maybe")]))
+
+
+def test_an_old_manifest_with_held_booleans_still_renders(tmp_path):
+    from cmkd.reporting import claims_table, write_report
+
+    old = dict(OLD, held=True, claim="an old claim that held")
+    manifest = tmp_path / "reports/smoke/manifest/06_c2kd.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({
+        "notebook": "06_c2kd", "title": "C2KD", "profile": "smoke",
+        "source": "notebooks/06_c2kd.ipynb", "params": "params/smoke/06_c2kd.yaml",
+        "figures": [], "tables": [], "comparisons": [], "claims": [OLD, old]}))
+    text = re.sub(r" +", " ", write_report("smoke", ["06_c2kd"], root=tmp_path).read_text())
+    assert "Qualitative claims (1 held, 1 NOT held, 0 undecided):" in text
+    assert "| C2KD beats the self-KD methods | avdigits Visual: C2KD - best self-KD = -0.33 | " \
+           "not recorded | NOT held |" in text
+    assert "| an old claim that held |" in text and "not recorded | held |" in text
+    table = claims_table([OLD])
+    assert table.verdict.tolist() == ["NOT held"] and table.interval.tolist() == ["not recorded"]

@@ -100,3 +100,36 @@ def test_measure_lambda_rejects_singular_data():
         theory.measure_lambda(np.ones((3, 10)))
     with pytest.raises(ValueError, match="eps"):
         theory.lemma1_max(-1.0)
+
+
+def _draws(risk_slope=-1e-3, held=True, vacuous_below_one=1.0):
+    """Rows as theorem41.run returns them (the columns its claims read), three draws per gamma,
+    the final risk per sample falling by ``risk_slope`` per unit gamma."""
+    import pandas as pd
+
+    rows = []
+    for gamma in (0.0, 0.5, 1.0):
+        for r, e in enumerate((-1e-5, 0.0, 1e-5)):
+            rows.append({"gamma": gamma, "run": r, "lam": 2.0, "gap": 0.1, "eps_min": 0.1,
+                         "eps_star": 1.0, "bound_per_sample": 1.0,
+                         "comparator_per_sample": 1e-3, "initial_risk_per_sample": 0.7,
+                         "final_risk_per_sample": 2e-3 + risk_slope * gamma + e,
+                         "held": held or r > 0, "lemma2_held": True,
+                         "vacuous": gamma == 1.0 or vacuous_below_one > r / 3})
+    return pd.DataFrame(rows)
+
+
+def test_theorem41_claims_exact_checks_and_the_trend():
+    from cmkd.experiments import theorem41 as t41
+
+    out = t41.claims(_draws())
+    assert list(out.columns) == ["artefact", "claim", "evidence", "interval", "verdict"]
+    assert out.verdict.tolist() == ["held", "held", "held", "NOT held"]
+    assert out.interval.tolist()[:2] == ["exact", "exact"] and out.interval[3] == "exact"
+    assert out.interval[2].startswith("-0.001 [") and out.interval[2].endswith(
+        "risk / n per unit gamma")
+    assert out.evidence[0] == "held in 9 of 9 draws (an inequality checked on each draw)"
+    out = t41.claims(_draws(risk_slope=0.0, held=False, vacuous_below_one=0.5))
+    assert out.verdict.tolist() == ["NOT held", "held", "undecided", "held"]
+    assert out.evidence[0].startswith("held in 6 of 9 draws")
+    assert t41.claims(_draws(risk_slope=1e-3)).verdict[2] == "NOT held"

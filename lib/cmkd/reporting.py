@@ -1,6 +1,11 @@
 """The one place that styles figures, saves figures and tables under reports/<profile>/, holds the
 papers' published values and writes REPORT.md.
 
+Claims are recorded as each notebook's ``claims(df)`` scored them: artefact, claim, evidence, the
+95% interval behind the verdict, and the verdict (held / NOT held / undecided; the rule and its
+statistics live in :mod:`cmkd.verdicts`).  Records made before verdicts existed (a boolean
+``held``, no ``verdict``) still render: held or NOT held, interval "not recorded".
+
 Every write is atomic (a temporary file in the same folder, then a rename) and deterministic
 (no dates, fixed SVG hash salt, rounded numbers), so rerunning a profile leaves git clean.
 """
@@ -19,6 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 from matplotlib.figure import Figure
+
+from cmkd.verdicts import CLAIM_COLUMNS, HELD, NOT_HELD, VERDICTS
 
 PROFILES = ("smoke", "default", "paper")
 DECIMALS = 2
@@ -282,12 +289,12 @@ class Report:
         return _rounded(table)
 
     def claims(self, claims: pd.DataFrame) -> pd.DataFrame:
-        """Record qualitative claims checked as held / not held; returns them for display."""
-        self.record["claims"] = json.loads(claims.to_json(orient="records"))
+        """Record a notebook's claims (columns :data:`cmkd.verdicts.CLAIM_COLUMNS`: artefact,
+        claim, evidence, interval, verdict); returns them for display."""
+        table = claims_table(claims)
+        self.record["claims"] = json.loads(table.to_json(orient="records"))
         self._write_record()
-        out = claims.copy()
-        out["held"] = np.where(out["held"], "held", "NOT held")
-        return out
+        return table
 
 
 def _nb_section(rec: dict, profile: str, root: Path | None) -> list[str]:
@@ -325,10 +332,32 @@ def _comparison_md(rows: list[dict]) -> str:
     return markdown_table(df)
 
 
+def claims_table(claims: pd.DataFrame | list[dict]) -> pd.DataFrame:
+    """Claims with the columns :data:`cmkd.verdicts.CLAIM_COLUMNS`.  A record from before
+    verdicts (a boolean ``held``, no ``verdict``) becomes held / NOT held with the interval
+    "not recorded"; a verdict outside held / NOT held / undecided is a ValueError."""
+    df = pd.DataFrame(claims).copy()
+    if "verdict" not in df.columns:
+        if "held" not in df.columns:
+            raise ValueError("claims need a 'verdict' column (cmkd.verdicts)")
+        df["verdict"] = [HELD if bool(h) else NOT_HELD for h in df["held"]]
+        df["interval"] = "not recorded"
+    if "interval" not in df.columns:
+        df["interval"] = "not recorded"
+    df["interval"] = df["interval"].fillna("not recorded")
+    bad = sorted(set(df["verdict"]) - set(VERDICTS))
+    if bad:
+        raise ValueError(f"unknown verdict(s) {bad}; a verdict is one of {VERDICTS}")
+    return df.reindex(columns=CLAIM_COLUMNS).reset_index(drop=True)
+
+
 def _claims_md(rows: list[dict]) -> str:
-    df = pd.DataFrame(rows)
-    df["held"] = np.where(df.held, "held", "NOT held")
-    return df[["artefact", "claim", "evidence", "held"]].to_markdown(index=False)
+    return claims_table(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _verdict_counts(rows: list[dict]) -> str:
+    counts = claims_table(rows)["verdict"].value_counts()
+    return ", ".join(f"{int(counts.get(v, 0))} {v}" for v in VERDICTS)
 
 
 def _environment_md(records: list[dict]) -> list[str]:
@@ -379,7 +408,14 @@ def write_report(profile: str, notebooks: list[str], root: Path | None = None,
              f"PROFILE={profile}`). Every artefact below names the notebook and params file that "
              "made it; where a paper publishes a number, the paper's value stands beside ours. "
              "A difference is *within spread* when it is no larger than our standard deviation "
-             "over runs.", ""]
+             "over runs. Each qualitative claim is scored on a 95% confidence interval for its "
+             "effect (a difference of accuracies, a slope), built from the spread over seeds or "
+             "runs plus, where every run is scored on the same test set, that set's sampling "
+             "error: *held* when the interval lies on the claim's side of zero (or of the claim's "
+             "threshold or margin), *NOT held* when it lies on the other side, *undecided* when "
+             "it straddles (the rule: `cmkd.verdicts`). The *interval* column is the interval "
+             "behind the verdict (for a claim with several parts, the part that decides it; the "
+             "evidence lists every part).", ""]
     if failed:
         lines += ["**Failed in the last run** (artefacts below may be stale):", ""]
         lines += [f"- {nb}: {why}" for nb, why in failed.items()] + [""]
@@ -389,7 +425,8 @@ def write_report(profile: str, notebooks: list[str], root: Path | None = None,
     if comps:
         lines += ["Published numbers:", "", _comparison_md(comps), ""]
     if claims:
-        lines += ["Qualitative claims:", "", _claims_md(claims), ""]
+        lines += [f"Qualitative claims ({_verdict_counts(claims)}):", "", _claims_md(claims),
+                  ""]
     if not comps and not claims:
         lines += ["(nothing recorded yet)", ""]
     lines += ["## Contents", ""]

@@ -58,6 +58,16 @@ from cmkd.distill import FILTERS as _FILTERS
 from cmkd.params import spec
 from cmkd.reporting import new_figure, paper_entry
 from cmkd.runtime import DEVICES, device_available
+from cmkd.verdicts import (
+    HELD,
+    NOT_HELD,
+    claim_row,
+    claims_frame,
+    combine,
+    either,
+    rank_at_most,
+    verdict_difference,
+)
 
 SECTIONS = ("table3", "table5", "fig3", "fig4", "fig5", "table6", "table7")
 DATASETS = tuple(specs.SPECS)
@@ -328,7 +338,9 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     job, ``teacher_end_acc`` after training for methods that update the teacher), the epochs
     it trained (``epochs_run``), whether its validation score was still rising at its last
     epoch (``still_improving``), the per-item test correctness (``test_correct``, a 0/1
-    string), the job key and its training seconds."""
+    string, None for tasks without one top-1 label), the job key, its training seconds and
+    ``n_test``, the items of the test split it is scored on (every seed of a column is scored
+    on the same split: the claims' test-sampling term)."""
     from cmkd.jobs import ProcessExecutor, run_jobs
 
     config.preflight()
@@ -336,6 +348,7 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     if executor is None and config.processes > 1:
         executor = ProcessExecutor(config.processes)
     rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress)
+    sizes: dict[str, int] = {}
     res = pd.DataFrame({
         "key": rows["key"].to_numpy(), "method": rows["method"].to_numpy(),
         "acc": 100 * rows["test_at_best_val"].astype(float).to_numpy(),
@@ -345,11 +358,29 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
         "epochs_run": rows["epochs_run"].to_numpy(),
         "still_improving": (rows["since_best"] == 0).to_numpy(),
         "test_correct": rows["test_correct"].to_numpy(),
-        "seconds": rows["seconds"].astype(float).to_numpy()})
+        "seconds": rows["seconds"].astype(float).to_numpy(),
+        "n_test": [test_size(job, sizes) for job in jobs]})
     out = tags.join(res, on="job").drop(columns="job")
     out.attrs["jobs"] = len(jobs)
     out.attrs["seconds"] = float(res.seconds.sum())
     return out
+
+
+def test_size(job, sizes: dict | None = None) -> int:
+    """Items in the test split ``job`` is scored on: its dataset's test split opened with the
+    job's loader options (without the user's encoders, which do not change the count and can
+    be slow to load).  ``sizes`` caches the counts by dataset, folder and options."""
+    import json
+
+    from cmkd import data
+
+    encoders = set(specs.spec(job.dataset).encoders) if job.dataset in specs.SPECS else set()
+    options = {k: v for k, v in job.dataset_options.items() if k not in encoders}
+    key = json.dumps([job.dataset, job.data_root, options], sort_keys=True, default=str)
+    sizes = {} if sizes is None else sizes
+    if key not in sizes:
+        sizes[key] = len(data.load(job.dataset, job.data_root, "test", **options))
+    return sizes[key]
 
 
 def histories(results: pd.DataFrame, cache=None) -> pd.DataFrame:
@@ -451,6 +482,28 @@ def fig5_table(df: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"label": "stage"})
 
 
+def per_seed(df: pd.DataFrame, section: str, value: str = "acc") -> pd.DataFrame:
+    """Every seed's ``value`` (default the student's accuracy, %) in ``section``: one row per
+    (dataset, column[, base], method[, omega]) in the table's order, one column per seed
+    ('seed 0', ...), then the mean and std over seeds (what the section's table shows)."""
+    sub = df[df.section == section]
+    if sub.empty:
+        return pd.DataFrame()
+    extra = [c for c in ("base", "omega") if c in sub and sub[c].notna().any()]
+    keys = ["dataset", "direction", *(["base"] if "base" in extra else []), "label",
+            *(["omega"] if "omega" in extra else [])]
+    sub = sub.assign(**{c: sub[c].fillna("") if c == "base" else sub[c] for c in extra})
+    wide = sub.groupby(keys + ["seed"], sort=False, dropna=False)[value].mean().unstack("seed")
+    seeds = sorted(wide.columns)
+    values = wide[seeds].to_numpy(dtype=float)
+    wide = wide[seeds].rename(columns=lambda s: f"seed {s}").rename_axis(columns=None)
+    wide["mean"] = np.nanmean(values, axis=1)
+    wide["std"] = np.nanstd(values, axis=1)
+    out = wide.reset_index().rename(columns={"label": "method"})
+    out.insert(1, "column", [column(d, r) for d, r in zip(out.dataset, out.direction)])
+    return out.drop(columns="direction")
+
+
 # ----------------------------------------------------------------------------- paper values
 #: section -> (published table, the section's rows)
 PAPER_TABLES = {"table3": ((3, TABLE3), (1, TABLE1)), "table5": ((5, TABLE5),),
@@ -484,93 +537,153 @@ def compare(df: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
 
 
 # ----------------------------------------------------------------------------- claims
-def _col_means(df: pd.DataFrame, section: str) -> pd.DataFrame:
-    sub = df[df.section == section]
-    return sub.groupby(["dataset", "direction", "label"]).acc.mean().unstack("label")
+#: "at least as good as" / "no better than": a shortfall (excess) below this many points counts
+#: as none (the equivalence margin of those claims)
+MARGIN = 1.0
+OURS = ("Ours‡ (full)", "Ours† (top layers)")
 
 
-def claims(df: pd.DataFrame) -> pd.DataFrame:
-    """The paper's qualitative claims, each checked on our rows (means over seeds)."""
+def _seeds(part: pd.DataFrame, label: str, value: str = "acc") -> pd.Series:
+    """``value`` per seed (index) of the rows of ``part`` labelled ``label``."""
+    return part[part.label == label].groupby("seed")[value].mean()
+
+
+def _n_test(part: pd.DataFrame, n_test: int | None) -> int:
+    """The test split's size of a column's rows: their ``n_test`` column, else the argument."""
+    if "n_test" in part and part["n_test"].notna().any():
+        sizes = part["n_test"].dropna().unique()
+        if len(sizes) > 1:
+            raise ValueError(f"one column's rows name several test-set sizes: {sorted(sizes)}")
+        return int(sizes[0])
+    if n_test is None:
+        raise ValueError("claims() needs the test split's size: an 'n_test' column (run() adds "
+                         "it) or the n_test argument")
+    return int(n_test)
+
+
+def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
+    """The paper's qualitative claims, each scored on our rows by the rule of
+    :mod:`cmkd.verdicts`.
+
+    Every part is a difference of accuracies paired by seed, in one column (dataset and student
+    modality), with the test-sampling term of the column's test split (the rows' ``n_test``,
+    else ``n_test``: every seed is scored on the same split); a claim holds when all its parts
+    do.  "Best or second" (Table 3) holds in a column when C2KD (either variant) is
+    significantly better than all but at most one other method, fails when at least two are
+    significantly better (:func:`cmkd.verdicts.rank_at_most`).  "At least as good as" (Fig. 4)
+    and "without giving better students" (Table 7) take the equivalence margin :data:`MARGIN`.
+    Fig. 4 compares each filter at its best threshold by mean (chosen on the same runs).
+    """
     out = []
 
-    def claim(artefact, text, evidence, held):
-        out.append({"artefact": artefact, "claim": text, "evidence": evidence,
-                    "held": bool(held)})
+    def claim(artefact, text, evidence, verdict):
+        out.append(claim_row(artefact, text, evidence, verdict))
 
-    t3 = _col_means(df, "table3")
-    if len(t3):
-        ours = [c for c in ("Ours‡ (full)", "Ours† (top layers)") if c in t3.columns]
-        ranks = []
-        for idx, row in t3.iterrows():
-            order = row.sort_values(ascending=False).index.tolist()
-            best = min(order.index(c) for c in ours) + 1 if ours else None
-            ranks.append((f"{idx[0]} {column(*idx)}", best))
-        worst = max(r for _, r in ranks)
+    def columns(sub):
+        for (dataset, direction), part in sub.groupby(["dataset", "direction"], sort=False):
+            yield f"{dataset} {column(dataset, direction)}", part, _n_test(part, n_test)
+
+    def diff(part, a, b, n, label, value="acc", **kw):
+        return verdict_difference(_seeds(part, a, value), _seeds(part, b, value), n_test=n,
+                                  label=label, **kw)
+
+    t3 = df[df.section == "table3"]
+    present = set(t3.label)
+    ours = [c for c in OURS if c in present]
+    if len(t3) and ours:
+        cols, evidence = [], []
+        for name, part, n in columns(t3):
+            means = part.groupby("label").acc.mean()
+            others = [r.label for r in TABLE3 if r.label in set(part.label) and r.label not in OURS]
+            variants = []
+            for o in (c for c in ours if c in set(part.label)):
+                diffs = [diff(part, o, other, n, f"{name}, {o} - {other}") for other in others]
+                variants.append(rank_at_most(diffs, 2, label=f"{name}, {o}"))
+                rank = 1 + int((means[others] > means[o]).sum())
+                worse = sum(d.verdict == HELD for d in diffs)
+                better = sum(d.verdict == NOT_HELD for d in diffs)
+                edge = variants[-1].deciding
+                evidence.append(f"{name}, {o}: rank {rank} by mean, significantly above {worse} "
+                                f"and below {better} of {len(others)} others "
+                                f"({variants[-1].verdict}; at the edge, "
+                                f"{edge.label.removeprefix(name + ', ')}: {edge.text})")
+            cols.append(either(variants, label=name))
+        v = combine(cols)
         claim("C2KD Table 3", "C2KD (either variant) is best or second in every column",
-              "; ".join(f"{c}: rank {r}" for c, r in ranks), worst <= 2)
-        if {"KD", "w/o KD"} <= set(t3.columns):
-            diffs = []
-            for (dataset, direction), row in t3.iterrows():
-                diffs.append((dataset, direction, row["KD"] - row["w/o KD"]))
-            teacher_acc = df[df.section == "table3"].groupby(
-                ["dataset", "direction"]).teacher_acc.mean()
-            student_alone = t3["w/o KD"]
-            weak_to_strong = [(d, r, x) for d, r, x in diffs
-                              if teacher_acc[(d, r)] < student_alone[(d, r)]]
-            if weak_to_strong:
+              "; ".join(evidence), v)
+        if {"KD", "w/o KD"} <= present:
+            parts = []
+            for name, part, n in columns(t3):
+                teacher = part[part.label != "w/o KD"].teacher_acc.mean()
+                if teacher < part[part.label == "w/o KD"].acc.mean():
+                    parts.append(diff(part, "KD", "w/o KD", n, f"{name}: KD - w/o KD",
+                                      alternative="less"))
+            if parts:
+                v = combine(parts)
                 claim("C2KD Table 1 / 3",
                       "KD from the weaker modality hurts the stronger one (KD < w/o KD where "
                       "the teacher is less accurate than the student trained alone)",
-                      "; ".join(f"{d} {column(d, r)}: KD - w/o KD = {x:+.2f}"
-                                for d, r, x in weak_to_strong),
-                      all(x < 0 for _, _, x in weak_to_strong))
-    t5 = _col_means(df, "table5")
-    if len(t5) and {"(b) BD", "BD+NT", "BD+OFS"} <= set(t5.columns):
-        nt = (t5["BD+NT"] - t5["(b) BD"]).mean()
-        ofs = (t5["BD+OFS"] - t5["(b) BD"]).mean()
+                      v.evidence, v)
+    t5 = df[df.section == "table5"]
+    if len(t5) and {"(b) BD", "BD+NT", "BD+OFS"} <= set(t5.label):
+        parts = [diff(part, module, "(b) BD", n, f"{name}: {module} - BD")
+                 for name, part, n in columns(t5) for module in ("BD+NT", "BD+OFS")]
+        v = combine(parts)
         claim("C2KD Table 5", "OFS and NT each help over bidirectional distillation (BD)",
-              f"mean over columns: BD+NT - BD = {nt:+.2f}, BD+OFS - BD = {ofs:+.2f}",
-              nt > 0 and ofs > 0)
-    f4 = df[df.section == "fig4"]
-    if len(f4):
-        best = f4[f4.label != "w/o selection"].groupby(
-            ["dataset", "direction", "label", "omega"]).acc.mean().groupby(
-            ["dataset", "direction", "label"]).max().unstack("label")
-        if "krc" in best.columns and best.shape[1] > 1:
-            others = best.drop(columns="krc").max(axis=1)
-            margin = (best["krc"] - others)
+              v.evidence, v)
+    f4 = df[(df.section == "fig4") & (df.label != FIG4_NONE.label)]
+    if len(f4) and "krc" in set(f4.label) and f4.label.nunique() > 1:
+        parts = []
+        for name, part, n in columns(f4):
+            best = {}
+            for filt, g in part.groupby("label", sort=False):
+                omega = g.groupby("omega").acc.mean().idxmax()
+                best[filt] = g[g.omega == omega]
+            if "krc" not in best:
+                continue
+            for filt in (f for f in best if f != "krc"):
+                both = pd.concat([best["krc"], best[filt]])
+                parts.append(diff(both, "krc", filt, n, f"{name}: KRC - {filt}",
+                                  alternative="not_less", margin=MARGIN))
+        if parts:
+            v = combine(parts)
             claim("C2KD Fig. 4", "the KRC filter is at least as good as the cosine, Pearson and "
                   "gradient-cosine filters (best threshold of each)",
-                  "; ".join(f"{d} {column(d, r)}: KRC - best other = {m:+.2f}"
-                            for (d, r), m in margin.items()), (margin >= 0).all())
+                  f"{v.evidence} (margin {MARGIN:g} point)", v)
     f5 = df[df.section == "fig5"]
-    if len(f5):
-        m = f5.groupby(["dataset", "direction", "base", "label"]).acc.mean().unstack("label")
-        if {"plain", "+BD+OFSD+proxy"} <= set(m.columns):
-            gain = m["+BD+OFSD+proxy"] - m["plain"]
-            claim("C2KD Fig. 5", "C2KD's modules improve DIST and NKD",
-                  "; ".join(f"{b} {d} {column(d, r)}: {g:+.2f}" for (d, r, b), g in gain.items()),
-                  (gain > 0).all())
-    t6 = _col_means(df, "table6")
-    if len(t6) and "Ours" in t6.columns:
-        selfkd = [c for c in ("DLB", "ZipfKD", "USKD") if c in t6.columns]
-        margin = t6["Ours"] - t6[selfkd].max(axis=1)
-        claim("C2KD Table 6", "C2KD beats the self-KD methods",
-              "; ".join(f"{d} {column(d, r)}: C2KD - best self-KD = {x:+.2f}"
-                        for (d, r), x in margin.items()), (margin > 0).all())
+    if len(f5) and {"plain", "+BD+OFSD+proxy"} <= set(f5.label):
+        parts = [diff(g, "+BD+OFSD+proxy", "plain", n, f"{base} {name}")
+                 for name, part, n in columns(f5)
+                 for base, g in part.groupby("base", sort=False)]
+        v = combine(parts)
+        claim("C2KD Fig. 5", "C2KD's modules improve DIST and NKD", v.evidence, v)
+    t6 = df[df.section == "table6"]
+    selfkd = [c for c in ("DLB", "ZipfKD", "USKD") if c in set(t6.label)]
+    if len(t6) and "Ours" in set(t6.label) and selfkd:
+        parts = [diff(part, "Ours", m, n, f"{name}: C2KD - {m}")
+                 for name, part, n in columns(t6) for m in selfkd]
+        v = combine(parts)
+        claim("C2KD Table 6", "C2KD beats the self-KD methods", v.evidence, v)
     t7 = df[df.section == "table7"]
-    if len(t7):
-        fused = t7[t7.label.isin(TABLE7_LABELS.values())]
-        uni_t = t7[t7.label == "NKD"].teacher_acc.mean()
-        fused_t = fused.teacher_acc.mean()
-        ours_s = t7[t7.label == "Ours"].acc.mean()
-        best_fused_s = fused.groupby("label").acc.mean().max()
+    fusions = [lbl for lbl in TABLE7_LABELS.values() if lbl in set(t7.label)]
+    if len(t7) and fusions and {"NKD", "Ours"} <= set(t7.label):
+        parts = []
+        for name, part, n in columns(t7):
+            for f in fusions:
+                parts.append(diff(part, f, "NKD", n, f"{name}: teacher {f} - unimodal",
+                                  value="teacher_acc"))
+                parts.append(diff(part, f, "Ours", n, f"{name}: student NKD{f} - C2KD",
+                                  alternative="not_greater", margin=MARGIN))
+        fused = t7[t7.label.isin(fusions)]
+        v = combine(parts)
         claim("C2KD Table 7", "multimodal teachers are more accurate than the unimodal teacher "
               "without giving better students than C2KD",
-              f"teacher accuracy fused {fused_t:.2f} vs unimodal {uni_t:.2f}; student: best "
-              f"fused-teacher NKD {best_fused_s:.2f} vs C2KD {ours_s:.2f}",
-              fused_t > uni_t and best_fused_s <= ours_s)
-    return pd.DataFrame(out, columns=["artefact", "claim", "evidence", "held"])
+              f"teacher accuracy fused {fused.teacher_acc.mean():.2f} vs unimodal "
+              f"{t7[t7.label == 'NKD'].teacher_acc.mean():.2f}; student: best fused-teacher NKD "
+              f"{fused.groupby('label').acc.mean().max():.2f} vs C2KD "
+              f"{t7[t7.label == 'Ours'].acc.mean():.2f}; {v.evidence} (student margin "
+              f"{MARGIN:g} point)", v)
+    return claims_frame(out)
 
 
 # ----------------------------------------------------------------------------- figures
