@@ -397,3 +397,35 @@ def test_notebook_06_refuses_a_floor_above_the_rate(root):
     good = _smoke(root, "06_c2kd")
     with pytest.raises(ParamError, match="parameter 'lr_min': 0.1 must not exceed lr"):
         from_mapping(module_for("06_c2kd").Config, dict(good, lr=0.01, lr_min=0.1))
+
+
+PAPER_06_PROBLEMS = ("cremad_root", "ave_root", "vggsound_root", "crisismmd_root",
+                     "crisismmd_text_encoder", "crisismmd_image_encoder")
+
+
+@pytest.mark.parametrize("roots", ["as shipped", "unset"])
+def test_paper_preflight_lists_every_problem_and_what_can_run_meanwhile(root, tmp_path, roots):
+    proj = _project_copy(root, tmp_path)
+    if roots == "unset":
+        path = proj / "params/paper/06_c2kd.yaml"
+        values = yaml.safe_load(path.read_text())
+        values.update({p: "" for p in PAPER_06_PROBLEMS[:4]})
+        path.write_text(yaml.safe_dump(values))
+    with pytest.raises(SystemExit) as err:
+        reproduce("paper", ["06"], root=proj)
+    msg = str(err.value)
+    assert "params/paper/06_c2kd.yaml: 6 problems:" in msg
+    assert all(f"parameter '{p}'" in msg for p in PAPER_06_PROBLEMS)
+    assert msg.endswith("These notebooks read no dataset and can run meanwhile: "
+                        "01_mvd_synthetic_sweeps, 02_modality_general_teacher, 03_theorem_4_1, "
+                        "08_gamma_meets_c2kd:\n  cmkd reproduce --profile paper --only 01 02 03 08")
+    assert not (proj / "reports").exists()
+
+
+def test_no_hint_when_nothing_is_missing_but_a_value_is_bad(root, tmp_path):
+    proj = _project_copy(root, tmp_path)
+    bad = proj / "params/paper/01_mvd_synthetic_sweeps.yaml"
+    bad.write_text(bad.read_text() + "epoch: 3\n")
+    with pytest.raises(SystemExit) as err:
+        reproduce("paper", ["01"], root=proj)
+    assert "unknown parameter" in str(err.value) and "can run meanwhile" not in str(err.value)
