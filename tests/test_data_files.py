@@ -18,8 +18,10 @@ from cmkd.data.files import (
     log_stft,
     missing,
     open_root,
+    read_csv,
     read_image_array,
     read_item,
+    read_lines,
     read_list,
     read_npy,
     read_rgb,
@@ -181,3 +183,44 @@ def test_check_shape_and_read_item(tmp_path):
     assert read_item(tmp_path, "bad.npy", read_npy, problems) is None
     assert problems == ["bad.npy: unreadable or corrupt, expected a NumPy .npy array "
                         "(EOFError: No data left in file)"]
+
+
+# ---------------------------------------------------------------- list files: text, size of quotes
+def _read_pairs(path):
+    return list(list_fields(path, "&", "'name&number'", lambda p: p[-1].isdigit()))
+
+
+@pytest.mark.parametrize("content, where, words", [
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "line 1, column 1", "byte 0x89 is not UTF-8"),
+    (b"a&1\nb&\xe92\n", "line 2, column 3", "byte 0xe9 is not UTF-8"),
+    (b"a&1\nb&2\x00\n", "line 2, column 4", "a NUL byte: a binary file"),
+])
+def test_a_list_file_that_is_not_text_is_named(tmp_path, content, where, words):
+    (tmp_path / "train.csv").write_bytes(content)
+    problems = []
+    assert read_list(tmp_path, "train.csv", _read_pairs, problems) is None
+    assert len(problems) == 1 and problems[0].startswith(f"train.csv {where}: {words}")
+    with pytest.raises(ValueError, match=f"^train.csv {where}: "):
+        read_lines(tmp_path / "train.csv")
+    with pytest.raises(ValueError, match=f"^train.csv {where}: "):
+        read_csv(tmp_path / "train.csv")
+
+
+def test_a_huge_bad_line_is_quoted_in_part(tmp_path):
+    (tmp_path / "h.txt").write_text("a&1\n" + "b" * 5_000_000 + "&x\n")
+    problems = []
+    assert read_list(tmp_path, "h.txt", _read_pairs, problems) is None
+    assert problems[0].startswith("h.txt line 2: expected 'name&number', got 'bbbb")
+    assert problems[0].endswith("... (5,000,002 characters in all)") and len(problems[0]) < 400
+
+
+def test_read_csv_rows_dicts_and_csv_errors(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes("\ufeffa,b\r\n1,\"x,y\"\r\n\r\n".encode())
+    assert read_csv(path) == [["a", "b"], ["1", "x,y"], []]
+    assert read_csv(path, header=True) == [{"a": "1", "b": "x,y"}]
+    path.write_text("a\tb\n1\t2\n")
+    assert read_csv(path, header=True, delimiter="\t") == [{"a": "1", "b": "2"}]
+    path.write_text("a,b\n" + "c" * 200_000 + ",1\n")        # over csv's field size limit
+    with pytest.raises(ValueError, match=r"^t.csv line 2: not readable as CSV \(field larger"):
+        read_csv(path)

@@ -490,3 +490,65 @@ def test_validation_split_and_frame_choice():
     assert choose_frames(2, 3, False) == [0, 1, 1]
     picked = choose_frames(10, 3, True)
     assert picked == sorted(picked) and len(set(picked)) == 3
+
+
+# ---------------------------------------------------------------- list files that are not text
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize("name, make, list_file", [
+    ("cremad", lambda r: make_cremad(r), "train.csv"),
+    ("vggsound", lambda r: make_vggsound(r), "train_tiny.csv"),
+    ("ravdess", lambda r: make_ravdess(r), "data_file/spa_dl.csv"),
+    ("crisismmd", lambda r: make_crisismmd(r),
+     "crisismmd_datasplit_all/task_humanitarian_text_img_train.tsv"),
+    ("ave", lambda r: make_ave(r), "trainSet.txt"),
+])
+def test_a_binary_list_file_is_named(tmp_path, name, make, list_file):
+    make(tmp_path)
+    (tmp_path / list_file).write_bytes(BINARY)
+    with pytest.raises(DatasetError) as err:
+        data.load(name, tmp_path, "train")
+    message = str(err.value)
+    assert f"{Path(list_file).name} line 1, column 1: byte 0x89 is not UTF-8 text" in message
+    assert f"parameter '{data.module(name).PARAM}'" in message
+    assert err.value.__cause__ is None and err.value.__context__ is None
+
+
+HUGE_LINES = [
+    ("cremad", lambda r: make_cremad(r), "train.csv", "{big},NEU"),
+    ("cremad", lambda r: make_cremad(r), "train.csv", "clip,{big}"),
+    ("ave", lambda r: make_ave(r), "trainSet.txt", "{big}"),
+    ("vggsound", lambda r: make_vggsound(r), "train_tiny.csv", "abc,{big},dog barking,train"),
+    ("ravdess", lambda r: make_ravdess(r), "data_file/spa_dl.csv", "audio,image,label\na,b,{big}"),
+    ("crisismmd", lambda r: make_crisismmd(r),
+     "crisismmd_datasplit_all/task_humanitarian_text_img_train.tsv", "HEADER\n" + "\t" * 5
+     + "{big}\t\t\t"),
+]
+
+
+def _load_with_line(tmp_path, name, make, list_file, line, size):
+    make(tmp_path)
+    path = tmp_path / list_file
+    header = path.read_text().splitlines()[0]
+    path.write_text(line.replace("HEADER", header).replace("{big}", "z" * size) + "\n")
+    with pytest.raises(DatasetError) as err:
+        data.load(name, tmp_path, "train")
+    return str(err.value)
+
+
+@pytest.mark.parametrize("name, make, list_file, line", HUGE_LINES)
+def test_a_huge_line_of_a_list_file_is_quoted_in_part(tmp_path, name, make, list_file, line):
+    """Lines of 100,000 characters (csv's field limit is 131,072): quoted, cut at 200."""
+    message = _load_with_line(tmp_path, name, make, list_file, line, 100_000)
+    assert Path(list_file).name in message and "zzzz" in message
+    assert " characters in all)" in message and len(message) < 3000, message[:500]
+
+
+@pytest.mark.parametrize("name, make, list_file, line", HUGE_LINES)
+def test_a_50_mb_line_of_a_list_file_is_named_in_a_short_message(tmp_path, name, make,
+                                                                   list_file, line):
+    message = _load_with_line(tmp_path, name, make, list_file, line, 50_000_000)
+    assert Path(list_file).name in message and len(message) < 3000, message[:500]
+    if name in ("vggsound", "ravdess", "crisismmd"):
+        assert "not readable as CSV (field larger than field limit" in message

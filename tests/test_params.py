@@ -249,3 +249,175 @@ def test_method_hparams_of_the_notebooks_are_checked(root, tmp_path, notebook, v
         load_params(path, module_for(notebook).Config)
     for w in words:
         assert w in str(err.value), (w, str(err.value))
+
+
+# ----------------------------------------------------------------------------- input checks
+def _smoke(root, notebook):
+    return yaml.safe_load((root / "params" / "smoke" / f"{notebook}.yaml").read_text())
+
+
+@pytest.mark.parametrize("notebook, name, value, shown", [
+    ("06_c2kd", "datasets", ["avdigits", "avdigits"], "'avdigits'"),
+    ("06_c2kd", "fig4_omegas", [0.0, 0.2, 0], "0.0"),
+    ("01_mvd_synthetic_sweeps", "gammas", [0.0, 1.0, 0.0], "0.0"),
+    ("08_gamma_meets_c2kd", "methods", ["nokd", "kd", "kd"], "'kd'"),
+    ("02_modality_general_teacher", "xs2", [1, 5, 5], "5"),
+])
+def test_duplicate_list_items_are_refused(root, tmp_path, notebook, name, value, shown):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(dict(_smoke(root, notebook), **{name: value})))
+    with pytest.raises(ParamError) as err:
+        load_params(path, module_for(notebook).Config)
+    assert str(err.value) == f"{path}: parameter '{name}': {shown} is listed twice; list each " \
+                             f"item once"
+
+
+def test_every_list_parameter_of_the_notebooks_refuses_duplicates():
+    import typing
+
+    for notebook in NOTEBOOKS:
+        config = module_for(notebook).Config
+        hints = typing.get_type_hints(config)
+        lists = [n for n, f in fields(config).items() if typing.get_origin(hints[n]) is list]
+        assert lists, notebook
+        for name in lists:
+            assert fields(config)[name].metadata["unique"], (notebook, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class WithLists:
+    names: list[str] = dataclasses.field(metadata=spec("distinct names"))
+    pairs: list[str] = dataclasses.field(metadata=spec("may repeat", unique=False))
+
+
+def test_a_list_may_opt_out_of_unique_items():
+    cfg = from_mapping(WithLists, {"names": ["a", "b"], "pairs": ["x", "x"]})
+    assert cfg.pairs == ["x", "x"]
+    with pytest.raises(ParamError, match="parameter 'names': 'a' is listed twice"):
+        from_mapping(WithLists, {"names": ["a", "b", "a"], "pairs": []})
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOKS))
+def test_seeds_must_fit_in_63_bits(root, tmp_path, notebook):
+    good = _smoke(root, notebook)
+    assert from_mapping(module_for(notebook).Config, dict(good, seed=2**63 - 1)).seed == 2**63 - 1
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(good).replace(f"seed: {good['seed']}\n",
+                                                 "seed: 1000000000000000000000000\n"))
+    with pytest.raises(ParamError) as err:
+        load_params(path, module_for(notebook).Config)
+    assert str(err.value) == (f"{path}: parameter 'seed': 1000000000000000000000000 is out of "
+                              f"range; a seed lies in [0, 2**63 - 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class WithSeeds:
+    seeds: list[int] = dataclasses.field(metadata=spec("one run per seed"))
+    split_seed: int = dataclasses.field(metadata=spec("the split's seed"))
+    base: int = dataclasses.field(metadata=spec("a seed by another name", seed=True))
+
+
+@pytest.mark.parametrize("change, name", [
+    ({"seeds": [0, 2**63]}, "seeds"), ({"seeds": [-1]}, "seeds"),
+    ({"split_seed": 2**64}, "split_seed"), ({"base": -3}, "base"),
+])
+def test_every_seed_parameter_is_checked(change, name):
+    good = {"seeds": [0, 2**63 - 1], "split_seed": 0, "base": 7}
+    assert from_mapping(WithSeeds, good).seeds == [0, 2**63 - 1]
+    with pytest.raises(ParamError, match=rf"parameter '{name}': .* a seed lies in \[0, 2\*\*63"):
+        from_mapping(WithSeeds, dict(good, **change))
+
+
+def test_a_params_file_that_is_not_utf8_is_named_with_its_line(root, tmp_path, good):
+    path = tmp_path / "p.yaml"
+    text = yaml.safe_dump(good).encode()
+    path.write_bytes(b"# r\xe9sum\xe9 of the settings\n" + text)
+    with pytest.raises(ParamError) as err:
+        load_params(path, Config)
+    assert str(err.value).startswith(f"{path}: line 1, column 4: byte 0xe9 is not UTF-8 text")
+    path.write_bytes(text + b"# caf\xe9\n")
+    last = len(text.splitlines()) + 1
+    with pytest.raises(ParamError, match=rf"line {last}, column 6: byte 0xe9"):
+        load_params(path, Config)
+    path.write_bytes("# résumé, UTF-8\n".encode() + text)
+    assert load_params(path, Config).seed == good["seed"]
+
+
+def test_reproduce_names_a_params_file_that_is_not_utf8(root, tmp_path):
+    proj = _project_copy(root, tmp_path)
+    bad = proj / "params/smoke/01_mvd_synthetic_sweeps.yaml"
+    bad.write_bytes(bad.read_bytes() + b"# na\xefve\n")
+    with pytest.raises(SystemExit) as err:
+        reproduce("smoke", ["01"], root=proj)
+    assert "params/smoke/01_mvd_synthetic_sweeps.yaml: line " in str(err.value)
+    assert "byte 0xef is not UTF-8 text" in str(err.value)
+
+
+@pytest.mark.parametrize("change, name", [
+    ({"kl_reduction": "z" * 1_000_000}, "kl_reduction"),
+    ({"epochs": "9" * 100_000 + "x"}, "epochs"),
+    ({"gammas": [0.0, "w" * 100_000]}, "gammas"),
+    ({"q" * 100_000: 1}, "q" * 200),
+])
+def test_quoted_bad_values_are_capped(tmp_path, good, change, name):
+    with pytest.raises(ParamError) as err:
+        from_mapping(Config, dict(good, **change), source="p.yaml")
+    message = str(err.value)
+    assert f"parameter '{name}" in message and "..." in message
+    assert len(message) < 1000, message[:300]
+
+
+@dataclasses.dataclass(frozen=True)
+class WithFloor:
+    lr: float = dataclasses.field(metadata=spec("rate", low=0, low_open=True))
+    lr_min: float = dataclasses.field(metadata=spec("floor", low=0, at_most="lr"))
+
+
+def test_a_parameter_may_be_bounded_by_another():
+    assert from_mapping(WithFloor, {"lr": 0.1, "lr_min": 0.1}).lr_min == 0.1
+    with pytest.raises(ParamError) as err:
+        from_mapping(WithFloor, {"lr": 0.01, "lr_min": 0.1}, source="p.yaml")
+    assert str(err.value) == "p.yaml: parameter 'lr_min': 0.1 must not exceed lr (0.01)"
+    assert from_mapping(WithFloor, {"lr_min": 5.0}, partial=True) == {"lr_min": 5.0}
+    assert "lr_min: float - floor (range [0, None]; at most lr)" in describe(WithFloor)
+
+
+@pytest.mark.xfail(strict=True, reason="needs the lead's edit of cmkd/experiments/"
+                                       "c2kd_benchmark.py (lr_min: at_most='lr'); then remove "
+                                       "this mark")
+def test_notebook_06_refuses_a_floor_above_the_rate(root):
+    good = _smoke(root, "06_c2kd")
+    with pytest.raises(ParamError, match="parameter 'lr_min': 0.1 must not exceed lr"):
+        from_mapping(module_for("06_c2kd").Config, dict(good, lr=0.01, lr_min=0.1))
+
+
+PAPER_06_PROBLEMS = ("cremad_root", "ave_root", "vggsound_root", "crisismmd_root",
+                     "crisismmd_text_encoder", "crisismmd_image_encoder")
+
+
+@pytest.mark.parametrize("roots", ["as shipped", "unset"])
+def test_paper_preflight_lists_every_problem_and_what_can_run_meanwhile(root, tmp_path, roots):
+    proj = _project_copy(root, tmp_path)
+    if roots == "unset":
+        path = proj / "params/paper/06_c2kd.yaml"
+        values = yaml.safe_load(path.read_text())
+        values.update({p: "" for p in PAPER_06_PROBLEMS[:4]})
+        path.write_text(yaml.safe_dump(values))
+    with pytest.raises(SystemExit) as err:
+        reproduce("paper", ["06"], root=proj)
+    msg = str(err.value)
+    assert "params/paper/06_c2kd.yaml: 6 problems:" in msg
+    assert all(f"parameter '{p}'" in msg for p in PAPER_06_PROBLEMS)
+    assert msg.endswith("These notebooks read no dataset and can run meanwhile: "
+                        "01_mvd_synthetic_sweeps, 02_modality_general_teacher, 03_theorem_4_1, "
+                        "08_gamma_meets_c2kd:\n  cmkd reproduce --profile paper --only 01 02 03 08")
+    assert not (proj / "reports").exists()
+
+
+def test_no_hint_when_nothing_is_missing_but_a_value_is_bad(root, tmp_path):
+    proj = _project_copy(root, tmp_path)
+    bad = proj / "params/paper/01_mvd_synthetic_sweeps.yaml"
+    bad.write_text(bad.read_text() + "epoch: 3\n")
+    with pytest.raises(SystemExit) as err:
+        reproduce("paper", ["01"], root=proj)
+    assert "unknown parameter" in str(err.value) and "can run meanwhile" not in str(err.value)

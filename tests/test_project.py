@@ -85,3 +85,39 @@ def test_no_file_cites_the_shared_folder(root):
                       for number, line in enumerate(text.splitlines(), 1)
                       if SHARED_PATHS.search(line)]
     assert not offending, "files name shared/ paths:\n" + "\n".join(offending)
+
+
+def test_the_licence_is_declared_and_every_embedded_file_has_one(root):
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"].split(" AND ")[0] == "MIT"
+    assert all((root / f).is_file() for f in project["license-files"])
+    assert "MIT License" in (root / "LICENSE").read_text()
+    notice = (root / "NOTICE").read_text()
+    embedded = sorted(p for p in (root / "lib/cmkd/data/embedded").iterdir() if p.is_file())
+    assert embedded
+    for path in embedded:
+        assert f"lib/cmkd/data/embedded/{path.name} -- CC BY" in notice, \
+            f"NOTICE must say which licence covers {path.name}"
+    declared = set(project["license"].split(" AND "))
+    for line in notice.splitlines():
+        if line.startswith("lib/cmkd/data/embedded/"):
+            licence = line.split(" -- ")[1].split(" (")[0]        # 'CC BY 4.0'
+            assert licence.replace(" ", "-") in declared, f"pyproject's licence misses {licence}"
+
+
+def test_citation_cff_names_the_project_and_both_papers(root):
+    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors"} <= set(cff)
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert str(cff["version"]) == version
+    titles = {r["title"]: r for r in cff["references"]}
+    mfh = titles["The Modality Focusing Hypothesis: Towards Understanding Crossmodal Knowledge "
+                 "Distillation"]
+    c2kd = titles["C2KD: Bridging the Modality Gap for Cross-Modal Knowledge Distillation"]
+    assert [a["family-names"] for a in mfh["authors"]] == ["Xue", "Gao", "Ren", "Zhao"]
+    assert [a["family-names"] for a in c2kd["authors"]] == ["Huo", "Xu", "Guo", "Wang", "Guo"]
+    assert (mfh["year"], c2kd["year"]) == (2023, 2024)
+    readme = (root / "README.md").read_text()
+    assert "## Citing" in readme and "@inproceedings{xue2023modality" in readme
+    assert "@inproceedings{huo2024c2kd" in readme

@@ -3,19 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+
+def version() -> str:
+    """The installed package's version (importlib.metadata), else ``cmkd.__version__`` (a
+    checkout on PYTHONPATH that was never installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("cmkd")
+    except metadata.PackageNotFoundError:
+        from cmkd import __version__
+
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
         print("cmkd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _reader_gone(sys.stdout):
+            raise  # some other pipe (a worker's): a real error
+        # `cmkd cache list | head -1`: the reader has what it wants; stop quietly, with the
+        # status of a Unix tool stopped by SIGPIPE, and no second error when Python exits
+        # and flushes stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE (13)
+
+
+def _reader_gone(stream) -> bool:
+    """Whether ``stream`` writes into a pipe whose reading end is closed (poll reports an error
+    on it); True where that cannot be asked (no poll: the error is stdout's most likely)."""
+    import select
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not a file (a test's capture): the broken pipe was another one
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cmkd", description="crossmodal KD study")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run notebooks with papermill and write REPORT.md")
     rep.add_argument("--profile", default="default", choices=("smoke", "default", "paper"),

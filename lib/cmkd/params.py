@@ -20,8 +20,13 @@ from typing import Any
 
 import yaml
 
+from cmkd.text import TextError, quote, read_utf8, shorten
+
 #: Notebook parameters that every notebook has and that are not experiment settings.
 RESERVED = ("profile",)
+#: Seeds lie in [0, SEED_MAX] (torch.manual_seed and NumPy take at most 64 bits; a base seed
+#: plus a run number must still fit).
+SEED_MAX = 2**63 - 1
 
 
 class ParamError(ValueError):
@@ -33,21 +38,34 @@ class ParamError(ValueError):
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
-        what = f"parameter '{self.name}': " if self.name else ""
+        what = f"parameter '{shorten(self.name)}': " if self.name else ""
         return f"{where}{what}{self.message}"
 
 
 def spec(doc: str, *, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False, choices: tuple | None = None,
-         min_items: int = 0, validate: Callable[[Any], Any] | None = None) -> dict:
+         min_items: int = 0, unique: bool = True, seed: bool = False, at_most: str | None = None,
+         validate: Callable[[Any], Any] | None = None) -> dict:
     """Field metadata: documentation and the allowed values (checked per item for lists).
 
+    ``unique``: a list may not hold an item twice (a dataset or a gamma listed twice would run
+    and count twice); False for a list whose items may repeat (layers paired by position).
+    ``seed``: the value (each item of a list) is a seed, in [0, :data:`SEED_MAX`]; parameters
+    named ``seed``, ``seeds`` or ``*_seed`` are seeds without saying so.
+    ``at_most``: the name of another parameter whose value this one must not exceed (checked
+    when both are given).
     ``validate`` is called on the (converted) value after the other checks; a ValueError or
     RuntimeError it raises becomes a :class:`ParamError` naming the parameter (for example
     :func:`cmkd.runtime.device_available`: a device this machine lacks is refused before compute).
     """
     return {"doc": doc, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "choices": choices, "min_items": min_items, "validate": validate}
+            "choices": choices, "min_items": min_items, "unique": unique, "seed": seed,
+            "at_most": at_most, "validate": validate}
+
+
+def is_seed(name: str, meta: Mapping) -> bool:
+    """Whether parameter ``name`` with metadata ``meta`` holds seeds."""
+    return bool(meta.get("seed")) or name in ("seed", "seeds") or name.endswith("_seed")
 
 
 def check_each(name: str, values, convert: Callable[[Any], Any]) -> None:
@@ -80,22 +98,23 @@ def _coerce_scalar(value: Any, tp: type, name: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ParamError(name, f"{value!r} is not a finite number (NaN and infinities "
-                                       "are not allowed)")
+                raise ParamError(name, f"{quote(value)} is not a finite number (NaN and "
+                                       "infinities are not allowed)")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
     else:  # pragma: no cover - a programming error in a Config
         raise TypeError(f"unsupported parameter type {tp!r} for {name}")
-    raise ParamError(name, f"expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    raise ParamError(name, f"expected {tp.__name__}, got {quote(value)} "
+                           f"({type(value).__name__})")
 
 
 def _check_range(value: Any, meta: Mapping, name: str) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
-        raise ParamError(name, f"{value!r} is not allowed; choose one of {allowed}")
+        raise ParamError(name, f"{quote(value)} is not allowed; choose one of {allowed}")
     low, high = meta.get("low"), meta.get("high")
     if low is None and high is None:
         return
@@ -106,7 +125,8 @@ def _check_range(value: Any, meta: Mapping, name: str) -> None:
         right = ")" if meta.get("high_open") else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        raise ParamError(name, f"{value!r} is out of range; allowed: {left}{lo}, {hi}{right}")
+        raise ParamError(name, f"{quote(value)} is out of range; allowed: "
+                               f"{left}{lo}, {hi}{right}")
 
 
 def _plain(value: Any, name: str) -> Any:
@@ -116,42 +136,60 @@ def _plain(value: Any, name: str) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ParamError(name, f"{value!r} is not a finite number (NaN and infinities are "
-                                   "not allowed)")
+            raise ParamError(name, f"{quote(value)} is not a finite number (NaN and infinities "
+                                   "are not allowed)")
         return value
     if isinstance(value, Mapping):
         bad = [k for k in value if not isinstance(k, str)]
         if bad:
-            raise ParamError(name, f"keys must be names (strings), got {bad[0]!r}")
+            raise ParamError(name, f"keys must be names (strings), got {quote(bad[0])}")
         return {k: _plain(v, f"{name}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, name) for v in value]
     raise ParamError(name, f"expected plain data (numbers, strings, lists, mappings), got "
-                           f"{type(value).__name__} {value!r}")
+                           f"{type(value).__name__} {quote(value)}")
 
 
 def _convert(value: Any, tp, meta: Mapping, name: str) -> Any:
     if tp is dict or typing.get_origin(tp) is dict:
         if not isinstance(value, Mapping):
-            raise ParamError(name, f"expected a mapping, got {value!r}")
+            raise ParamError(name, f"expected a mapping, got {quote(value)}")
         converted = _plain(value, name)
         _run_validator(converted, meta, name)
         return converted
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ParamError(name, f"expected a list of {item_tp.__name__}, got {value!r}")
+            raise ParamError(name, f"expected a list of {item_tp.__name__}, got "
+                                   f"{quote(value)}")
         if len(value) < meta.get("min_items", 0):
             raise ParamError(name, f"needs at least {meta['min_items']} item(s), got {len(value)}")
         items = [_coerce_scalar(v, item_tp, name) for v in value]
         for v in items:
             _check_range(v, meta, name)
+            _check_seed(v, meta, name)
             _run_validator(v, meta, name)
+        if meta.get("unique", True):
+            _check_unique(items, name)
         return items
     converted = _coerce_scalar(value, tp, name)
     _check_range(converted, meta, name)
+    _check_seed(converted, meta, name)
     _run_validator(converted, meta, name)
     return converted
+
+
+def _check_unique(items: list, name: str) -> None:
+    seen = set()
+    for v in items:
+        if v in seen:
+            raise ParamError(name, f"{quote(v)} is listed twice; list each item once")
+        seen.add(v)
+
+
+def _check_seed(value: Any, meta: Mapping, name: str) -> None:
+    if is_seed(name, meta) and isinstance(value, int) and not 0 <= value <= SEED_MAX:
+        raise ParamError(name, f"{quote(value)} is out of range; a seed lies in [0, 2**63 - 1]")
 
 
 def _run_validator(value: Any, meta: Mapping, name: str) -> None:
@@ -198,7 +236,7 @@ def from_mapping(config_cls, values: Mapping[str, Any], source: str = "<paramete
         if name in RESERVED:
             continue
         if name not in known:
-            close = difflib.get_close_matches(str(name), list(known), n=1)
+            close = difflib.get_close_matches(shorten(str(name)), list(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             allowed = ", ".join(sorted(known))
             raise ParamError(name, f"unknown parameter{hint}; known parameters: {allowed}", source)
@@ -206,6 +244,11 @@ def from_mapping(config_cls, values: Mapping[str, Any], source: str = "<paramete
             out[name] = _convert(value, hints[name], known[name].metadata, name)
         except ParamError as err:
             raise ParamError(err.name, err.message, source) from None
+    for name, value in out.items():
+        bound = known[name].metadata.get("at_most")
+        if bound is not None and bound in out and value > out[bound]:
+            raise ParamError(name, f"{quote(value)} must not exceed {bound} ({quote(out[bound])})",
+                             source)
     missing = [n for n in known if n not in out]
     if partial:
         return out
@@ -243,13 +286,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a params file into a dict, with a clear error for a missing or malformed file or a
-    key given twice."""
+    """Read a params file into a dict, with a clear error for a missing or malformed file, a
+    file that is not UTF-8 text (its line named) or a key given twice."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(None, "params file not found", str(path))
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+        data = yaml.load(read_utf8(path, ""), Loader=_UniqueKeyLoader) or {}
+    except TextError as err:
+        raise ParamError(None, f"line {err.line}, column {err.column}: {err.reason}",
+                         str(path)) from None
     except ParamError as err:
         raise ParamError(err.name, err.message, str(path)) from None
     except yaml.YAMLError as err:
@@ -276,6 +322,8 @@ def describe(config_cls) -> str:
             extra.append("one of " + ", ".join(repr(c) for c in meta["choices"]))
         if meta.get("low") is not None or meta.get("high") is not None:
             extra.append(f"range [{meta.get('low')}, {meta.get('high')}]")
+        if meta.get("at_most"):
+            extra.append(f"at most {meta['at_most']}")
         suffix = f" ({'; '.join(extra)})" if extra else ""
         lines.append(f"{name}: {_type_name(hints[name])} - {meta.get('doc', '')}{suffix}")
     return "\n".join(lines)

@@ -106,12 +106,46 @@ def stray_params(root: Path, profile: str, notebooks: list[str]) -> list[str]:
                   if p.stem not in notebooks)
 
 
+def dataset_free(root: Path, profile: str, notebooks: list[str]) -> list[str]:
+    """The notebooks among ``notebooks`` whose params/<profile> file names no dataset folder (no
+    real dataset's root parameter, such as ``cremad_root``, set): they run without the real
+    datasets.  A params file that cannot be read counts as not free."""
+    from cmkd import data
+    from cmkd.params import read_yaml
+
+    roots = {getattr(data.module(name), "PARAM", None) for name in data.REAL} - {None}
+    free = []
+    for nb in notebooks:
+        try:
+            values = read_yaml(root / "params" / profile / f"{nb}.yaml")
+        except ParamError:
+            continue
+        if not any(values.get(param) for param in roots):
+            free.append(nb)
+    return free
+
+
+def _dataset_free_hint(root: Path, profile: str, failed: list[str]) -> str:
+    """Lines saying which notebooks can run while those of ``failed`` wait for their datasets,
+    and the command that runs them ('' when none can)."""
+    free = [nb for nb in dataset_free(root, profile, discover(root)) if nb not in failed]
+    if not free:
+        return ""
+    numbers = " ".join(nb.split("_", 1)[0] for nb in free)
+    return (f"\nThese notebooks read no dataset and can run meanwhile: {', '.join(free)}:\n"
+            f"  cmkd reproduce --profile {profile} --only {numbers}")
+
+
 def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, dict]:
-    """Read and validate every selected params file; returns the raw values per notebook."""
+    """Read and validate every selected params file; returns the raw values per notebook.
+
+    Raises SystemExit listing every problem; when a notebook's data are not found (its
+    preflight), the message ends with the notebooks that need no dataset and how to run them.
+    """
     from cmkd.experiments import NOTEBOOKS, module_for
     from cmkd.params import read_yaml
 
-    errors, values = [], {}
+    errors, values, no_data = [], {}, []
     for nb in notebooks:
         rel = f"params/{profile}/{nb}.yaml"
         if nb not in NOTEBOOKS:
@@ -126,13 +160,15 @@ def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, di
                     with _environment(CMKD_ROOT=str(root)):
                         preflight()
                 except ParamError as err:
+                    no_data.append(nb)
                     raise ParamError(err.name, err.message, rel) from None
             values[nb] = read_yaml(root / rel)
         except ParamError as err:
             errors.append(str(err))
     if errors:
+        hint = _dataset_free_hint(root, profile, no_data) if no_data else ""
         raise SystemExit("cmkd reproduce: invalid parameters, nothing was run:\n  "
-                         + "\n  ".join(errors))
+                         + "\n  ".join(errors) + hint)
     return values
 
 

@@ -23,6 +23,7 @@ from cmkd.data.files import (
     folder_check,
     frame_reader,
     has_frames,
+    is_file,
     list_fields,
     missing,
     open_root,
@@ -55,7 +56,7 @@ def check(root: Path) -> list[str]:
         rows = read_list(root, name, _rows, problems)
         if rows is None or problems:
             continue
-        absent = [c for c, _ in rows if not (root / "AudioWAV" / f"{c}.wav").is_file()]
+        absent = [c for c, _ in rows if not is_file(root / "AudioWAV" / f"{c}.wav")]
         absent += [c for c, _ in rows if not has_frames(root / "Image-01-FPS" / c)]
         problems += absent_items(absent, f"clips of {name} lack AudioWAV/<clip>.wav or frames in "
                                          "Image-01-FPS/<clip>/")

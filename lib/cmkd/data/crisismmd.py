@@ -49,10 +49,13 @@ from cmkd.data.files import (
     absent_items,
     folder_check,
     image_transform,
+    is_file,
     open_root,
+    read_csv,
     read_list,
     read_rgb,
 )
+from cmkd.text import quote, shorten
 
 NAME, PARAM, DIRNAME = "crisismmd", "crisismmd_root", "CrisisMMD_v2.0"
 SPLITS = ("train", "val", "test")
@@ -74,15 +77,15 @@ def tsv_name(split: str) -> str:
 
 
 def _rows(path: Path, label_column: str) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = read_csv(path, header=True, delimiter="\t", quoting=csv.QUOTE_NONE)
     header = set(rows[0]) if rows else set()
     missing = [c for c in (*COLUMNS, label_column) if c not in header]
     if missing:
         raise ValueError(f"{path.name}: columns {missing} are missing from the header")
     bad = sorted({r[label_column] for r in rows} - set(CLASSES))
     if bad:
-        raise ValueError(f"{path.name}: labels outside the 8 humanitarian classes: {bad[:3]}")
+        raise ValueError(f"{path.name}: labels outside the 8 humanitarian classes: "
+                         f"{', '.join(quote(b) for b in bad[:3])}")
     return rows
 
 
@@ -98,21 +101,21 @@ def resolve_encoder(encoder, option: str) -> Callable | None:
                          f"path 'package.module:callable', got {type(encoder).__name__}")
     module_name, sep, attr = encoder.partition(":")
     if not (sep and module_name.strip() and attr.strip()):
-        raise ValueError(f"crisismmd option {option!r}: {encoder!r} is not an import path of "
-                         f"the form 'package.module:callable'")
+        raise ValueError(f"crisismmd option {option!r}: {quote(encoder)} is not an import path "
+                         f"of the form 'package.module:callable'")
     try:
         obj = importlib.import_module(module_name)
     except Exception as err:  # ImportError, or an error raised while importing it
-        raise ValueError(f"crisismmd option {option!r}: cannot import module {module_name!r} "
-                         f"of {encoder!r} ({type(err).__name__}: {err}); is it on sys.path "
-                         f"(PYTHONPATH)?") from err
+        raise ValueError(f"crisismmd option {option!r}: cannot import module "
+                         f"{quote(module_name)} of {quote(encoder)} ({type(err).__name__}: "
+                         f"{shorten(str(err))}); is it on sys.path (PYTHONPATH)?") from err
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"crisismmd option {option!r}: {encoder!r}: module "
-                             f"{module_name!r} has no attribute {attr!r}")
+            raise ValueError(f"crisismmd option {option!r}: {quote(encoder)}: module "
+                             f"{quote(module_name)} has no attribute {quote(attr)}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"crisismmd option {option!r}: {encoder!r} is not callable (a "
+        raise ValueError(f"crisismmd option {option!r}: {quote(encoder)} is not callable (a "
                          f"{type(obj).__name__})")
     return obj
 
@@ -126,7 +129,7 @@ def check(root: Path, label_column: str = "label", image_root=None) -> list[str]
         if rows is None:
             continue
         base = root if image_root is None else Path(image_root)
-        absent = [r["image"] for r in rows if not (base / r["image"]).is_file()]
+        absent = [r["image"] for r in rows if not is_file(base / r["image"])]
         problems += absent_items(absent, f"images named by {Path(name).name} are missing")
     return problems
 

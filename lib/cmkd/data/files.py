@@ -6,13 +6,17 @@ check(root, ...) -> problems."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import functools
+import io
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from cmkd.text import quote, read_utf8, shorten
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +67,7 @@ def reading(path, expected: str):
         if not Path(path).exists():     # soundfile reports an absent file as its own error
             raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from err
         raise ItemError(path, f"unreadable or corrupt, expected {expected} "
-                              f"({type(err).__name__}: {err})") from err
+                              f"({type(err).__name__}: {shorten(str(err))})") from err
 
 
 def read_npy(path, mmap_mode: str | None = None) -> np.ndarray:
@@ -102,7 +106,8 @@ def missing_root(root) -> list[str]:
 
 def check_split(name: str, split: str, splits: Sequence[str]) -> None:
     if split not in splits:
-        raise ValueError(f"dataset '{name}': split must be one of {tuple(splits)}, got {split!r}")
+        raise ValueError(f"dataset '{name}': split must be one of {tuple(splits)}, got "
+                         f"{quote(split)}")
 
 
 def folder_check(inspect: Callable[..., list[str]]) -> Callable[..., list[str]]:
@@ -148,12 +153,22 @@ def missing(root: Path, folders: Sequence[str] = (), files: Sequence[str] = ()) 
 
 def absent_items(absent: Sequence[str], what: str) -> list[str]:
     """['<count> <what> (first: <first absent>)'] when anything is ``absent``, else []."""
-    return [f"{len(absent)} {what} (first: {absent[0]})"] if absent else []
+    return [f"{len(absent)} {what} (first: {shorten(absent[0])})"] if absent else []
+
+
+def is_file(path) -> bool:
+    """Whether ``path`` is a file; False (not an OSError) for a name the system refuses, such as
+    one longer than its limit (a list file's line that is not a name)."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
 
 
 def read_list(root: Path, name: str, read: Callable[[Path], list], problems: list[str]):
     """``read(root / name)``, or None after adding to ``problems`` why the list cannot be read
-    (absent, or ``read`` raised ValueError)."""
+    (absent, or ``read`` raised ValueError: a line not in the expected form, a file that is not
+    UTF-8 text, a CSV that csv cannot parse)."""
     path = root / name
     if not path.is_file():
         problems.append(f"{name} is missing")
@@ -185,7 +200,7 @@ def list_fields(path: Path, sep: str | None, form: str,
     for n, line in enumerate(read_lines(path), start=1):
         fields = line.split(sep)
         if not valid(fields):
-            raise ValueError(f"{path.name} line {n}: expected {form}, got {line!r}")
+            raise ValueError(f"{path.name} line {n}: expected {form}, got {quote(line)}")
         yield fields
 
 
@@ -325,8 +340,12 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 def has_frames(folder: Path) -> bool:
-    """Whether ``folder`` is a folder holding at least one frame."""
-    return folder.is_dir() and bool(frame_files(folder))
+    """Whether ``folder`` is a folder holding at least one frame (False for a name the system
+    refuses)."""
+    try:
+        return folder.is_dir() and bool(frame_files(folder))
+    except OSError:
+        return False
 
 
 def choose_frames(n_available: int, n: int, random: bool) -> list[int]:
@@ -359,7 +378,27 @@ def frame_reader(n: int, train: bool, image_size: int | None, augment: bool | No
                              transform=image_transform(train, image_size, augment))
 
 
+def read_text(path: Path) -> str:
+    """The text of a list file, read as UTF-8 (a BOM dropped).  A file that is not UTF-8 text (a
+    binary file, a NUL byte, another encoding) raises :class:`cmkd.text.TextError`, a
+    ValueError naming the file, the line and the column of the first bad byte."""
+    return read_utf8(path, Path(path).name)
+
+
 def read_lines(path: Path) -> list[str]:
-    """Non-empty lines of a text file, tolerant of a UTF-8 BOM and CRLF line ends."""
-    text = Path(path).read_text(encoding="utf-8-sig")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    """Non-empty lines of a text file (:func:`read_text`), tolerant of CRLF line ends."""
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+
+
+def read_csv(path: Path, header: bool = False, **fmt) -> list:
+    """The rows of a CSV (or TSV) list file read by :func:`read_text`: lists of fields (an empty
+    line: []), or with ``header`` dicts keyed by the first row (csv.DictReader).  ``fmt``: csv's
+    format options (delimiter, quoting).  ValueError naming the file and the line when it is not
+    UTF-8 text or csv cannot parse it (a field over csv's size limit, for example)."""
+    stream = io.StringIO(read_text(path), newline="")
+    reader = csv.DictReader(stream, **fmt) if header else csv.reader(stream, **fmt)
+    try:
+        return list(reader)
+    except csv.Error as err:
+        raise ValueError(f"{Path(path).name} line {reader.line_num}: not readable as CSV "
+                         f"({shorten(str(err))})") from None

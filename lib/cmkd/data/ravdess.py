@@ -10,7 +10,6 @@ Unlike the official loader, audio columns are not swapped and images are read as
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -25,13 +24,16 @@ from cmkd.data.files import (
     check_shape,
     folder_check,
     image_transform,
+    is_file,
     missing,
     open_root,
+    read_csv,
     read_item,
     read_list,
     read_npy,
     read_rgb,
 )
+from cmkd.text import quote
 
 NAME, PARAM, DIRNAME = "ravdess", "ravdess_root", "ravdess"
 SPLITS = ("train", "val", "test")
@@ -47,8 +49,7 @@ LAYOUT = """<ravdess_root>/            (MFH's data/ folder)
 
 
 def _rows(path: Path) -> list[tuple[str, str, int]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        lines = [r for r in csv.reader(f) if r]
+    lines = [r for r in read_csv(path) if r]
     out = []
     for n, r in enumerate(lines[1:], start=2):
         if len(r) < 3:
@@ -56,7 +57,8 @@ def _rows(path: Path) -> list[tuple[str, str, int]]:
         try:
             out.append((r[0].strip(), r[1].strip(), int(r[2])))
         except ValueError:
-            raise ValueError(f"{path.name} line {n}: label {r[2]!r} is not an integer") from None
+            raise ValueError(f"{path.name} line {n}: label {quote(r[2])} is not an "
+                             "integer") from None
     return out
 
 
@@ -81,8 +83,8 @@ def check(root: Path, audio_shape=AUDIO_SHAPE) -> list[str]:
             problems.append(f"data_file/{name}: {len(bad)} labels outside 0..{CLASSES - 1}")
         if problems:
             continue
-        absent = [r[0] for r in rows if not (root / "aud_features" / r[0]).is_file()]
-        absent += [r[1] for r in rows if not (root / "vid_features" / r[1]).is_file()]
+        absent = [r[0] for r in rows if not is_file(root / "aud_features" / r[0])]
+        absent += [r[1] for r in rows if not is_file(root / "vid_features" / r[1])]
         problems += absent_items(absent, f"files listed in data_file/{name} are missing")
         if not absent and rows:
             read_item(root, f"aud_features/{rows[0][0]}",

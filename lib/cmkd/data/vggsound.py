@@ -11,7 +11,6 @@ dropped when ``skip_missing`` (as C2KD's code does; YouTube-sourced sets always 
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -22,11 +21,14 @@ from cmkd.data.files import (
     folder_check,
     frame_reader,
     has_frames,
+    is_file,
     open_root,
+    read_csv,
     read_list,
     split_rows,
     wav_spectrogram,
 )
+from cmkd.text import quote, shorten
 
 NAME, PARAM, DIRNAME = "vggsound", "vggsound_root", "VGGSound"
 SPLITS = ("train", "val", "test")
@@ -42,14 +44,13 @@ _MISSING = "clips without audio or frames"
 def _rows(path: Path) -> list[tuple[str, str]]:
     """(clip stem '<ytid>_<start6>', label name) per row."""
     out = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for n, r in enumerate(csv.reader(f), start=1):
-            if not r:
-                continue
-            if len(r) < 3 or not r[1].strip().isdigit():
-                raise ValueError(f"{path.name} line {n}: expected 'ytid,start_sec,label,split', "
-                                 f"got {','.join(r)!r}")
-            out.append((f"{r[0].strip()}_{r[1].strip().zfill(6)}", r[2].strip()))
+    for n, r in enumerate(read_csv(path), start=1):
+        if not r:
+            continue
+        if len(r) < 3 or not r[1].strip().isdigit():
+            raise ValueError(f"{path.name} line {n}: expected 'ytid,start_sec,label,split', "
+                             f"got {quote(','.join(r))}")
+        out.append((f"{r[0].strip()}_{r[1].strip().zfill(6)}", r[2].strip()))
     return out
 
 
@@ -60,7 +61,7 @@ def _paths(root: Path, part: str, stem: str) -> tuple[Path, Path]:
 
 def _present(root: Path, part: str, stem: str) -> bool:
     wav, frames = _paths(root, part, stem)
-    return wav.is_file() and has_frames(frames)
+    return is_file(wav) and has_frames(frames)
 
 
 @folder_check
@@ -74,12 +75,13 @@ def check(root: Path) -> list[str]:
         absent = [s for s, _ in rows if not _present(root, part, s)]
         if absent:
             problems.append(f"{name}: {len(absent)} of {len(rows)} {_MISSING} (first: "
-                            f"{absent[0]})")
+                            f"{shorten(absent[0])})")
     if not problems:
         train = {c for _, c in _rows(root / "train_tiny.csv")}
         unknown = sorted({c for _, c in _rows(root / "test_tiny.csv")} - train)
         if unknown:
-            problems.append(f"test_tiny.csv has labels absent from train_tiny.csv: {unknown[:3]}")
+            problems.append(f"test_tiny.csv has labels absent from train_tiny.csv: "
+                            f"{', '.join(quote(c) for c in unknown[:3])}")
     return problems
 
 
