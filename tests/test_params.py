@@ -382,9 +382,6 @@ def test_a_parameter_may_be_bounded_by_another():
     assert "lr_min: float - floor (range [0, None]; at most lr)" in describe(WithFloor)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's edit of cmkd/experiments/"
-                                       "c2kd_benchmark.py (lr_min: at_most='lr'); then remove "
-                                       "this mark")
 def test_notebook_06_refuses_a_floor_above_the_rate(root):
     good = _smoke(root, "06_c2kd")
     with pytest.raises(ParamError, match="parameter 'lr_min': 0.1 must not exceed lr"):

@@ -131,3 +131,11 @@ def test_an_old_manifest_with_held_booleans_still_renders(tmp_path):
     assert "| an old claim that held |" in text and "not recorded | held |" in text
     table = claims_table([OLD])
     assert table.verdict.tolist() == ["NOT held"] and table.interval.tolist() == ["not recorded"]
+
+
+def test_smoke_reports_say_their_numbers_check_plumbing_only(tmp_path):
+    from cmkd.reporting import write_report
+
+    smoke = write_report("smoke", [], root=tmp_path).read_text()
+    assert "**Smoke profile: these numbers check the plumbing only**" in smoke
+    assert "plumbing only" not in write_report("default", [], root=tmp_path).read_text()

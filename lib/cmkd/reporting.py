@@ -416,6 +416,9 @@ def write_report(profile: str, notebooks: list[str], root: Path | None = None,
              "it straddles (the rule: `cmkd.verdicts`). The *interval* column is the interval "
              "behind the verdict (for a claim with several parts, the part that decides it; the "
              "evidence lists every part).", ""]
+    if profile == "smoke":
+        lines += ["> **Smoke profile: these numbers check the plumbing only** (tiny data and few "
+                  "epochs); they are not results and say nothing about the papers' claims.", ""]
     if failed:
         lines += ["**Failed in the last run** (artefacts below may be stale):", ""]
         lines += [f"- {nb}: {why}" for nb, why in failed.items()] + [""]

@@ -143,6 +143,11 @@ FIG5 = {base: (Row("plain", base, base), Row("+BD", f"c2kd_{base}_bd", f"c2kd_{b
 #: all classes with the target masked (a column is one class in every sample); beside it the
 #: C - 1 non-target columns side by side, the construction this project used first
 FIG5["dist"] += (Row("+BD+OFSD+proxy, C-1 columns", "c2kd_dist_removed", "c2kd_dist_removed"),)
+#: our rows beside the paper's (controls, documented choices, trainable forms): no published
+#: number stands beside them
+EXTRA_ROWS = frozenset({SHAKE_RAW.label, C2KD_OFFICIAL.label, C2KD_CONTROL.label,
+                        *(r.label for r in TABLE5 if "," in r.label or "control" in r.label),
+                        FIG5["dist"][-1].label})
 for _rows in (TABLE3, TABLE5, TABLE6, TABLE7, (FIG4_NONE,), *FIG5.values()):
     for _row in _rows:  # every row names a method or preset (a ParamError at import otherwise)
         methods.resolve(_row.preset)
@@ -214,7 +219,7 @@ class Config:
     lr: float = field(metadata=spec("SGD learning rate (C2KD: 1e-2, momentum 0.9, poly 0.9)",
                                     low=0, high=10, low_open=True))
     lr_min: float = field(metadata=spec("floor of the poly decay (C2KD's code: 1e-4)", low=0,
-                                        high=10))
+                                        high=10, at_most="lr"))
     weight_decay: float = field(metadata=spec("SGD weight decay", low=0, high=1))
     method_hparams: dict = field(metadata=spec(
         "hyperparameters per method or preset over the registry's defaults (C2KD: omega 0; "
@@ -255,6 +260,10 @@ class Config:
         """The sections to produce on ``dataset``."""
         return set(self.dataset_sections.get(dataset, self.sections))
 
+    def has(self, section: str) -> bool:
+        """Whether ``section`` is produced on some dataset."""
+        return any(section in self.sections_of(d) for d in self.datasets)
+
     def preflight(self) -> None:
         """Every selected real dataset must be found in its layout, and its encoders (CrisisMMD)
         importable (:func:`cmkd.data.specs.preflight`): checked by ``cmkd reproduce`` with the
@@ -271,7 +280,7 @@ def builder(config: Config):
 
     optim = {"optimizer": "sgd", "lr": config.lr, "momentum": 0.9,
              "weight_decay": config.weight_decay, "schedule": "poly",
-             "lr_min": min(config.lr_min, config.lr)}
+             "lr_min": config.lr_min}
     return Builder(dataclasses.asdict(config), Training(
         optim=optim, epochs=config.epochs, teacher_epochs=config.teacher_epochs,
         batch_size=config.batch_size, device=config.device, workers=config.workers,
@@ -383,22 +392,37 @@ def test_size(job, sizes: dict | None = None) -> int:
     return sizes[key]
 
 
-def histories(results: pd.DataFrame, cache=None) -> pd.DataFrame:
-    """The per-epoch histories of the fig3 rows (from the cache): epoch, test accuracy (%) and
-    the mean number per batch of samples whose KRC is <= omega."""
+def histories(results: pd.DataFrame, cache=None, section: str = "fig3") -> pd.DataFrame:
+    """The per-epoch histories of a section's rows (from the cache): epoch, validation and test
+    accuracy (%) and the mean number per batch of samples whose KRC is <= omega."""
     from cmkd.jobs import cache as jc
 
     folder = jc.cache_dir(cache)
     frames = []
-    for row in results[results.section == "fig3"].itertuples():
+    for row in results[results.section == section].itertuples():
         h = pd.read_csv(folder / row.key / jc.HISTORY)
         krc = (h["n_krc_below_omega"] / h["steps"]) if "n_krc_below_omega" in h else np.nan
         frames.append(pd.DataFrame({"dataset": row.dataset, "direction": row.direction,
                                     "seed": row.seed, "label": row.label,
                                     "epoch": h["epoch"] + 1,
+                                    "val_acc": 100 * h["val_accuracy"],
                                     "test_acc": 100 * h["test_accuracy"],
                                     "krc_below_omega_per_batch": krc}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def convergence(df: pd.DataFrame) -> pd.DataFrame:
+    """Per section, dataset, column and row: the epochs its runs trained (mean, max) and how
+    many were still improving at their last epoch (best validation there: early stopping did
+    not end them, the epoch cap did)."""
+    if "epochs_run" not in df or df.empty:
+        return pd.DataFrame()
+    runs = df.drop_duplicates(["section", "key"])
+    out = runs.groupby(["section", "dataset", "direction", "label"], sort=False).agg(
+        epochs_mean=("epochs_run", "mean"), epochs_max=("epochs_run", "max"),
+        still_improving=("still_improving", "sum"), runs=("key", "size")).reset_index()
+    out.insert(2, "column", [column(d, r) for d, r in zip(out.dataset, out.direction)])
+    return out.drop(columns="direction")
 
 
 # ----------------------------------------------------------------------------- tables
@@ -548,6 +572,26 @@ def _seeds(part: pd.DataFrame, label: str, value: str = "acc") -> pd.Series:
     return part[part.label == label].groupby("seed")[value].mean()
 
 
+def _correct(part: pd.DataFrame, label: str) -> np.ndarray | None:
+    """Per-item test correctness (seeds x items, in seed order) of the rows labelled ``label``,
+    or None when a row has none (rows from before it was recorded, or other tasks)."""
+    rows = part[part.label == label].sort_values("seed")
+    if "test_correct" not in rows or rows.test_correct.isna().any() or rows.empty:
+        return None
+    return np.array([[c == "1" for c in s] for s in rows.test_correct], dtype=np.uint8)
+
+
+def _improving(sub: pd.DataFrame) -> str:
+    """'; k of n runs still improving at their last epoch' for the rows of a claim (empty when
+    none was, or when the rows do not say)."""
+    if "still_improving" not in sub or sub.empty:
+        return ""
+    runs = sub.drop_duplicates("key") if "key" in sub else sub
+    k = int(runs.still_improving.fillna(False).astype(bool).sum())
+    return (f"; STILL IMPROVING at the last epoch: {k} of {len(runs)} runs (the verdict may "
+            f"change with longer training)" if k else "")
+
+
 def _n_test(part: pd.DataFrame, n_test: int | None) -> int:
     """The test split's size of a column's rows: their ``n_test`` column, else the argument."""
     if "n_test" in part and part["n_test"].notna().any():
@@ -584,8 +628,11 @@ def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
             yield f"{dataset} {column(dataset, direction)}", part, _n_test(part, n_test)
 
     def diff(part, a, b, n, label, value="acc", **kw):
+        ca, cb = (_correct(part, a), _correct(part, b)) if value == "acc" else (None, None)
+        if ca is None or cb is None or ca.shape != cb.shape:
+            ca = cb = None
         return verdict_difference(_seeds(part, a, value), _seeds(part, b, value), n_test=n,
-                                  label=label, **kw)
+                                  correct_a=ca, correct_b=cb, label=label, **kw)
 
     t3 = df[df.section == "table3"]
     present = set(t3.label)
@@ -594,7 +641,8 @@ def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
         cols, evidence = [], []
         for name, part, n in columns(t3):
             means = part.groupby("label").acc.mean()
-            others = [r.label for r in TABLE3 if r.label in set(part.label) and r.label not in OURS]
+            others = [r.label for r in TABLE3 if r.label in set(part.label)
+                      and r.label not in OURS and r.label not in NOT_RANKED]
             variants = []
             for o in (c for c in ours if c in set(part.label)):
                 diffs = [diff(part, o, other, n, f"{name}, {o} - {other}") for other in others]
@@ -610,7 +658,23 @@ def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
             cols.append(either(variants, label=name))
         v = combine(cols)
         claim("C2KD Table 3", "C2KD (either variant) is best or second in every column",
-              "; ".join(evidence), v)
+              "; ".join(evidence) + _ranked_note(present) + _improving(t3), v)
+        if {OURS[0], C2KD_CONTROL.label} <= present:
+            parts = [diff(part, OURS[0], C2KD_CONTROL.label, n, f"{name}: C2KD - control")
+                     for name, part, n in columns(t3)]
+            v = combine(parts)
+            claim("control (Table 3)", "C2KD's gain needs its crossmodal term: Ours‡ beats the "
+                  "same training with lambda3 = 0 (proxies and bidirectional updates only)",
+                  v.evidence + _improving(t3[t3.label.isin([OURS[0], C2KD_CONTROL.label])]), v)
+        if {OURS[0], C2KD_OFFICIAL.label} <= present:
+            parts = [diff(part, OURS[0], C2KD_OFFICIAL.label, n,
+                          f"{name}: paper's - official choices", alternative="equal",
+                          margin=MARGIN) for name, part, n in columns(t3)]
+            v = combine(parts)
+            claim("documented choice (Table 3)", "the paper's reading of Eq. 6 (target removed, "
+                  "mean over kept samples) and the official code's (target zeroed, batch mean) "
+                  "train C2KD equally well",
+                  f"{v.evidence} (margin {MARGIN:g} point)", v)
         if {"KD", "w/o KD"} <= present:
             parts = []
             for name, part, n in columns(t3):
@@ -630,7 +694,22 @@ def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
                  for name, part, n in columns(t5) for module in ("BD+NT", "BD+OFS")]
         v = combine(parts)
         claim("C2KD Table 5", "OFS and NT each help over bidirectional distillation (BD)",
-              v.evidence, v)
+              v.evidence + _improving(t5), v)
+        if {"BD+NT, target zeroed", "BD+OFS, batch mean"} <= set(t5.label):
+            parts = [diff(part, module, "(b) BD", n, f"{name}: {module} - BD")
+                     for name, part, n in columns(t5)
+                     for module in ("BD+NT, target zeroed", "BD+OFS, batch mean")]
+            v = combine(parts)
+            claim("C2KD Table 5, official code's choices", "OFS and NT each help over BD, with "
+                  "the target logit zeroed (NT) and the masked KL averaged over the batch (OFS)",
+                  v.evidence + _improving(t5), v)
+        control = "(d) λ3 = 0 (control)"
+        if {"(d) C2KD", control} <= set(t5.label):
+            parts = [diff(part, "(d) C2KD", control, n, f"{name}: C2KD - control")
+                     for name, part, n in columns(t5)]
+            v = combine(parts)
+            claim("control (Table 5)", "full C2KD beats its own training without the "
+                  "crossmodal term (lambda3 = 0)", v.evidence + _improving(t5), v)
     f4 = df[(df.section == "fig4") & (df.label != FIG4_NONE.label)]
     if len(f4) and "krc" in set(f4.label) and f4.label.nunique() > 1:
         parts = []
@@ -656,7 +735,17 @@ def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
                  for name, part, n in columns(f5)
                  for base, g in part.groupby("base", sort=False)]
         v = combine(parts)
-        claim("C2KD Fig. 5", "C2KD's modules improve DIST and NKD", v.evidence, v)
+        claim("C2KD Fig. 5", "C2KD's modules improve DIST and NKD (DIST inside C2KD: our "
+              "construction, the target masked)", v.evidence + _improving(f5), v)
+        removed = FIG5["dist"][-1].label
+        dist = f5[f5.base == "DIST"]
+        if removed in set(dist.label):
+            parts = [diff(part, removed, "plain", n, f"DIST {name}")
+                     for name, part, n in columns(dist)]
+            v = combine(parts)
+            claim("C2KD Fig. 5, DIST on C-1 columns", "C2KD's modules improve DIST when DIST "
+                  "sees the C - 1 non-target columns side by side (class identity lost)",
+                  v.evidence + _improving(dist), v)
     t6 = df[df.section == "table6"]
     selfkd = [c for c in ("DLB", "ZipfKD", "USKD") if c in set(t6.label)]
     if len(t6) and "Ours" in set(t6.label) and selfkd:
@@ -686,6 +775,18 @@ def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
     return claims_frame(out)
 
 
+def _ranked_note(present) -> str:
+    """How Table 3's ranking treats the extra rows (said in the claim's evidence)."""
+    notes = []
+    if SHAKE_RAW.label in present:
+        notes.append("SHAKE ranked in its raw-logit form (the official layer-normalised form "
+                     "does not train these models; it stays in the table, unranked)")
+    if {C2KD_OFFICIAL.label, C2KD_CONTROL.label} & set(present):
+        notes.append("the official-choices and lambda3 = 0 rows are C2KD's own variants, "
+                     "not competitors")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 # ----------------------------------------------------------------------------- figures
 def plot_dynamics(hist: pd.DataFrame):
     """Fig. 3: test accuracy (solid) and samples per batch with KRC <= omega (dotted) over
@@ -707,6 +808,33 @@ def plot_dynamics(hist: pd.DataFrame):
         ax.set_ylabel("test accuracy (%)")
         ax2.set_ylabel("samples per batch with KRC <= omega (dotted)")
         ax.legend(fontsize=7, frameon=False, loc="lower right")
+    return fig
+
+
+def plot_curves(hist: pd.DataFrame):
+    """Validation accuracy per epoch of every row a claim scores (mean over seeds; a curve ends
+    where early stopping ended its last run), one panel per dataset and column: where a curve
+    still rises at its end, the run had not converged."""
+    cols = list(hist.groupby(["dataset", "direction"], sort=False).groups)
+    ncols = min(len(cols), 2)
+    nrows = -(-len(cols) // ncols)
+    fig, axes = new_figure(nrows=nrows, ncols=ncols, width=5.2 * ncols, height=3.6 * nrows,
+                           squeeze=False)
+    for ax, (dataset, direction) in zip(axes.flat, cols):
+        sub = hist[(hist.dataset == dataset) & (hist.direction == direction)]
+        for label, g in sub.groupby("label", sort=False):
+            m = g.groupby("epoch").val_acc.mean()
+            control = "control" in label or label in NOT_RANKED
+            ax.plot(m.index, m.to_numpy(), ":" if control else "-", linewidth=1.2,
+                    color="#000000" if label in OURS else None, label=label)
+        ax.set_title(f"{dataset}: {' -> '.join(modalities(dataset, direction))}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+    for ax in list(axes.flat)[len(cols):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, frameon=False, loc="lower center",
+               ncols=min(len(labels), 5), bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(labels) // 5)))
     return fig
 
 

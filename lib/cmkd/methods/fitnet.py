@@ -53,10 +53,10 @@ class FitNet(Method):
     class Hparams:
         student_layers: list[str] = field(default_factory=lambda: [AUTO], metadata=spec(
             "student features guided by the hints, by name ('auto': the middle layer)",
-            min_items=1))
+            min_items=1, unique=False))
         teacher_layers: list[str] = field(default_factory=lambda: [AUTO], metadata=spec(
             "teacher features giving the hints, one per student layer ('auto': the middle "
-            "layer)", min_items=1))
+            "layer)", min_items=1, unique=False))
         ce_weight: float = field(default=1.0, metadata=spec(
             "weight of the cross entropy on labels", low=0))
         feat_weight: float = field(default=100.0, metadata=spec(

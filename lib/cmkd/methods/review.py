@@ -56,10 +56,11 @@ class Review(Method):
     @dataclass(frozen=True)
     class Hparams:
         student_layers: list[str] = field(default_factory=lambda: [AUTO], metadata=spec(
-            "student stages, shallow to deep ('auto': every map and 'pooled')", min_items=1))
+            "student stages, shallow to deep ('auto': every map and 'pooled')", min_items=1,
+            unique=False))
         teacher_layers: list[str] = field(default_factory=lambda: [AUTO], metadata=spec(
             "teacher stages, one per student stage ('auto': every map and 'pooled')",
-            min_items=1))
+            min_items=1, unique=False))
         ce_weight: float = field(default=1.0, metadata=spec(
             "weight of the cross entropy on labels", low=0))
         review_weight: float = field(default=1.0, metadata=spec(
