@@ -79,13 +79,16 @@ FUSIONS = ("fusion_concat", "fusion_film", "fusion_ogm_ge")
 class Row(NamedTuple):
     """A row of a table: its label as printed, the method or preset that trains it, the
     published value's ``method`` field and, where the paper distinguishes them, its ``variant``
-    (Table 3: partial / full teacher update) and the teacher (Table 7: a fusion model)."""
+    (Table 3: partial / full teacher update), the teacher (Table 7: a fusion model) and
+    hyperparameters of its own over the preset's (Fig. 5's sensitivity rows), as (name, value)
+    pairs."""
 
     label: str
     preset: str
     paper: str
     variant: str | None = None
     fusion: str | None = None
+    hparams: tuple = ()
 
 
 #: Table 3's extra rows, beside the paper's: the form of SHAKE that trains the small models
@@ -142,12 +145,16 @@ FIG5 = {base: (Row("plain", base, base), Row("+BD", f"c2kd_{base}_bd", f"c2kd_{b
 #: Fig. 5's DIST inside C2KD is our construction (no official code defines it): by default on
 #: all classes with the target masked (a column is one class in every sample); beside it the
 #: C - 1 non-target columns side by side, the construction this project used first
-FIG5["dist"] += (Row("+BD+OFSD+proxy, C-1 columns", "c2kd_dist_removed", "c2kd_dist_removed"),)
+FIG5["dist"] += (Row("+BD+OFSD+proxy, C-1 columns", "c2kd_dist_removed", "c2kd_dist_removed"),
+                 Row("+BD+OFSD+proxy, λ3 = 0.1", "c2kd_dist", "c2kd_dist",
+                     hparams=(("lambda3", 0.1),)),
+                 Row("+BD+OFSD+proxy, NT off", "c2kd_dist", "c2kd_dist",
+                     hparams=(("nt", False),)))
 #: our rows beside the paper's (controls, documented choices, trainable forms): no published
 #: number stands beside them
 EXTRA_ROWS = frozenset({SHAKE_RAW.label, C2KD_OFFICIAL.label, C2KD_CONTROL.label,
                         *(r.label for r in TABLE5 if "," in r.label or "control" in r.label),
-                        FIG5["dist"][-1].label})
+                        *(r.label for r in FIG5["dist"][4:])})
 for _rows in (TABLE3, TABLE5, TABLE6, TABLE7, (FIG4_NONE,), *FIG5.values()):
     for _row in _rows:  # every row names a method or preset (a ParamError at import otherwise)
         methods.resolve(_row.preset)
@@ -328,8 +335,8 @@ def grid(config: Config) -> tuple[list, pd.DataFrame]:
                         omega=np.nan)
                 for base, rows in FIG5.items() if "fig5" in wanted else ():
                     for row in rows:
-                        add("fig5", dataset, direction, seed, row.label, student(row),
-                            base=base.upper())
+                        add("fig5", dataset, direction, seed, row.label,
+                            student(row, own=dict(row.hparams) or None), base=base.upper())
                 for row in TABLE6 if "table6" in wanted else ():
                     add("table6", dataset, direction, seed, row.label, student(row))
                 for row in TABLE7 if "table7" in wanted else ():
@@ -737,7 +744,7 @@ def claims(df: pd.DataFrame, n_test: int | None = None) -> pd.DataFrame:
         v = combine(parts)
         claim("C2KD Fig. 5", "C2KD's modules improve DIST and NKD (DIST inside C2KD: our "
               "construction, the target masked)", v.evidence + _improving(f5), v)
-        removed = FIG5["dist"][-1].label
+        removed = FIG5["dist"][4].label
         dist = f5[f5.base == "DIST"]
         if removed in set(dist.label):
             parts = [diff(part, removed, "plain", n, f"DIST {name}")
@@ -862,7 +869,7 @@ def plot_modules(df: pd.DataFrame):
     """Fig. 5: DIST and NKD plain and with C2KD's modules added (mean +- std over seeds)."""
     t = fig5_table(df)
     cols = list(t.groupby(["dataset", "direction"]).groups)
-    fig, axes = new_figure(ncols=len(cols), width=4.4 * len(cols), height=3.3, squeeze=False)
+    fig, axes = new_figure(ncols=len(cols), width=4.6 * len(cols), height=4.2, squeeze=False)
     stages = [r.label for r in FIG5["dist"]]
     for ax, (dataset, direction) in zip(axes[0], cols):
         sub = t[(t.dataset == dataset) & (t.direction == direction)]
@@ -871,7 +878,7 @@ def plot_modules(df: pd.DataFrame):
             g = g.set_index("stage").reindex(stages)
             x = np.arange(len(stages)) + (i - 0.5) * width
             ax.bar(x, g["mean"], width, yerr=g["std"].fillna(0), capsize=2, label=base)
-        ax.set_xticks(np.arange(len(stages)), stages, fontsize=7)
+        ax.set_xticks(np.arange(len(stages)), stages, fontsize=7, rotation=35, ha="right")
         lo = sub["mean"].min() - 3 * max(sub["std"].max(), 1.0)
         ax.set_ylim(max(lo, 0), None)
         ax.set_title(f"{dataset}: {' -> '.join(modalities(dataset, direction))}")
