@@ -71,7 +71,7 @@
 profile: str = "smoke"  # reports/<profile>/ receives figures and tables
 seed: int = 0  # base seed; run r uses seed + r
 n_seeds: int = 1  # seeds per setting (C2KD: 3)
-datasets: list = ["avdigits"]  # datasets ('avdigits': embedded, not the papers' numbers)
+datasets: list = ["avdigits", "mfeat"]  # datasets ('avdigits', 'mfeat': embedded, not the papers' numbers)
 directions: list = ["a2v"]  # a2v: audio (CrisisMMD: text) teacher -> visual (image) student; v2a: the reverse
 sections: list = ["table3", "table5", "fig3", "fig4", "fig5", "table6", "table7"]  # artefacts to produce
 dataset_sections: dict = {}  # per dataset, the artefacts to produce in place of `sections` ({}: `sections` everywhere)

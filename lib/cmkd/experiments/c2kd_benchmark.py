@@ -424,7 +424,7 @@ def convergence(df: pd.DataFrame) -> pd.DataFrame:
     not end them, the epoch cap did)."""
     if "epochs_run" not in df or df.empty:
         return pd.DataFrame()
-    runs = df.drop_duplicates(["section", "key"])
+    runs = df[df.section != "fig3"].drop_duplicates(["section", "key"])  # fig3: table3's runs
     out = runs.groupby(["section", "dataset", "direction", "label"], sort=False).agg(
         epochs_mean=("epochs_run", "mean"), epochs_max=("epochs_run", "max"),
         still_improving=("still_improving", "sum"), runs=("key", "size")).reset_index()
