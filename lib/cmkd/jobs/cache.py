@@ -271,10 +271,10 @@ def _set_aside(path: Path, found: Check) -> Path | None:
     its new path, or None when it was replaced or removed since ``found`` was checked.  An
     OSError (a read-only cache) is raised."""
     quarantine = path.parent / QUARANTINE
-    quarantine.mkdir(exist_ok=True)
     try:
         if found.ino is not None and path.stat().st_ino != found.ino:
             return None  # another process replaced it meanwhile: this check is not about it
+        quarantine.mkdir(exist_ok=True)
         dest = quarantine / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
         os.rename(path, dest)
     except FileNotFoundError:
