@@ -364,6 +364,7 @@ def test_cache_location(monkeypatch, tmp_path):
 def test_cmkd_cache_list_and_prune(tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CMKD_CACHE", str(cache))
+    monkeypatch.setenv("CMKD_ROOT", str(tmp_path))  # no cmkd reproduce holds the cache there
     t, s = teacher(), student(seed=4)
     run_jobs([s], progress=False)                               # into $CMKD_CACHE
     _fake(cache, "f" * 64, job=s)                               # incomplete

@@ -73,18 +73,32 @@ def _main(argv: list[str] | None = None) -> int:
     dat = sub.add_parser("datasets", help="say which real datasets are found under a folder")
     dat.add_argument("--root", required=True,
                      help="folder holding the datasets under their usual folder names")
-    cac = sub.add_parser("cache", help="list or prune the cache of job results")
+    cac = sub.add_parser("cache", help="list, verify or prune the cache of job results")
     cac_sub = cac.add_subparsers(dest="cache_command", required=True)
+    where = "cache folder (default: $CMKD_CACHE or <repo>/.cache/jobs)"
     lst = cac_sub.add_parser("list", help="one line per cached job: key, kind, dataset, method, "
                                           "seed, size, age")
-    lst.add_argument("--cache", help="cache folder (default: $CMKD_CACHE or <repo>/.cache/jobs)")
-    prn = cac_sub.add_parser("prune", help="remove incomplete folders and, if asked, old or all "
-                                           "finished jobs")
-    prn.add_argument("--cache", help="cache folder (default: $CMKD_CACHE or <repo>/.cache/jobs)")
+    lst.add_argument("--cache", help=where)
+    ver = cac_sub.add_parser("verify", help="check every finished job's files against its "
+                                            "checksums; one line per bad one (status 1 if any)")
+    ver.add_argument("--cache", help=where)
+    ver.add_argument("--fix", action="store_true",
+                     help="move the bad ones to quarantine/ (their jobs are trained again)")
+    how = ver.add_mutually_exclusive_group()
+    how.add_argument("--strict", action="store_true",
+                     help="count the jobs stored before checksums (no checksums.json) as bad")
+    how.add_argument("--seal", action="store_true",
+                     help="write checksums.json for the sound jobs stored before checksums")
+    prn = cac_sub.add_parser("prune", help="remove incomplete and bad folders and, if asked, "
+                                           "old or all finished jobs")
+    prn.add_argument("--cache", help=where)
     prn.add_argument("--older-than", type=float, metavar="DAYS",
                      help="also remove finished jobs older than DAYS days")
     prn.add_argument("--all", action="store_true", help="remove every job folder")
     prn.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    prn.add_argument("--force", action="store_true",
+                     help="remove finished jobs even while a cmkd reproduce runs or a job is "
+                          "being written")
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         from cmkd.reproduce import reproduce
@@ -99,7 +113,9 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "cache":
         if args.cache_command == "list":
             return cache_list(args.cache)
-        return cache_prune(args.cache, args.older_than, args.all, args.dry_run)
+        if args.cache_command == "verify":
+            return cache_verify(args.cache, args.fix, args.strict, args.seal)
+        return cache_prune(args.cache, args.older_than, args.all, args.dry_run, args.force)
     return 2  # pragma: no cover
 
 
@@ -142,13 +158,40 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
-def cache_list(cache: str | None) -> int:
-    """Print one line per job folder of the cache (incomplete ones marked); exit status 0."""
-    from cmkd.jobs.cache import cache_dir, entries
+def _cache_root(cache: str | None, command: str):
+    """The cache folder, or None after saying on stderr why it cannot be one."""
+    from cmkd.jobs.cache import cache_dir
 
-    root = cache_dir(cache)
+    try:
+        return cache_dir(cache)
+    except (NotADirectoryError, FileNotFoundError) as err:
+        print(f"cmkd cache {command}: {err}", file=sys.stderr)
+        return None
+
+
+def _what(e: dict) -> str:
+    seed = "" if e["seed"] is None else f" seed {e['seed']}"
+    return f"{e['kind'] or '?'} {e['dataset'] or '?'} {e['method'] or '?'}{seed}"
+
+
+def cache_list(cache: str | None) -> int:
+    """Print one line per job folder of the cache (incomplete ones marked); exit status 0.
+    Nothing is verified here (``cmkd cache verify`` is)."""
+    from cmkd.jobs.cache import QUARANTINE, entries, quarantined
+
+    root = _cache_root(cache, "list")
+    if root is None:
+        return 2
     rows = entries(root)
-    print(f"job cache {root}: {sum(e['complete'] for e in rows)} finished job(s)")
+    finished = [e for e in rows if e["complete"]]
+    legacy = sum(not e["manifest"] for e in finished)
+    note = (f" ({legacy} stored before checksums; `cmkd cache verify --seal` adds them)"
+            if legacy else "")
+    print(f"job cache {root}: {len(finished)} finished job(s){note}")
+    aside = quarantined(root)
+    if aside:
+        print(f"{len(aside)} bad folder(s) in {root / QUARANTINE}, "
+              f"{_size(sum(e['size'] for e in aside))} (`cmkd cache prune` removes them)")
     if not rows:
         return 0
     print(f"  {'key':<12}  {'kind':<7}  {'dataset':<11}  {'method':<12}  {'seed':>4}  "
@@ -164,20 +207,103 @@ def cache_list(cache: str | None) -> int:
     return 0
 
 
-def cache_prune(cache: str | None, older_than: float | None, everything: bool,
-                dry_run: bool) -> int:
-    """Remove incomplete folders (and old or all finished jobs); say what goes."""
-    from cmkd.jobs.cache import cache_dir, prune
+def cache_verify(cache: str | None, fix: bool, strict: bool, seal: bool) -> int:
+    """Check every finished job of the cache (``cmkd.jobs.cache.check``): one line per bad one
+    and a summary; with ``fix`` the bad ones are moved to quarantine/ (trained again by the next
+    run).  Exit status 1 if any was bad (moved or not), 2 if the cache cannot be a folder."""
+    from cmkd.jobs.cache import QUARANTINE, quarantined, verify
 
-    root = cache_dir(cache)
-    try:
-        gone = prune(root, older_than, everything, dry_run)
-    except ValueError as err:
-        print(f"cmkd cache prune: {err}", file=sys.stderr)
+    root = _cache_root(cache, "verify")
+    if root is None:
         return 2
+    rows = verify(root, fix=fix, strict=strict, seal_legacy=seal)
+    bad = [e for e in rows if e["state"] == "bad"]
+    for e in bad:
+        moved = f"; moved to {QUARANTINE}/{e['moved'].name}" if e["moved"] is not None else ""
+        print(f"bad {e['key'][:12]} ({_what(e)}): {e['problem']}{moved}")
+    ok = sum(e["state"] == "ok" for e in rows)
+    legacy = sum(e["state"] == "legacy" for e in rows)
+    sealed = sum(e["state"] == "ok" and not e["manifest"] for e in rows)
+    parts = [f"{ok} verified"]
+    if sealed:
+        parts[0] += f" ({sealed} sealed now)"
+    if legacy:
+        parts.append(f"{legacy} stored before checksums (checked without them; --seal adds "
+                     f"them, --strict counts them as bad)")
+    parts.append(f"{len(bad)} bad")
+    if bad:
+        moved = sum(e["moved"] is not None for e in bad)
+        parts[-1] += (f", {moved} moved to {QUARANTINE}/" if fix else
+                      " (--fix moves them aside, `cmkd cache prune` removes them)")
+    aside = len(quarantined(root))
+    if aside:
+        parts.append(f"{aside} in {QUARANTINE}/")
+    print(f"job cache {root}: {len(rows)} finished job(s): {', '.join(parts)}")
+    return 1 if bad else 0
+
+
+def reproduce_running() -> list[str]:
+    """The ``cmkd reproduce`` runs of this project holding their profile's lock now (each as
+    'profile <name>, pid <pid>'); a shared lock is tried and released at once."""
+    import fcntl
+
+    from cmkd.jobs.cache import project_root
+    from cmkd.reporting import PROFILES, reports_dir
+
+    root = project_root()
+    held = []
+    for profile in PROFILES:
+        try:
+            fd = os.open(reports_dir(profile, root) / ".lock", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            held.append(f"profile {profile}, pid {pid}")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # releases the shared lock, if it was taken
+    return held
+
+
+def cache_prune(cache: str | None, older_than: float | None, everything: bool,
+                dry_run: bool, force: bool = False) -> int:
+    """Remove incomplete, bad and quarantined folders (and old or all finished jobs); say what
+    goes.  Finished jobs are not removed while a ``cmkd reproduce`` of the project runs or a job
+    is being written into the cache, unless ``force`` (status 1)."""
+    from cmkd.jobs.cache import entries, prune
+
+    root = _cache_root(cache, "prune")
+    if root is None:
+        return 2
+    if older_than is not None and older_than < 0:
+        print(f"cmkd cache prune: older_than_days must be >= 0, got {older_than}",
+              file=sys.stderr)
+        return 2
+    users = [f"cmkd reproduce ({who})" for who in reproduce_running()]
+    writing = sum(e["live"] for e in entries(root, incomplete_only=True))
+    if writing:
+        users.append(f"{writing} job(s) being written")
+    if users and not force and not dry_run and (everything or older_than is not None):
+        print(f"cmkd cache prune: the cache {root} is in use ({'; '.join(users)}); finished "
+              f"jobs are not removed now (a running notebook may be about to read them). Wait "
+              f"for it to finish, or add --force", file=sys.stderr)
+        return 1
+    if users:
+        print(f"cmkd cache prune: warning: the cache is in use ({'; '.join(users)})",
+              file=sys.stderr)
+    gone = prune(root, older_than, everything, dry_run)
     verb = "would remove" if dry_run else "removed"
     for e in gone:
-        what = "finished" if e["complete"] else "incomplete"
+        if e["state"] == "bad":
+            what = f"bad: {e['problem']}"
+        elif e["state"] == "quarantined":
+            what = f"in quarantine/, {e['problem'] or 'reason unknown'}"
+        else:
+            what = "finished" if e["complete"] else "incomplete"
         print(f"{verb} {e['key'][:12]} ({what}, {e['kind'] or '?'} {e['method'] or '?'}, "
               f"{_size(e['size'])})")
     print(f"{verb} {len(gone)} folder(s), {_size(sum(e['size'] for e in gone))} from {root}")
