@@ -407,7 +407,7 @@ def histories(results: pd.DataFrame, cache=None, section: str = "fig3") -> pd.Da
     folder = jc.cache_dir(cache)
     frames = []
     for row in results[results.section == section].itertuples():
-        h = pd.read_csv(folder / row.key / jc.HISTORY)
+        h = pd.read_csv(jc.history_file(folder, row.key))
         krc = (h["n_krc_below_omega"] / h["steps"]) if "n_krc_below_omega" in h else np.nan
         frames.append(pd.DataFrame({"dataset": row.dataset, "direction": row.direction,
                                     "seed": row.seed, "label": row.label,
