@@ -1,5 +1,6 @@
 """Real-dataset loaders on tiny fixtures written in each on-disk layout, through the registry."""
 import csv
+import os
 import pickle
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from PIL import Image
 
 import cmkd.data as data
 from cmkd.cli import main as cli
-from cmkd.data.files import DatasetError, ItemError, choose_frames, validation_split
+from cmkd.data.files import (
+    DatasetError,
+    ItemError,
+    UnsafeFileError,
+    choose_frames,
+    validation_split,
+)
 
 
 def jpg(path: Path, h: int = 12, w: int = 16, value: int = 0) -> None:
@@ -205,6 +212,31 @@ def test_ave(tmp_path):
     assert item["image"].shape == (3, 1, 16, 16) and int(item["label"]) == 2
     cut = data.load("ave", tmp_path, "val", audio_frames=1024, image_size=16)[1]["audio"]
     assert cut.shape == (1, 257, 1024) and torch.all(cut[..., 1004:] == 0), "zero-padded"
+
+
+class _RunsACommand:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_an_ave_spectrogram_that_would_run_code_is_refused(tmp_path):
+    make_ave(tmp_path)
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "Audio-1004-SE" / "te000000001.pkl"
+    path.write_bytes(pickle.dumps(_RunsACommand(f"touch {marker}")))
+    test = data.load("ave", tmp_path, "test", image_size=16)
+    assert test[0]["audio"].shape == (1, 257, 1004)
+    with pytest.raises(UnsafeFileError, match=f"^AVE file {path} refers to "
+                                              f"{os.system.__module__}.system: refused, dataset "
+                                              "files may hold arrays only"):
+        test[1]
+    assert not marker.exists()
+    # arrays as stored under any protocol read as before (here float32, protocol 5)
+    path.write_bytes(pickle.dumps(np.ones((257, 3), np.float32), protocol=5))
+    assert test[1]["audio"].shape == (1, 257, 3)
 
 
 # ---------------------------------------------------------------- VGGSound
