@@ -2,6 +2,7 @@
 import csv
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -416,6 +417,11 @@ def test_crisismmd_with_pluggable_encoders(tmp_path):
                       ("stub_encoders:NOT_CALLABLE", "is not callable")):
         with pytest.raises(ValueError, match=f"option 'image_encoder'.*{why}"):
             data.load("crisismmd", tmp_path, "test", image_encoder=path)
+    for path, why in (("os:system", "refused: its module is 'os'"),
+                      ("subprocess:run", "refused: its module is 'subprocess'"),
+                      ("builtins:eval", "refused: its module is 'builtins'")):
+        with pytest.raises(ValueError, match=f"option 'text_encoder': '{path}' {why}"):
+            data.load("crisismmd", tmp_path, "test", text_encoder=path)
     moved = tmp_path / "elsewhere"
     (tmp_path / "data_image").rename(_mk(moved) / "data_image")
     with pytest.raises(DatasetError, match="images named by"):
@@ -425,6 +431,44 @@ def test_crisismmd_with_pluggable_encoders(tmp_path):
     bad.write_text(bad.read_text().replace("vehicle_damage", "flood") + "x\tflood\n")
     with pytest.raises(DatasetError, match="crisismmd_root"):
         data.load("crisismmd", tmp_path, "train")
+
+
+def test_crisismmd_encoders_resolving_to_commands_are_refused_before_a_call(tmp_path,
+                                                                            monkeypatch):
+    """A module of the user's passes the module check; what its name resolves to is checked
+    after the import, before any call: a builtin or a function of os, subprocess..."""
+    make_crisismmd(tmp_path)
+    marker = tmp_path / "MARKER"
+    (tmp_path / "aliases_enc.py").write_text(
+        "import functools\nimport os\nimport subprocess\n\nrun = os.system\n"
+        "popen = subprocess.Popen\nev = eval\nopener = open\n"
+        f"bound = functools.partial(os.system, 'touch {marker}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "aliases_enc", raising=False)
+    for attr, what in (("run", f"{os.system.__module__}.system"), ("popen", "subprocess.Popen"),
+                       ("ev", "builtins.eval"), ("opener", "builtins.open"),
+                       ("bound", f"{os.system.__module__}.system")):
+        with pytest.raises(ValueError, match=f"'aliases_enc:{attr}' refused: it resolves to "
+                                             f"{what}"):
+            data.load("crisismmd", tmp_path, "test", text_encoder=f"aliases_enc:{attr}")[0]
+    assert not marker.exists()
+
+
+def test_a_crisismmd_encoder_module_is_imported_when_the_data_are_opened(tmp_path,
+                                                                         monkeypatch):
+    make_crisismmd(tmp_path / "CrisisMMD_v2.0")
+    marker = tmp_path / "MARKER"
+    (tmp_path / "sidefx_load_enc.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n\n"
+        "def f(text):\n    return torch.zeros(3)\n\nimport torch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sidefx_load_enc", raising=False)
+    data.module("crisismmd").check_encoder("sidefx_load_enc:f", "text_encoder")
+    assert not marker.exists()
+    ds = data.load("crisismmd", tmp_path / "CrisisMMD_v2.0", "test", image_size=16,
+                   text_encoder="sidefx_load_enc:f")
+    assert marker.exists(), "imported when the dataset is opened"
+    assert ds[0]["text"].shape == (3,)
 
 
 # ---------------------------------------------------------------- corrupt items, per reader

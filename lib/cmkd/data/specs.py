@@ -161,7 +161,10 @@ def model(dataset: str, modality: str, params: Mapping[str, Any]) -> tuple[str, 
 def preflight(datasets, params: Mapping[str, Any]) -> None:
     """Check, before any compute, that every real dataset of ``datasets`` is found where the
     params say (the loader's own checks of lists and folders, no item read) and that its encoder
-    import paths are set and importable.  Every problem is listed at once in one ParamError."""
+    import paths are set, well formed, not refused and found on sys.path
+    (:func:`cmkd.data.crisismmd.check_encoder`).  The encoders' modules are not imported: that
+    runs them, which is left to the jobs that open the data (:func:`user_code` lists them).
+    Every problem is listed at once in one ParamError."""
     problems: list[tuple[str, str]] = []
     for name in datasets:
         problems += _encoder_problems(name, params)
@@ -177,8 +180,18 @@ def preflight(datasets, params: Mapping[str, Any]) -> None:
             f"  parameter '{p}': {m}" for p, m in problems))
 
 
+def user_code(datasets, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(parameter, import path) of every encoder of ``datasets`` that the params set: the code
+    of the user's that the jobs will import and run when they open the data."""
+    out = []
+    for name in datasets:
+        s = spec(name)
+        out += [(s.params[o], params[s.params[o]]) for o in s.encoders if params[s.params[o]]]
+    return out
+
+
 def _encoder_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    from cmkd.data.crisismmd import resolve_encoder
+    from cmkd.data.crisismmd import check_encoder
 
     s, out = spec(name), []
     for option in s.encoders:
@@ -192,7 +205,7 @@ def _encoder_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, s
                                f"weights (nothing is downloaded; see cmkd.data.{name})"))
             continue
         try:
-            resolve_encoder(path, option)
+            check_encoder(path, option)
         except ValueError as err:
             out.append((param, str(err)))
     return out
