@@ -41,6 +41,7 @@ from cmkd.reporting import (
     reports_dir,
     write_report,
 )
+from cmkd.text import quote
 
 KERNEL = "python3"
 
@@ -141,11 +142,14 @@ def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, di
 
     Raises SystemExit listing every problem; when a notebook's data are not found (its
     preflight), the message ends with the notebooks that need no dataset and how to run them.
+    Nothing of the user's is imported here: once every file is valid, the import paths of
+    user code the notebooks will run (a Config's ``user_code``, e.g. CrisisMMD's encoders) are
+    listed on stderr, before any of it runs.
     """
     from cmkd.experiments import NOTEBOOKS, module_for
     from cmkd.params import read_yaml
 
-    errors, values, no_data = [], {}, []
+    errors, values, no_data, code = [], {}, [], []
     for nb in notebooks:
         rel = f"params/{profile}/{nb}.yaml"
         if nb not in NOTEBOOKS:
@@ -163,12 +167,19 @@ def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, di
                     no_data.append(nb)
                     raise ParamError(err.name, err.message, rel) from None
             values[nb] = read_yaml(root / rel)
+            user_code = getattr(config, "user_code", None)  # import paths it will run, if any
+            code += [f"{rel}: {param} = {quote(path)}" for param, path in
+                     (user_code() if user_code is not None else [])]
         except ParamError as err:
             errors.append(str(err))
     if errors:
         hint = _dataset_free_hint(root, profile, no_data) if no_data else ""
         raise SystemExit("cmkd reproduce: invalid parameters, nothing was run:\n  "
                          + "\n  ".join(errors) + hint)
+    if code:
+        print("cmkd reproduce: these parameters name code of yours, imported and run by the "
+              "notebooks' jobs (not yet run: validation only found the modules):\n  "
+              + "\n  ".join(code), file=sys.stderr)
     return values
 
 

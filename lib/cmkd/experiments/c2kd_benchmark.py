@@ -27,9 +27,11 @@ VGGSound) and CrisisMMD (image-text).  CrisisMMD's text and image encoders (C2KD
 MobileNetV2) are the user's: import paths 'package.module:callable' of their own modules that
 load local weights (``crisismmd_text_encoder``, ``crisismmd_image_encoder``; the loader
 :mod:`cmkd.data.crisismmd` resolves them), with the feature sizes ``crisismmd_text_dim`` and
-``crisismmd_image_dim``.  The encoders are frozen feature extractors and every CrisisMMD model
-(teacher, student, fusion encoder) is an MLP (``mlp``) on their features: C2KD does not say
-whether it fine-tunes BERT and MobileNetV2, and fine-tuning them is not done here.
+``crisismmd_image_dim``.  They are code that the params file runs: the preflight checks them
+without importing them, and the jobs import them when they open the data.  The encoders are
+frozen feature extractors and every CrisisMMD model (teacher, student, fusion encoder) is an MLP
+(``mlp``) on their features: C2KD does not say whether it fine-tunes BERT and MobileNetV2, and
+fine-tuning them is not done here.
 
 Directions: the Config's ``a2v`` is the non-visual modality (audio; CrisisMMD: text) teaching the
 visual one (visual; image), ``v2a`` the reverse (:mod:`cmkd.data.specs`); the paper's columns name
@@ -273,10 +275,16 @@ class Config:
 
     def preflight(self) -> None:
         """Every selected real dataset must be found in its layout, and its encoders (CrisisMMD)
-        importable (:func:`cmkd.data.specs.preflight`): checked by ``cmkd reproduce`` with the
-        other parameters and by :func:`run`, before any compute (not by plain validation, so a
-        params file can name folders and modules of another machine)."""
+        well formed, not refused and found on sys.path, without importing them
+        (:func:`cmkd.data.specs.preflight`): checked by ``cmkd reproduce`` with the other
+        parameters and by :func:`run`, before any compute (not by plain validation, so a params
+        file can name folders and modules of another machine)."""
         specs.preflight(self.datasets, dataclasses.asdict(self))
+
+    def user_code(self) -> list[tuple[str, str]]:
+        """(parameter, import path) of the user's encoders that the jobs will import and run
+        (:func:`cmkd.data.specs.user_code`); ``cmkd reproduce`` lists them before it starts."""
+        return specs.user_code(self.datasets, dataclasses.asdict(self))
 
 
 # ----------------------------------------------------------------------------- the grid
