@@ -109,12 +109,13 @@ def stray_params(root: Path, profile: str, notebooks: list[str]) -> list[str]:
 
 def dataset_free(root: Path, profile: str, notebooks: list[str]) -> list[str]:
     """The notebooks among ``notebooks`` whose params/<profile> file names no dataset folder (no
-    real dataset's root parameter, such as ``cremad_root``, set): they run without the real
-    datasets.  A params file that cannot be read counts as not free."""
+    real dataset's root parameter, such as ``cremad_root``, nor ``pairs_root`` set): they run
+    without the real datasets.  A params file that cannot be read counts as not free."""
     from cmkd import data
     from cmkd.params import read_yaml
 
-    roots = {getattr(data.module(name), "PARAM", None) for name in data.REAL} - {None}
+    roots = {getattr(data.module(name), "PARAM", None)
+             for name in data.REAL + data.FILES} - {None}
     free = []
     for nb in notebooks:
         try:

@@ -32,6 +32,10 @@ without importing them, and the jobs import them when they open the data.  The e
 frozen feature extractors and every CrisisMMD model (teacher, student, fusion encoder) is an MLP
 (``mlp``) on their features: C2KD does not say whether it fine-tunes BERT and MobileNetV2, and
 fine-tuning them is not done here.
+Your own data: ``pairs`` reads the file ``pairs_root`` (:mod:`cmkd.data.pairs`; modalities
+``a`` and ``b``, a2v: a teaches b; MLPs on vectors, a small CNN on images), and a dataset added by
+:func:`cmkd.data.register` with a spec is accepted by ``datasets`` in the process that registered
+it (with ``processes`` 1, or a registration the worker processes import).
 
 Directions: the Config's ``a2v`` is the non-visual modality (audio; CrisisMMD: text) teaching the
 visual one (visual; image), ``v2a`` the reverse (:mod:`cmkd.data.specs`); the paper's columns name
@@ -72,7 +76,27 @@ from cmkd.verdicts import (
 )
 
 SECTIONS = ("table3", "table5", "fig3", "fig4", "fig5", "table6", "table7")
-DATASETS = tuple(specs.SPECS)
+
+
+class _Specs:
+    """The names of :data:`cmkd.data.specs.SPECS` when asked, so that a dataset added later by
+    :func:`cmkd.data.register` with a spec is accepted (a tuple-like choice list)."""
+
+    def __contains__(self, name) -> bool:
+        return name in specs.SPECS
+
+    def __iter__(self):
+        return iter(tuple(specs.SPECS))
+
+    def __len__(self) -> int:
+        return len(specs.SPECS)
+
+    def __repr__(self) -> str:
+        return repr(tuple(specs.SPECS))
+
+
+#: the datasets a grid may name: every spec of :mod:`cmkd.data.specs` (registered ones too)
+DATASETS = _Specs()
 #: Fig. 4's filters (C2KD's KRC and its alternatives; 'none' is the w/o-selection row)
 FILTERS = tuple(f for f in _FILTERS if f != "none")
 FUSIONS = ("fusion_concat", "fusion_film", "fusion_ogm_ge")
@@ -207,7 +231,8 @@ class Config:
     seed: int = field(metadata=spec("base seed; run r uses seed + r", low=0))
     n_seeds: int = field(metadata=spec("seeds per setting (C2KD: 3)", low=1, high=20))
     datasets: list[str] = field(metadata=spec(
-        "datasets ('avdigits': embedded, not the papers' numbers)", choices=DATASETS,
+        "datasets ('avdigits': embedded, not the papers' numbers; 'pairs': your file, "
+        "pairs_root; a name added by cmkd.data.register with a spec)", choices=DATASETS,
         min_items=1))
     directions: list[str] = field(metadata=spec(
         "a2v: audio (CrisisMMD: text) teacher -> visual (image) student; v2a: the reverse",
@@ -248,6 +273,9 @@ class Config:
     vggsound_root: str = field(metadata=spec("VGGSound folder (paper profile; '' when unused)"))
     crisismmd_root: str = field(metadata=spec("CrisisMMD_v2.0 folder (paper profile; '' when "
                                               "unused)"))
+    pairs_root: str = field(metadata=spec(
+        "your paired data: a .npz / .pt file (docs/datasets.md, cmkd.data.pairs) for the "
+        "dataset 'pairs' ('' when unused)"))
     crisismmd_text_encoder: str = field(metadata=spec(
         "CrisisMMD text encoder, import path 'package.module:callable' of your own (C2KD: "
         "BERT-base from local weights; '' when unused)"))
