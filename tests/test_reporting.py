@@ -131,6 +131,12 @@ def test_an_old_manifest_with_held_booleans_still_renders(tmp_path):
     assert "| an old claim that held |" in text and "not recorded | held |" in text
     table = claims_table([OLD])
     assert table.verdict.tolist() == ["NOT held"] and table.interval.tolist() == ["not recorded"]
+    # an old record beside a new one (REPORT.md's scorecard gathers every notebook's claims)
+    new = {"artefact": "a", "claim": "a new claim", "evidence": "e", "interval": "+1 [+0, +2]",
+           "verdict": "undecided"}
+    mixed = claims_table([OLD, new])
+    assert mixed.verdict.tolist() == ["NOT held", "undecided"]
+    assert mixed.interval.tolist() == ["not recorded", "+1 [+0, +2]"]
 
 
 def test_smoke_reports_say_their_numbers_check_plumbing_only(tmp_path):

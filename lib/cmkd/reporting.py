@@ -340,8 +340,11 @@ def claims_table(claims: pd.DataFrame | list[dict]) -> pd.DataFrame:
     if "verdict" not in df.columns:
         if "held" not in df.columns:
             raise ValueError("claims need a 'verdict' column (cmkd.verdicts)")
-        df["verdict"] = [HELD if bool(h) else NOT_HELD for h in df["held"]]
-        df["interval"] = "not recorded"
+        df["verdict"] = None
+    df["verdict"] = df["verdict"].astype(object)
+    if "held" in df.columns:  # records from before verdicts, alone or beside newer ones
+        old = df["verdict"].isna() & df["held"].notna()
+        df.loc[old, "verdict"] = [HELD if bool(h) else NOT_HELD for h in df.loc[old, "held"]]
     if "interval" not in df.columns:
         df["interval"] = "not recorded"
     df["interval"] = df["interval"].fillna("not recorded")
