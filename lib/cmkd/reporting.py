@@ -260,8 +260,8 @@ class Report:
     the kernel's peak memory is noted beside it; reproduce publishes them in reports/<profile>/
     when the notebook has finished.  Anywhere else (JupyterLab, nbval, ``make notebooks``) the
     run is a scratch run: files go to reports/<profile>/scratch/ (git-ignored), never to the
-    published report; each "saved ..." line names the scratch folder.  Nothing is written before the first figure
-    or table, so an interrupted run leaves no empty record behind.
+    published report; each "saved ..." line names the scratch folder.  Nothing is written
+    before the first figure or table, so an interrupted run leaves no empty record behind.
     """
 
     def __init__(self, notebook: str, profile: str, title: str, root: Path | None = None):
