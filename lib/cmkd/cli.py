@@ -253,13 +253,13 @@ def reproduce_running() -> list[str]:
     import fcntl
 
     from cmkd.jobs.cache import project_root
-    from cmkd.reporting import PROFILES, reports_dir
 
     root = project_root()
     held = []
-    for profile in PROFILES:
+    for lock in sorted((root / "reports").glob("*/.lock")):  # every profile that ever ran
+        profile = lock.parent.name
         try:
-            fd = os.open(reports_dir(profile, root) / ".lock", os.O_RDONLY)
+            fd = os.open(lock, os.O_RDONLY)
         except OSError:
             continue
         try:
