@@ -9,7 +9,8 @@ STAMP := $(VENV)/.cmkd-installed
 .PHONY: help setup lock reproduce test unit nbval notebooks lab bench lint clean
 
 help:
-	@echo "make reproduce [PROFILE=default|smoke|paper]  run every notebook, write reports/<profile>/"
+	@echo "make reproduce [PROFILE=default|smoke|paper|<any folder of params/>] [SET=\"06.epochs=3\"]"
+	@echo "                                             run every notebook, write reports/<profile>/"
 	@echo "make test                                     unit tests + nbval on every notebook"
 	@echo "make lab                                      JupyterLab on the project"
 	@echo "make lock                                     regenerate requirements.lock from pyproject.toml"
@@ -35,7 +36,8 @@ $(STAMP): pyproject.toml $(LOCK)
 setup: $(STAMP)
 
 reproduce: $(STAMP)
-	$(VENV)/bin/cmkd reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(FORCE),--force)
+	$(VENV)/bin/cmkd reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(FORCE),--force) \
+		$(foreach s,$(SET),--set $(s))
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check lib tests
@@ -68,4 +70,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests
 
 clean:
-	rm -rf reports/smoke reports/*/notebooks reports/*/.state
+	rm -rf reports/smoke reports/*/notebooks reports/*/.state reports/*/scratch

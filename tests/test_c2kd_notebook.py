@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from cmkd import methods
 from cmkd.experiments import c2kd_benchmark as c2
 from cmkd.params import ParamError, load_params
 from cmkd.reporting import paper_entry, paper_values
-from cmkd.reproduce import reproduce
+from cmkd.reproduce import reproduce, validate_all
 from test_data_loaders import make_ave, make_cremad, make_crisismmd, make_vggsound
 
 TESTS = Path(__file__).resolve().parent
@@ -118,8 +119,11 @@ def test_grid_maps_crisismmd_directions_to_text_and_image(root):
                                    "'package.module:callable'"),
     ("crisismmd_image_encoder", "no_such_module_xyz:f", "cannot import module "
                                                          "'no_such_module_xyz'"),
-    ("crisismmd_image_encoder", "stub_encoders:NOT_CALLABLE", "is not callable"),
     ("crisismmd_text_encoder", "stub_encoders", "not an import path"),
+    ("crisismmd_text_encoder", "os:system", "'os:system' refused: its module is 'os'"),
+    ("crisismmd_image_encoder", "subprocess:run", "'subprocess:run' refused: its module is "
+                                                  "'subprocess'"),
+    ("crisismmd_text_encoder", "builtins:eval", "'builtins:eval' refused"),
 ])
 def test_preflight_refuses_an_unusable_encoder(root, tmp_path, param, value, message):
     make_crisismmd(tmp_path)
@@ -129,6 +133,33 @@ def test_preflight_refuses_an_unusable_encoder(root, tmp_path, param, value, mes
     with pytest.raises(ParamError) as err:
         config.preflight()
     assert err.value.name == param and message in str(err.value)
+
+
+def test_reproduce_lists_the_encoders_it_will_run_without_importing_them(project, tmp_path,
+                                                                        monkeypatch, capsys):
+    """Validation (the params, the preflight) finds the encoder module but does not import it;
+    the message lists the user code that the jobs will run."""
+    marker = tmp_path / "MARKER"
+    (tmp_path / "sidefx_repro_enc.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n\n"
+        "def f(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sidefx_repro_enc", raising=False)
+    data = tmp_path / "CrisisMMD_v2.0"
+    make_crisismmd(data)
+    _paper_params(project, datasets=["crisismmd"], crisismmd_root=str(data),
+                  **dict(STUBS, crisismmd_text_encoder="sidefx_repro_enc:f"))
+    validate_all(project, "paper", ["06_c2kd"])
+    err = capsys.readouterr().err
+    assert "these parameters name code of yours, imported and run by the notebooks' jobs" in err
+    assert "params/paper/06_c2kd.yaml: crisismmd_text_encoder = 'sidefx_repro_enc:f'" in err
+    assert "params/paper/06_c2kd.yaml: crisismmd_image_encoder = 'stub_encoders:image'" in err
+    assert not marker.exists() and "sidefx_repro_enc" not in sys.modules
+    # refused or not, validation that fails runs none of it either ("nothing was run")
+    _paper_params(project, crisismmd_image_encoder="os:system")
+    with pytest.raises(SystemExit, match=r"(?s)nothing was run.*'os:system' refused"):
+        validate_all(project, "paper", ["06_c2kd"])
+    assert not marker.exists() and "code of yours" not in capsys.readouterr().err
 
 
 def test_the_paper_profile_without_encoders_refuses_to_start(project, tmp_path):

@@ -1,4 +1,7 @@
 """The shared pieces of the real-dataset loaders (cmkd.data.files), against direct computations."""
+import collections
+import os
+import pickle
 import types
 
 import numpy as np
@@ -10,6 +13,7 @@ from PIL import Image
 from cmkd.data.files import (
     DatasetError,
     ItemError,
+    UnsafeFileError,
     absent_items,
     check_shape,
     folder_check,
@@ -24,6 +28,7 @@ from cmkd.data.files import (
     read_lines,
     read_list,
     read_npy,
+    read_pickle,
     read_rgb,
     read_wav,
     split_rows,
@@ -224,3 +229,68 @@ def test_read_csv_rows_dicts_and_csv_errors(tmp_path):
     path.write_text("a,b\n" + "c" * 200_000 + ",1\n")        # over csv's field size limit
     with pytest.raises(ValueError, match=r"^t.csv line 2: not readable as CSV \(field larger"):
         read_csv(path)
+
+
+# ----------------------------------------------------------------------------- pickled items
+class _Hostile:
+    """What a pickle made to run a command holds: os.system called while it loads."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 3, 4, 5])
+def test_a_pickle_that_calls_a_function_is_refused_before_the_call(tmp_path, protocol,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps([np.zeros(2), _Hostile(f"touch {marker}")], protocol))
+    with pytest.raises(UnsafeFileError) as err:
+        read_pickle(path, "a pickled 2-D spectrogram", dataset="AVE")
+    assert not marker.exists(), "os.system ran"
+    assert str(err.value) == (f"AVE file {path} refers to {os.system.__module__}.system: "
+                              "refused, dataset files may hold arrays only (NumPy arrays and "
+                              "scalars, lists, tuples, dicts, numbers, strings)")
+    assert isinstance(err.value, ItemError) and err.value.path == path
+    # any other global too, a class of another library or of pickle's own helpers
+    for obj in (types.SimpleNamespace(a=1), collections.Counter("ab")):
+        path.write_bytes(pickle.dumps(obj, protocol))
+        with pytest.raises(UnsafeFileError, match=r"refers to (types|collections)\."):
+            read_pickle(path, "an array")
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_pickled_arrays_and_plain_data_read_back(tmp_path, protocol):
+    spec = np.random.default_rng(0).standard_normal((257, 40)).astype(np.float32)
+    values = [spec, spec.T, spec[::2], np.arange(5), np.array([1 + 2j]), np.array(["a", "bc"]),
+              np.zeros(3, dtype=[("x", "f4"), ("y", "i2")]), np.float32(1.5), np.int64(-3),
+              np.array([None, 1], dtype=object)]
+    stored = {"spec": spec, "list": values, "tuple": (1, 2.5, "s", b"b", True, None, 1j),
+              "set": {1, 2}, "frozen": frozenset({3}), "bytes": bytearray(b"xy"),
+              "ordered": collections.OrderedDict(a=1)}
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps(stored, protocol))
+    back = read_pickle(path, "an array")
+    assert back["spec"].dtype == np.float32 and np.array_equal(back["spec"], spec)
+    for a, b in zip(back["list"], values):
+        assert type(a) is type(b) and np.array_equal(a, b)
+    assert {k: v for k, v in back.items() if k not in ("spec", "list")} == \
+        {k: v for k, v in stored.items() if k not in ("spec", "list")}
+    if protocol < 4:  # NumPy 1's names (numpy.core), as in pickles made before NumPy 2 (the
+        # text of GLOBAL opcodes can be edited in place; protocol 4's counts its lengths)
+        old = pickle.dumps(spec, protocol).replace(b"numpy._core", b"numpy.core")
+        assert b"numpy.core.multiarray\n_reconstruct" in old
+        path.write_bytes(old)
+        assert np.array_equal(read_pickle(path, "an array"), spec)
+
+
+def test_a_corrupt_pickle_is_an_item_error(tmp_path):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(b"\x80\x04junk")
+    with pytest.raises(ItemError, match="x.pkl: unreadable or corrupt, expected an array") as err:
+        read_pickle(path, "an array")
+    assert not isinstance(err.value, UnsafeFileError)

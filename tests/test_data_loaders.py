@@ -1,6 +1,8 @@
 """Real-dataset loaders on tiny fixtures written in each on-disk layout, through the registry."""
 import csv
+import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,13 @@ from PIL import Image
 
 import cmkd.data as data
 from cmkd.cli import main as cli
-from cmkd.data.files import DatasetError, ItemError, choose_frames, validation_split
+from cmkd.data.files import (
+    DatasetError,
+    ItemError,
+    UnsafeFileError,
+    choose_frames,
+    validation_split,
+)
 
 
 def jpg(path: Path, h: int = 12, w: int = 16, value: int = 0) -> None:
@@ -207,6 +215,31 @@ def test_ave(tmp_path):
     assert cut.shape == (1, 257, 1024) and torch.all(cut[..., 1004:] == 0), "zero-padded"
 
 
+class _RunsACommand:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_an_ave_spectrogram_that_would_run_code_is_refused(tmp_path):
+    make_ave(tmp_path)
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "Audio-1004-SE" / "te000000001.pkl"
+    path.write_bytes(pickle.dumps(_RunsACommand(f"touch {marker}")))
+    test = data.load("ave", tmp_path, "test", image_size=16)
+    assert test[0]["audio"].shape == (1, 257, 1004)
+    with pytest.raises(UnsafeFileError, match=f"^AVE file {path} refers to "
+                                              f"{os.system.__module__}.system: refused, dataset "
+                                              "files may hold arrays only"):
+        test[1]
+    assert not marker.exists()
+    # arrays as stored under any protocol read as before (here float32, protocol 5)
+    path.write_bytes(pickle.dumps(np.ones((257, 3), np.float32), protocol=5))
+    assert test[1]["audio"].shape == (1, 257, 3)
+
+
 # ---------------------------------------------------------------- VGGSound
 def make_vggsound(root: Path) -> None:
     labels = ["dog barking", "playing piano"]
@@ -384,6 +417,11 @@ def test_crisismmd_with_pluggable_encoders(tmp_path):
                       ("stub_encoders:NOT_CALLABLE", "is not callable")):
         with pytest.raises(ValueError, match=f"option 'image_encoder'.*{why}"):
             data.load("crisismmd", tmp_path, "test", image_encoder=path)
+    for path, why in (("os:system", "refused: its module is 'os'"),
+                      ("subprocess:run", "refused: its module is 'subprocess'"),
+                      ("builtins:eval", "refused: its module is 'builtins'")):
+        with pytest.raises(ValueError, match=f"option 'text_encoder': '{path}' {why}"):
+            data.load("crisismmd", tmp_path, "test", text_encoder=path)
     moved = tmp_path / "elsewhere"
     (tmp_path / "data_image").rename(_mk(moved) / "data_image")
     with pytest.raises(DatasetError, match="images named by"):
@@ -393,6 +431,44 @@ def test_crisismmd_with_pluggable_encoders(tmp_path):
     bad.write_text(bad.read_text().replace("vehicle_damage", "flood") + "x\tflood\n")
     with pytest.raises(DatasetError, match="crisismmd_root"):
         data.load("crisismmd", tmp_path, "train")
+
+
+def test_crisismmd_encoders_resolving_to_commands_are_refused_before_a_call(tmp_path,
+                                                                            monkeypatch):
+    """A module of the user's passes the module check; what its name resolves to is checked
+    after the import, before any call: a builtin or a function of os, subprocess..."""
+    make_crisismmd(tmp_path)
+    marker = tmp_path / "MARKER"
+    (tmp_path / "aliases_enc.py").write_text(
+        "import functools\nimport os\nimport subprocess\n\nrun = os.system\n"
+        "popen = subprocess.Popen\nev = eval\nopener = open\n"
+        f"bound = functools.partial(os.system, 'touch {marker}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "aliases_enc", raising=False)
+    for attr, what in (("run", f"{os.system.__module__}.system"), ("popen", "subprocess.Popen"),
+                       ("ev", "builtins.eval"), ("opener", "builtins.open"),
+                       ("bound", f"{os.system.__module__}.system")):
+        with pytest.raises(ValueError, match=f"'aliases_enc:{attr}' refused: it resolves to "
+                                             f"{what}"):
+            data.load("crisismmd", tmp_path, "test", text_encoder=f"aliases_enc:{attr}")[0]
+    assert not marker.exists()
+
+
+def test_a_crisismmd_encoder_module_is_imported_when_the_data_are_opened(tmp_path,
+                                                                         monkeypatch):
+    make_crisismmd(tmp_path / "CrisisMMD_v2.0")
+    marker = tmp_path / "MARKER"
+    (tmp_path / "sidefx_load_enc.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n\n"
+        "def f(text):\n    return torch.zeros(3)\n\nimport torch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sidefx_load_enc", raising=False)
+    data.module("crisismmd").check_encoder("sidefx_load_enc:f", "text_encoder")
+    assert not marker.exists()
+    ds = data.load("crisismmd", tmp_path / "CrisisMMD_v2.0", "test", image_size=16,
+                   text_encoder="sidefx_load_enc:f")
+    assert marker.exists(), "imported when the dataset is opened"
+    assert ds[0]["text"].shape == (3,)
 
 
 # ---------------------------------------------------------------- corrupt items, per reader

@@ -3,6 +3,8 @@ papers' models, loader options, roots) and the preflight that lists every proble
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from cmkd import data, models
@@ -108,3 +110,53 @@ def test_preflight_checks_crisismmd_encoders_with_its_root(tmp_path):
     with pytest.raises(ParamError) as err:
         specs.preflight(["crisismmd"], params)
     assert err.value.name == "crisismmd_root"
+
+
+@pytest.mark.parametrize("path, module", [("os:system", "os"), ("subprocess:run", "subprocess"),
+                                          ("builtins:eval", "builtins"),
+                                          ("os.path:join", "os"), ("shutil:rmtree", "shutil")])
+def test_preflight_refuses_encoders_of_modules_that_run_commands(path, module):
+    params = dict(PARAMS, crisismmd_text_encoder=path,
+                  crisismmd_image_encoder="stub_encoders:image")
+    with pytest.raises(ParamError) as err:
+        specs.preflight(["crisismmd"], params)
+    msg = str(err.value)
+    assert (f"parameter 'crisismmd_text_encoder': crisismmd option 'text_encoder': '{path}' "
+            f"refused: its module is '{module}'. An encoder is called on every tweet or image"
+            in msg)
+    assert "name a function of a module of your own" in msg
+
+
+def _side_effect_modules(tmp_path, monkeypatch, stem: str):
+    """A module and a package (with a submodule) whose import writes a marker file: names
+    ``stem``_mod and ``stem``_pkg.enc, each with an encoder ``f``."""
+    code = "from pathlib import Path\nPath({marker!r}).write_text('imported')\n"
+    (tmp_path / f"{stem}_mod.py").write_text(
+        code.format(marker=str(tmp_path / "MOD_MARKER")) + "def f(x):\n    return x\n")
+    pkg = tmp_path / f"{stem}_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(code.format(marker=str(tmp_path / "PKG_MARKER")))
+    (pkg / "enc.py").write_text("def f(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in (f"{stem}_mod", f"{stem}_pkg", f"{stem}_pkg.enc"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return tmp_path / "MOD_MARKER", tmp_path / "PKG_MARKER"
+
+
+def test_preflight_finds_encoder_modules_without_importing_them(tmp_path, monkeypatch):
+    mod_marker, pkg_marker = _side_effect_modules(tmp_path, monkeypatch, "sidefx_spec")
+    params = dict(PARAMS, crisismmd_text_encoder="sidefx_spec_mod:f",
+                  crisismmd_image_encoder="sidefx_spec_pkg.enc:f")
+    with pytest.raises(ParamError) as err:      # only the (unset) root is left
+        specs.preflight(["crisismmd"], params)
+    assert err.value.name == "crisismmd_root"
+    assert not mod_marker.exists() and not pkg_marker.exists()
+    assert not {"sidefx_spec_mod", "sidefx_spec_pkg"} & set(sys.modules)
+    assert specs.user_code(["avdigits", "crisismmd"], params) == [
+        ("crisismmd_text_encoder", "sidefx_spec_mod:f"),
+        ("crisismmd_image_encoder", "sidefx_spec_pkg.enc:f")]
+    # a submodule missing from a package found: refused, the package still not imported
+    params["crisismmd_image_encoder"] = "sidefx_spec_pkg.nothing:f"
+    with pytest.raises(ParamError, match="cannot import module 'sidefx_spec_pkg.nothing'"):
+        specs.preflight(["crisismmd"], params)
+    assert not pkg_marker.exists()

@@ -94,10 +94,12 @@ OLD = {"artefact": "C2KD Table 6", "claim": "C2KD beats the self-KD methods",
        "evidence": "avdigits Visual: C2KD - best self-KD = -0.33", "held": False}
 
 
-def test_report_records_claims_with_their_interval_and_verdict(tmp_path):
-    from cmkd.reporting import Report, write_report
+def test_report_records_claims_with_their_interval_and_verdict(tmp_path, monkeypatch):
+    from cmkd.reporting import STAGING_ENV, Report, write_report
     from cmkd.verdicts import CLAIM_COLUMNS
 
+    # as under `cmkd reproduce`, with the staging folder standing in for the published one
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "reports/smoke"))
     report = Report("01_mvd_synthetic_sweeps", "smoke", "a title", root=tmp_path)
     shown = report.claims(pd.DataFrame([NEW]))
     assert list(shown.columns) == CLAIM_COLUMNS

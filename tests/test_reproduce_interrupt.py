@@ -132,10 +132,12 @@ def _set_release(project, release):
 
 
 def _published(project):
+    """The published artefacts and manifests (REPORT.md apart: a stop rebuilds it)."""
     out = project / "reports/smoke"
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(out.rglob("*")) if p.is_file()
-            and not {".state", "notebooks", ".staging"} & set(p.parts) and p.name != ".lock"}
+            and not {".state", "notebooks", ".staging"} & set(p.parts)
+            and p.name not in (".lock", "REPORT.md")}
 
 
 def _wait_running(project, proc) -> int:
@@ -190,7 +192,7 @@ def test_ctrl_c_kill_and_a_second_run(project):
     assert code == 0, err
     before = _published(project)
     report = (project / "reports/smoke/REPORT.md").read_bytes()
-    assert "tables/sleepy_second.csv" in before
+    assert "tables/sleepy_second.csv" in before and b"stale" not in report
     manifest = json.loads((project / f"reports/smoke/manifest/{NB}.json").read_text())
     prov = manifest["provenance"]
     for key in ("commit", "dirty", "lock_sha256", "python", "torch", "cuda", "device",
@@ -199,7 +201,9 @@ def test_ctrl_c_kill_and_a_second_run(project):
     assert prov["peak_rss_mib"] > 10 and prov["wall_seconds"] > 0 and prov["device"] == "cpu"
     assert b"## Environment" in report
 
-    # Ctrl-C while the notebook runs: one line, everything as it was, the next run redoes it
+    # Ctrl-C while the notebook runs: one line, the artefacts as they were, REPORT.md rebuilt
+    # with them flagged stale (made with other params, last run interrupted), the next run
+    # redoes it
     _set_release(project, _release(project))  # a file that never comes: the notebook waits
     proc = _start(project)
     kernel = _wait_running(project, proc)
@@ -213,7 +217,10 @@ def test_ctrl_c_kill_and_a_second_run(project):
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and f"interrupted while running {NB}" in lines[0]
     assert _published(project) == before
-    assert (project / "reports/smoke/REPORT.md").read_bytes() == report
+    text = (project / "reports/smoke/REPORT.md").read_text()
+    assert text != report.decode() and f"## {NB}: a notebook that waits for a file (stale)" in text
+    assert (f"**(stale: its last run was interrupted; params/smoke/{NB}.yaml changed since these "
+            "artefacts were made)**") in text
     assert not (project / "reports/smoke/.staging").exists()
     assert not list((project / "reports/smoke/notebooks").glob(".*.ipynb"))
     _until(lambda: not _papermill_alive(project), "papermill still runs after Ctrl-C")

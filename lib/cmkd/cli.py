@@ -61,12 +61,17 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run notebooks with papermill and write REPORT.md")
-    rep.add_argument("--profile", default="default", choices=("smoke", "default", "paper"),
-                     help="params/<profile>/ and reports/<profile>/ (default: default)")
+    rep.add_argument("--profile", default="default", metavar="NAME",
+                     help="any folder of params/ (smoke, default, paper, ...): the parameters "
+                          "params/NAME/ and the report reports/NAME/ (default: default)")
     rep.add_argument("--only", nargs="+", metavar="NN",
                      help="notebook numbers (01 02 ...) or names; default: all")
     rep.add_argument("--force", action="store_true",
                      help="rerun notebooks whose inputs are unchanged since their last success")
+    rep.add_argument("--set", action="append", dest="overrides", metavar="NN.PARAM=VALUE",
+                     help="override one parameter of notebook NN for this run, the value read "
+                          "as YAML (e.g. --set 06.epochs=3); repeatable; checked like the "
+                          "params file and shown in REPORT.md")
     ref = sub.add_parser("refresh-notebooks",
                          help="regenerate stored notebook outputs (nbval baseline) from smoke")
     ref.add_argument("--only", nargs="+", metavar="NN")
@@ -103,7 +108,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         from cmkd.reproduce import reproduce
 
-        return reproduce(args.profile, args.only, args.force)
+        return reproduce(args.profile, args.only, args.force, overrides=args.overrides)
     if args.command == "refresh-notebooks":
         from cmkd.reproduce import refresh_notebooks
 
@@ -248,13 +253,13 @@ def reproduce_running() -> list[str]:
     import fcntl
 
     from cmkd.jobs.cache import project_root
-    from cmkd.reporting import PROFILES, reports_dir
 
     root = project_root()
     held = []
-    for profile in PROFILES:
+    for lock in sorted((root / "reports").glob("*/.lock")):  # every profile that ever ran
+        profile = lock.parent.name
         try:
-            fd = os.open(reports_dir(profile, root) / ".lock", os.O_RDONLY)
+            fd = os.open(lock, os.O_RDONLY)
         except OSError:
             continue
         try:

@@ -8,6 +8,10 @@ statistics live in :mod:`cmkd.verdicts`).  Records made before verdicts existed 
 
 Every write is atomic (a temporary file in the same folder, then a rename) and deterministic
 (no dates, fixed SVG hash salt, rounded numbers), so rerunning a profile leaves git clean.
+
+A profile is any folder params/<name>/ (:func:`profiles`); its report is reports/<name>/.  Only
+``cmkd reproduce`` publishes there: a notebook run anywhere else (JupyterLab, nbval, ``make
+notebooks``) writes to reports/<name>/scratch/ (:func:`scratch_dir`, git-ignored) and says so.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -27,7 +32,11 @@ from matplotlib.figure import Figure
 
 from cmkd.verdicts import CLAIM_COLUMNS, HELD, NOT_HELD, VERDICTS
 
-PROFILES = ("smoke", "default", "paper")
+#: Folders of reports/ that are not profiles (the benchmarks write reports/bench/).
+NOT_PROFILES = ("bench",)
+#: The folder of reports/<profile>/ that interactive runs write to.
+SCRATCH = "scratch"
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 DECIMALS = 2
 COLORS = {"teacher_acc": "#4C72B0", "nokd_acc": "#8C8C8C", "kd_acc": "#DD8452",
           "paper": "#C44E52"}
@@ -51,10 +60,35 @@ def repo_root() -> Path:
                             "notebooks/); run from inside it or set CMKD_ROOT")
 
 
+def check_profile_name(profile: str) -> str:
+    """``profile`` when it can name a folder of params/ and reports/ (letters, digits, '_', '.',
+    '-'; not starting with '.' or '-'; not reports/bench, the benchmarks'); else ValueError."""
+    if not isinstance(profile, str) or not _PROFILE_NAME.fullmatch(profile):
+        raise ValueError(f"a profile is the name of a folder of params/ (letters, digits, '_', "
+                         f"'.', '-'), got {profile!r}")
+    if profile in NOT_PROFILES:
+        raise ValueError(f"{profile!r} cannot be a profile: reports/{profile}/ is the "
+                         "benchmarks' folder")
+    return profile
+
+
+def profiles(root: Path | None = None) -> list[str]:
+    """The profiles of the project: the names of the folders under params/, sorted."""
+    folder = (root or repo_root()) / "params"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()
+                  and _PROFILE_NAME.fullmatch(p.name) and p.name not in NOT_PROFILES)
+
+
 def reports_dir(profile: str, root: Path | None = None) -> Path:
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    return (root or repo_root()) / "reports" / profile
+    """reports/<profile>/: what `cmkd reproduce` publishes for that profile."""
+    return (root or repo_root()) / "reports" / check_profile_name(profile)
+
+
+def scratch_dir(profile: str, root: Path | None = None) -> Path:
+    """reports/<profile>/scratch/: where a notebook run outside `cmkd reproduce` writes."""
+    return reports_dir(profile, root) / SCRATCH
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -68,18 +102,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The file gets the mode an ordinary write would give it (0666 less the umask), not the
-    0600 of a temporary file."""
+    0600 of a temporary file.  An OSError that names no file (a full disk while writing) is
+    given ``path`` as its file name, so that a message can say where."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)
         raise
 
 
@@ -215,21 +253,26 @@ class Report:
     Parameters
     ----------
     notebook : the notebook's file stem, e.g. '01_mvd_synthetic_sweeps'
-    profile : 'smoke', 'default' or 'paper' (the reports/ subfolder)
+    profile : the profile, a folder of params/ ('smoke', 'default', 'paper', ...)
     title : a line naming the paper artefacts the notebook reproduces
 
     Under ``cmkd reproduce`` (``$CMKD_STAGING`` set) every file goes to the staging folder and
-    the kernel's peak memory is noted beside it; reproduce publishes them when the notebook has
-    finished.  Interactively, files go straight to reports/<profile>/.  Nothing is written
+    the kernel's peak memory is noted beside it; reproduce publishes them in reports/<profile>/
+    when the notebook has finished.  Anywhere else (JupyterLab, nbval, ``make notebooks``) the
+    run is a scratch run: files go to reports/<profile>/scratch/ (git-ignored), never to the
+    published report; each "saved ..." line names the scratch folder.  Nothing is written
     before the first figure or table, so an interrupted run leaves no empty record behind.
     """
 
     def __init__(self, notebook: str, profile: str, title: str, root: Path | None = None):
         self.root = root or repo_root()
-        self.dir = reports_dir(profile, self.root)
         staging = os.environ.get(STAGING_ENV)
-        self.write_dir = Path(staging) if staging else self.dir
         self.staged = bool(staging)
+        if staging:
+            self.dir = reports_dir(profile, self.root)
+            self.write_dir = Path(staging)
+        else:
+            self.dir = self.write_dir = scratch_dir(profile, self.root)
         self.notebook, self.profile = notebook, profile
         self.record = {"notebook": notebook, "title": title, "profile": profile,
                        "source": f"notebooks/{notebook}.ipynb",
@@ -297,13 +340,25 @@ class Report:
         return table
 
 
-def _nb_section(rec: dict, profile: str, root: Path | None) -> list[str]:
+def format_overrides(overrides: dict) -> str:
+    """``--set`` overrides as REPORT.md shows them: 'epochs=3, datasets=["avdigits"]'."""
+    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                     for k, v in overrides.items())
+
+
+def _nb_section(rec: dict, profile: str, root: Path | None, stale: str | None) -> list[str]:
     nb = rec["notebook"]
-    lines = [f'<a id="{nb}"></a>', "", f"## {nb}: {rec['title']}", "",
-             f"Notebook: [{rec['source']}](../../{rec['source']}) · params: "
-             f"[{rec['params']}](../../{rec['params']}) · executed copy: "
-             f"`reports/{profile}/notebooks/{nb}.ipynb` (made by `cmkd reproduce`, not committed)",
-             ""]
+    flag = " (stale)" if stale else ""
+    overrides = (f" · overrides: {format_overrides(rec['overrides'])}"
+                 if rec.get("overrides") else "")
+    lines = [f'<a id="{nb}"></a>', "", f"## {nb}: {rec['title']}{flag}", ""]
+    if stale:
+        lines += [f"> **Stale**: {stale}; `cmkd reproduce --profile {profile} --only "
+                  f"{nb.split('_', 1)[0]}` redoes them.", ""]
+    lines += [f"Notebook: [{rec['source']}](../../{rec['source']}) · params: "
+              f"[{rec['params']}](../../{rec['params']}){overrides} · executed copy: "
+              f"`reports/{profile}/notebooks/{nb}.ipynb` (made by `cmkd reproduce`, not "
+              "committed)", ""]
     for fig in rec["figures"]:
         png = next((f for f in fig["files"] if f.endswith(".png")), fig["files"][0])
         others = ", ".join(f"[{Path(f).suffix[1:]}]({f})" for f in fig["files"])
@@ -397,10 +452,16 @@ def _environment_md(records: list[dict]) -> list[str]:
 
 
 def write_report(profile: str, notebooks: list[str], root: Path | None = None,
-                 failed: dict[str, str] | None = None) -> Path:
-    """Write reports/<profile>/REPORT.md from the records of ``notebooks`` (in that order)."""
+                 failed: dict[str, str] | None = None,
+                 stale: dict[str, str] | None = None) -> Path:
+    """Write reports/<profile>/REPORT.md from the records of ``notebooks`` (in that order).
+
+    ``failed``: the notebooks that failed in this run, with what failed; ``stale``: the
+    notebooks whose published artefacts no longer match what made them (params changed, last
+    run failed, files edited), with why: flagged in the Contents list and their section."""
     out_dir = reports_dir(profile, root)
     failed = failed or {}
+    stale = stale or {}
     records = []
     for nb in notebooks:
         path = out_dir / "manifest" / f"{nb}.json"
@@ -425,6 +486,11 @@ def write_report(profile: str, notebooks: list[str], root: Path | None = None,
     if failed:
         lines += ["**Failed in the last run** (artefacts below may be stale):", ""]
         lines += [f"- {nb}: {why}" for nb, why in failed.items()] + [""]
+    flagged = [r["notebook"] for r in records if r["notebook"] in stale]
+    if flagged:
+        lines += ["**Stale** (their artefacts no longer match their params, or their last run "
+                  "failed; the scorecard below still counts them): "
+                  + ", ".join(f"[{nb}](#{nb})" for nb in flagged), ""]
     comps = [c for r in records for c in r["comparisons"]]
     claims = [c for r in records for c in r["claims"]]
     lines += ["## Scorecard", ""]
@@ -436,10 +502,14 @@ def write_report(profile: str, notebooks: list[str], root: Path | None = None,
     if not comps and not claims:
         lines += ["(nothing recorded yet)", ""]
     lines += ["## Contents", ""]
-    lines += [f"- [{r['notebook']}](#{r['notebook']}): {r['title']}" for r in records] + [""]
+    for rec in records:
+        why = stale.get(rec["notebook"])
+        flag = f" **(stale: {why})**" if why else ""
+        lines.append(f"- [{rec['notebook']}](#{rec['notebook']}): {rec['title']}{flag}")
+    lines += [""]
     lines += _environment_md(records)
     for rec in records:
-        lines += _nb_section(rec, profile, root)
+        lines += _nb_section(rec, profile, root, stale.get(rec["notebook"]))
     path = out_dir / "REPORT.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

@@ -1,21 +1,30 @@
 """`cmkd reproduce`: run the numbered notebooks with papermill on a profile and write REPORT.md.
 
-For each selected notebook: validate params/<profile>/<notebook>.yaml (all of them, before any
-compute), skip it when its inputs (notebook, params file, the cmkd package with its data files,
-requirements.lock) are unchanged since its last successful run, else execute it with papermill
-into reports/<profile>/notebooks/.  A failing notebook is reported by name, cell and failing
-statement while the others still run; the exit code says whether all succeeded.
+A profile is any folder params/<profile>/ (one YAML file per notebook); ``--set NN.param=value``
+overrides one parameter of one notebook for one run.  For each selected notebook: validate its
+parameters (all of them, before any compute), skip it when its inputs (notebook, params file and
+overrides, the cmkd package with its data files, requirements.lock) are unchanged since its last
+successful run and its published files still have the sha256 recorded when they were published,
+else execute it with papermill into reports/<profile>/notebooks/.  A failing notebook is reported
+by name, cell and failing statement while the others still run; the exit code says whether all
+succeeded.  While a notebook runs, each step of a progress bar in its kernel (the job runner's
+"jobs" bar: done / total, elapsed < remaining) is printed as one line.
 
 A run survives interruption: one reproduce per profile at a time (a lock file); the notebook's
 state is invalidated before it starts; its figures, tables and manifest are staged in
 reports/<profile>/.staging/<notebook>/ and published only when it finishes, with the run's
-provenance (:mod:`cmkd.provenance`); Ctrl-C (or SIGTERM) stops the notebook's process group and
-leaves the previous artefacts and REPORT.md as they were; leftovers of a killed run are removed
-by the next one.  ``refresh_notebooks`` (``make notebooks``) regenerates the stored smoke outputs.
+provenance (:mod:`cmkd.provenance`), the sha256 of its params file and of every file, and its
+overrides; Ctrl-C (or SIGTERM) stops the notebook's process group and keeps the previous
+artefacts; leftovers of a killed run are removed by the next one.  Whatever stops a run (the
+end, Ctrl-C, a failure, a full disk), REPORT.md is rebuilt from what is published, and a
+notebook whose params changed since its artefacts were made, whose last run failed or whose
+files were edited is flagged stale there.  ``refresh_notebooks`` (``make notebooks``)
+regenerates the stored smoke outputs.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -25,24 +34,35 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from cmkd.jobs.executors import die_with_parent
-from cmkd.params import ParamError, load_params
+from cmkd.params import RESERVED, ParamError, from_mapping
 from cmkd.reporting import (
-    PROFILES,
     RUN_FILE,
     STAGING_ENV,
     atomic_write_bytes,
-    atomic_write_text,
+    check_profile_name,
+    format_overrides,
+    profiles,
     repo_root,
     reports_dir,
     write_report,
 )
+from cmkd.text import quote
 
 KERNEL = "python3"
+#: The folders of reports/<profile>/ that reproduce writes (checked for writing before compute).
+WRITTEN = ("figures", "tables", "manifest", "notebooks", ".state")
+#: Errors of writing a file that stop a run with one line naming the file (a full disk, a
+#: quota, a read-only or unwritable folder, an I/O error).
+WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.EIO, errno.EFBIG})
 
 
 def discover(root: Path) -> list[str]:
@@ -64,10 +84,13 @@ def select(available: list[str], only: list[str] | None) -> list[str]:
     return [nb for nb in available if nb in chosen]
 
 
-def inputs_hash(root: Path, notebook: str, profile: str) -> str:
-    """Hash of what a notebook's results depend on: the notebook, its params file, every file of
-    the cmkd package (code, reference values, embedded data) and requirements.lock."""
+def inputs_hash(root: Path, notebook: str, profile: str, overrides: dict | None = None) -> str:
+    """Hash of what a notebook's results depend on: the notebook, its params file and the
+    ``--set`` overrides of this run, every file of the cmkd package (code, reference values,
+    embedded data) and requirements.lock."""
     h = hashlib.sha256()
+    if overrides:
+        h.update(b"overrides:" + json.dumps(overrides, sort_keys=True).encode())
     files = [root / "notebooks" / f"{notebook}.ipynb",
              root / "params" / profile / f"{notebook}.yaml", root / "requirements.lock"]
     lib = Path(__file__).resolve().parent
@@ -108,12 +131,13 @@ def stray_params(root: Path, profile: str, notebooks: list[str]) -> list[str]:
 
 def dataset_free(root: Path, profile: str, notebooks: list[str]) -> list[str]:
     """The notebooks among ``notebooks`` whose params/<profile> file names no dataset folder (no
-    real dataset's root parameter, such as ``cremad_root``, set): they run without the real
-    datasets.  A params file that cannot be read counts as not free."""
+    real dataset's root parameter, such as ``cremad_root``, nor ``pairs_root`` set): they run
+    without the real datasets.  A params file that cannot be read counts as not free."""
     from cmkd import data
     from cmkd.params import read_yaml
 
-    roots = {getattr(data.module(name), "PARAM", None) for name in data.REAL} - {None}
+    roots = {getattr(data.module(name), "PARAM", None)
+             for name in data.REAL + data.FILES} - {None}
     free = []
     for nb in notebooks:
         try:
@@ -136,24 +160,65 @@ def _dataset_free_hint(root: Path, profile: str, failed: list[str]) -> str:
             f"  cmkd reproduce --profile {profile} --only {numbers}")
 
 
-def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, dict]:
-    """Read and validate every selected params file; returns the raw values per notebook.
+_SET = re.compile(r"([^.=\s]+)\.([^=\s]+)=(.*)", re.DOTALL)
+
+
+def parse_overrides(items: list[str] | None, available: list[str]) -> dict[str, dict]:
+    """``--set`` values (``NN.param=value``, the notebook by number or name, the value read as
+    YAML, as in a params file) as {notebook: {param: value}}; SystemExit naming the bad one."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        m = _SET.fullmatch(item)
+        if not m:
+            raise SystemExit(f"cmkd reproduce: --set {item!r}: expected NN.PARAM=VALUE, e.g. "
+                             "--set 06.epochs=3")
+        key, name, text = m.groups()
+        hits = [nb for nb in available if nb == key or nb.split("_", 1)[0] == key.zfill(2)]
+        if not hits:
+            raise SystemExit(f"cmkd reproduce: --set {item!r}: no notebook matches {key!r}; "
+                             f"available: {', '.join(available)}")
+        if name in RESERVED:
+            raise SystemExit(f"cmkd reproduce: --set {item!r}: '{name}' is chosen by --profile")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            raise SystemExit(f"cmkd reproduce: --set {item!r}: the value is not valid YAML "
+                             f"({problem})") from None
+        for nb in hits:
+            if name in out.setdefault(nb, {}):
+                raise SystemExit(f"cmkd reproduce: --set gives {nb}'s '{name}' twice; keep one")
+            out[nb][name] = value
+    return out
+
+
+def validate_all(root: Path, profile: str, notebooks: list[str],
+                 overrides: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Read and validate every selected params file, with its notebook's ``--set`` overrides
+    applied; returns the values each notebook runs with.
 
     Raises SystemExit listing every problem; when a notebook's data are not found (its
     preflight), the message ends with the notebooks that need no dataset and how to run them.
+    Nothing of the user's is imported here: once every file is valid, the import paths of
+    user code the notebooks will run (a Config's ``user_code``, e.g. CrisisMMD's encoders) are
+    listed on stderr, before any of it runs.
     """
     from cmkd.experiments import NOTEBOOKS, module_for
     from cmkd.params import read_yaml
 
-    errors, values, no_data = [], {}, []
+    overrides = overrides or {}
+    errors, values, no_data, code = [], {}, [], []
     for nb in notebooks:
         rel = f"params/{profile}/{nb}.yaml"
+        label = rel + (f" with --set {format_overrides(overrides[nb])}" if overrides.get(nb)
+                       else "")
         if nb not in NOTEBOOKS:
             errors.append(f"{rel}: notebook {nb} has no experiment module registered in "
                           "cmkd.experiments.NOTEBOOKS, so its parameters cannot be checked")
             continue
         try:
-            config = load_params(root / rel, module_for(nb).Config, rel)
+            merged = dict(read_yaml(root / rel), **overrides.get(nb, {}))
+            config = from_mapping(module_for(nb).Config, merged, label)
             preflight = getattr(config, "preflight", None)  # data a notebook reads, if any
             if preflight is not None:
                 try:
@@ -161,14 +226,21 @@ def validate_all(root: Path, profile: str, notebooks: list[str]) -> dict[str, di
                         preflight()
                 except ParamError as err:
                     no_data.append(nb)
-                    raise ParamError(err.name, err.message, rel) from None
-            values[nb] = read_yaml(root / rel)
+                    raise ParamError(err.name, err.message, label) from None
+            values[nb] = merged
+            user_code = getattr(config, "user_code", None)  # import paths it will run, if any
+            code += [f"{rel}: {param} = {quote(path)}" for param, path in
+                     (user_code() if user_code is not None else [])]
         except ParamError as err:
             errors.append(str(err))
     if errors:
         hint = _dataset_free_hint(root, profile, no_data) if no_data else ""
         raise SystemExit("cmkd reproduce: invalid parameters, nothing was run:\n  "
                          + "\n  ".join(errors) + hint)
+    if code:
+        print("cmkd reproduce: these parameters name code of yours, imported and run by the "
+              "notebooks' jobs (not yet run: validation only found the modules):\n  "
+              + "\n  ".join(code), file=sys.stderr)
     return values
 
 
@@ -199,15 +271,49 @@ def profile_lock(root: Path, profile: str):
 
 
 def _check_writable(folder: Path) -> None:
-    """One clear line instead of a traceback when reports/ cannot be written."""
+    """One clear line, before any compute, instead of a traceback when reports/<profile>/ (or a
+    folder of it that a run writes) cannot be written: a file is created and removed in each."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-check-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        for sub in (folder, *(folder / name for name in WRITTEN)):
+            if not sub.exists():
+                continue
+            if not sub.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(sub))
+            probe = sub / f".write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
     except OSError as err:
-        raise SystemExit(f"cmkd reproduce: cannot write under {folder}: {err.strerror}; "
-                         "check the folder's permissions") from None
+        raise SystemExit(f"cmkd reproduce: cannot write under {err.filename or folder}: "
+                         f"{err.strerror}; check the folder's permissions") from None
+
+
+@contextmanager
+def _writing(path: Path):
+    """An OSError raised inside names ``path`` (a write that fails on a full disk does not)."""
+    try:
+        yield
+    except OSError as err:
+        err.filename, err.filename2 = str(path), None
+        raise
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    """Atomically write ``data`` to ``path``; an OSError names ``path``."""
+    with _writing(path):
+        atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
+
+
+def _write_error(err: OSError, root: Path) -> str:
+    """The one line that says which file could not be written, and why."""
+    where = Path(err.filename) if err.filename else None
+    if where is not None and root in where.parents:
+        where = where.relative_to(root)
+    line = f"cannot write {where or '(unknown file)'}: {err.strerror or err}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        line += ("; free some space and rerun (what was published stays; the notebook being "
+                 "published is redone)")
+    return line
 
 
 def remove_leftovers(root: Path, profile: str) -> list[str]:
@@ -270,6 +376,102 @@ def describe_error_cell(executed: Path) -> str:
     return "no cell recorded an error (see the executed notebook)"
 
 
+#: Marks a progress line in the output of the notebook's runner (:data:`_RUNNER`).
+PROGRESS_TAG = "\x1ecmkd-progress "
+
+#: The program that runs one notebook: papermill's Python API, as its command line would, and
+#: each step of a tqdm bar in the kernel (the job runner's "jobs" bar, a widget there; a text
+#: bar on stderr where ipywidgets is missing) printed as one line "PROGRESS_TAG desc: n/total
+#: [elapsed<remaining, rate, postfix]" when n changes (at most once a second per bar, and always
+#: when it reaches its total); :func:`_relay` prints them unless TQDM_DISABLE is set.
+#: Arguments: the tag, the notebook, the executed copy, a JSON file of parameters, the kernel,
+#: the working folder.
+_RUNNER = r"""
+import html, json, logging, re, sys, time
+import papermill
+from papermill.clientwrap import PapermillNotebookClient
+
+TAG = sys.argv[1]
+EVERY = 1.0  # seconds: a bar that moves faster (a bar over batches) prints at most this often
+METER = re.compile(r"(\d+)/(\d+) \[([^\]]*)\]")
+LEFT = re.compile(r"(.*?):?\s*\d+%")
+TEXT_BAR = re.compile(r"\s*(.*?):\s*\d+%\|.*\|\s*(\d+)/(\d+) \[([^\]]*)\]\s*")
+shown, left = {}, {"desc": ""}
+
+
+def say(bar, desc, n, total, rest):
+    last_n, last_time = shown.get(bar, (0, 0.0))
+    now = time.monotonic()
+    if n > 0 and n != last_n and (n == total or now - last_time >= EVERY):
+        shown[bar] = (n, now)
+        sys.stdout.write(f"{TAG}{desc + ': ' if desc else ''}{n}/{total} [{rest}]\n")
+        sys.stdout.flush()
+
+
+def watch(msg):
+    content = msg.get("content") or {}
+    if msg.get("msg_type") == "comm_msg":  # a widget's update: tqdm's left or right text
+        value = ((content.get("data") or {}).get("state") or {}).get("value")
+        if isinstance(value, str):
+            text = html.unescape(value).replace("\u2007", " ").strip()
+            meter, desc = METER.fullmatch(text), LEFT.fullmatch(text)
+            if meter:
+                say(content.get("comm_id"), left["desc"], int(meter[1]), int(meter[2]),
+                    meter[3])
+            elif desc:
+                left["desc"] = desc[1]
+    elif msg.get("msg_type") == "stream" and content.get("name") == "stderr":
+        for part in re.split(r"[\r\n]", content.get("text", "")):
+            m = TEXT_BAR.fullmatch(part)
+            if m:
+                say((m[1], m[3]), m[1], int(m[2]), int(m[3]), m[4])
+
+
+original = PapermillNotebookClient.process_message
+
+
+def process_message(self, msg, *args, **kwargs):
+    try:
+        watch(msg)
+    except Exception:  # progress is a courtesy: it never stops a run
+        pass
+    return original(self, msg, *args, **kwargs)
+
+
+PapermillNotebookClient.process_message = process_message
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+source, executed, params, kernel, cwd = sys.argv[2:7]
+with open(params) as fh:
+    parameters = json.load(fh)
+papermill.execute_notebook(source, executed, parameters=parameters, kernel_name=kernel, cwd=cwd,
+                           progress_bar=False, log_output=False)
+"""
+
+
+def _quiet() -> bool:
+    """Whether TQDM_DISABLE asks for no progress output (as it switches reproduce's own bar off;
+    a kernel's widget bars ignore it, so their lines are held back here)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no",
+                                                                      "off")
+
+
+def _relay(stream, log_fh, nb: str) -> None:
+    """Copy the runner's output into the log; print its progress lines as '  <nb>: ...'
+    (unless TQDM_DISABLE is set)."""
+    from tqdm.auto import tqdm
+
+    tag, quiet = PROGRESS_TAG.encode(), _quiet()
+    for line in iter(stream.readline, b""):
+        at = line.find(tag)
+        if at >= 0 and not quiet:
+            text = line[at + len(tag):].decode(errors="replace").rstrip()
+            tqdm.write(f"  {nb}: {text}", file=sys.stdout)
+        try:
+            log_fh.write(line)
+        except OSError:  # the log is for diagnosis only: a full disk must not stop the relay
+            pass
+
+
 def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> None:
     """Execute one notebook with papermill in its own process group, artefacts to ``staging``.
     Raises Interrupted on SIGINT / SIGTERM and NotebookFailed when a cell fails."""
@@ -279,22 +481,25 @@ def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> 
     tmp = out_dir / f".{nb}.{os.getpid()}.ipynb"
     log = staging.parent / f"{nb}.log"
     params_file = staging.parent / f"{nb}.params.json"
-    params_file.write_text(json.dumps(dict(params, profile=profile)))
-    cmd = [sys.executable, "-m", "papermill", str(root / "notebooks" / f"{nb}.ipynb"), str(tmp),
-           "-f", str(params_file), "-k", KERNEL, "--cwd", str(root / "notebooks"),
-           "--no-progress-bar", "--no-log-output"]
+    _write(params_file, json.dumps(dict(params, profile=profile)))
+    cmd = [sys.executable, "-c", _RUNNER, PROGRESS_TAG, str(root / "notebooks" / f"{nb}.ipynb"),
+           str(tmp), str(params_file), KERNEL, str(root / "notebooks")]
     env = dict(os.environ, CMKD_ROOT=str(root), **{STAGING_ENV: str(staging)},
                PYTHONWARNINGS="ignore")
     with open(log, "wb") as log_fh:
-        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True,
                                 preexec_fn=die_with_parent)
+        relay = threading.Thread(target=_relay, args=(proc.stdout, log_fh, nb), daemon=True)
+        relay.start()
         try:
             code = proc.wait()
         except KeyboardInterrupt:
             _stop_group(proc)
+            relay.join(5)
             tmp.unlink(missing_ok=True)
             raise Interrupted(nb) from None
+        relay.join(30)  # the kernel ends with papermill; its end closes the pipe
     if code != 0:
         failed = out_dir / f"{nb}.failed.ipynb"
         if tmp.exists():
@@ -323,16 +528,31 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 
 # ----------------------------------------------------------------------------- publishing
+#: Manifest keys that describe how an artefact was made, not what it is: a rerun that makes the
+#: same files keeps the published provenance.
+BOOKKEEPING = ("provenance", "sha256", "params_sha256")
+
+
 def _files_of(record: dict) -> list[str]:
     return [f for kind in ("figures", "tables") for e in record.get(kind, []) for f in e["files"]]
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def params_hash(root: Path, profile: str, nb: str) -> str | None:
+    """sha256 of params/<profile>/<nb>.yaml as it is now (None when it is gone)."""
+    path = root / "params" / profile / f"{nb}.yaml"
+    return _sha256(path) if path.is_file() else None
+
+
 def _same_results(staging: Path, out: Path, new: dict, old: dict | None) -> bool:
     """True when every staged file equals the published one and the records match apart from
-    their provenance: then the published provenance (the run that made those bytes) stays."""
+    their bookkeeping: then the published provenance (the run that made those bytes) stays."""
     if old is None:
         return False
-    strip = lambda r: {k: v for k, v in r.items() if k != "provenance"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in BOOKKEEPING}  # noqa: E731
     if strip(new) != strip(old):
         return False
     for rel in _files_of(new):
@@ -342,30 +562,112 @@ def _same_results(staging: Path, out: Path, new: dict, old: dict | None) -> bool
     return True
 
 
-def publish(root: Path, profile: str, nb: str, staging: Path, provenance: dict) -> bool:
+def _manifest_bytes(record: dict) -> bytes:
+    return (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+
+
+def publish(root: Path, profile: str, nb: str, staging: Path, provenance: dict,
+            overrides: dict | None = None) -> bool:
     """Move a finished notebook's staged artefacts into reports/<profile>/ (each file by an
     atomic rename; the manifest last) and remove the files its previous record listed that the
-    new one does not.  Returns False when the run reproduced the published bytes exactly (then
-    nothing is rewritten)."""
+    new one does not.  The manifest records the sha256 of every file and of the params file,
+    and the ``--set`` overrides.  Returns False when the run reproduced the published bytes
+    exactly (then no artefact is rewritten, and the manifest only when its hashes were missing
+    or the params file's bytes changed)."""
     out = reports_dir(profile, root)
     manifest = staging / "manifest" / f"{nb}.json"
     if not manifest.is_file():
         raise NotebookFailed("the notebook finished without saving any figure or table "
                              "(no Report output)")
     new = json.loads(manifest.read_text())
+    if overrides:
+        new["overrides"] = overrides
+    new["params_sha256"] = params_hash(root, profile, nb)
+    new["sha256"] = {rel: _sha256(staging / rel) for rel in _files_of(new)}
     old_path = out / "manifest" / f"{nb}.json"
     old = json.loads(old_path.read_text()) if old_path.is_file() else None
     if _same_results(staging, out, new, old) and old.get("provenance"):
+        kept = dict(new, provenance=old["provenance"])
+        if kept != old:
+            _write(old_path, _manifest_bytes(kept))
         return False
     for rel in _files_of(new):
         target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / rel, target)
+        with _writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, target)
     for rel in set(_files_of(old or {})) - set(_files_of(new)):
         (out / rel).unlink(missing_ok=True)
     new["provenance"] = provenance
-    atomic_write_bytes(old_path, (json.dumps(new, indent=1, sort_keys=True) + "\n").encode())
+    _write(old_path, _manifest_bytes(new))
     return True
+
+
+def _names(changes: list[str], most: int = 3) -> str:
+    more = f" and {len(changes) - most} more" if len(changes) > most else ""
+    return ", ".join(changes[:most]) + more
+
+
+def artefact_changes(out: Path, nb: str, state: dict) -> list[str]:
+    """What of a notebook's published files differs from what reproduce published: the files
+    whose sha256 is not the one its manifest recorded ('tables/x.csv', 'tables/x.md (removed)')
+    and the manifest itself when it was edited (its sha256 is in the notebook's state) or
+    removed.  [] when all match (or, for a record from before hashes, when nothing can tell)."""
+    path = out / "manifest" / f"{nb}.json"
+    rel = f"manifest/{nb}.json"
+    if not path.is_file():
+        return [f"{rel} (removed)"]
+    changes = []
+    if state.get("manifest_sha256") and _sha256(path) != state["manifest_sha256"]:
+        changes.append(rel)
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        return changes or [rel]
+    for name, digest in sorted((record.get("sha256") or {}).items()):
+        published = out / name
+        if not published.is_file():
+            changes.append(f"{name} (removed)")
+        elif _sha256(published) != digest:
+            changes.append(name)
+    return changes
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def stale_reasons(root: Path, profile: str, notebooks: list[str]) -> dict[str, str]:
+    """For each published notebook of ``notebooks`` whose artefacts no longer match what made
+    them, why: its params file changed (or is gone) since they were made, its last run failed
+    or was interrupted, or its files were changed since reproduce published them."""
+    out = reports_dir(profile, root)
+    reasons = {}
+    for nb in notebooks:
+        path = out / "manifest" / f"{nb}.json"
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            reasons[nb] = f"manifest/{nb}.json cannot be read"
+            continue
+        state = _read_state(_state_path(root, profile, nb))
+        why = []
+        if state and not state.get("ok"):
+            why.append("its last run was interrupted" if state.get("running")
+                       else "its last run failed")
+        if "params_sha256" in record and record["params_sha256"] != params_hash(root, profile, nb):
+            why.append(f"params/{profile}/{nb}.yaml changed since these artefacts were made")
+        changes = artefact_changes(out, nb, state)
+        if changes:
+            why.append(f"files changed since `cmkd reproduce` published them ({_names(changes)})")
+        if why:
+            reasons[nb] = "; ".join(why)
+    return reasons
 
 
 # ----------------------------------------------------------------------------- the command
@@ -374,17 +676,29 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
 
 
 def reproduce(profile: str = "default", only: list[str] | None = None, force: bool = False,
-              root: Path | None = None) -> int:
-    """Run the selected notebooks on ``profile``; returns 0 when every one succeeded, 1 when one
-    failed and 130 when interrupted."""
-    if profile not in PROFILES:
-        raise SystemExit(f"cmkd reproduce: --profile must be one of {', '.join(PROFILES)}")
+              root: Path | None = None, overrides: list[str] | None = None) -> int:
+    """Run the selected notebooks on ``profile`` (a folder of params/) with the ``--set``
+    ``overrides`` ('NN.param=value'); returns 0 when every one succeeded, 1 when one failed or
+    a file could not be written, and 130 when interrupted."""
     root = root or repo_root()
+    try:
+        check_profile_name(profile)
+    except ValueError as err:
+        raise SystemExit(f"cmkd reproduce: --profile: {err}") from None
+    known = profiles(root)
+    if profile not in known:
+        raise SystemExit(f"cmkd reproduce: no profile {profile!r} (no folder params/{profile}/); "
+                         f"the profiles are the folders of params/: {', '.join(known) or 'none'}")
     available = discover(root)
     if not available:
         raise SystemExit(f"cmkd reproduce: no notebooks under {root / 'notebooks'}")
     chosen = select(available, only)
-    params = validate_all(root, profile, chosen)
+    sets = parse_overrides(overrides, available)
+    unselected = [nb for nb in sets if nb not in chosen]
+    if unselected:
+        raise SystemExit(f"cmkd reproduce: --set names {', '.join(unselected)}, which --only "
+                         "does not select")
+    params = validate_all(root, profile, chosen, sets)
     for stray in stray_params(root, profile, available):
         print(f"cmkd reproduce: warning: {stray} matches no notebook under notebooks/ and is "
               "ignored (a misspelt name?)", file=sys.stderr)
@@ -392,84 +706,112 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with profile_lock(root, profile):
-            return _reproduce(root, profile, chosen, available, params, force)
+            return _reproduce(root, profile, chosen, available, params, force, sets)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _reproduce(root: Path, profile: str, chosen: list[str], available: list[str],
-               params: dict[str, dict], force: bool) -> int:
+               params: dict[str, dict], force: bool, overrides: dict[str, dict]) -> int:
     from tqdm.auto import tqdm
-
-    from cmkd.provenance import environment
 
     for gone in remove_leftovers(root, profile):
         print(f"cmkd reproduce: removed {gone} (left by an interrupted run)", file=sys.stderr)
     failed: dict[str, str] = {}
     summary = []
+    stopped, code = None, 0
     bar = tqdm(chosen, desc=f"reproduce [{profile}]", unit="notebook", file=sys.stdout)
-    for nb in bar:
-        bar.set_postfix_str(nb)
-        digest = inputs_hash(root, nb, profile)
-        state_path = _state_path(root, profile, nb)
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-        if not force and state.get("inputs") == digest and state.get("ok"):
-            summary.append((nb, "skipped (inputs unchanged; --force reruns it)"))
-            continue
-        # invalidated first: whatever happens from here, a rerun redoes this notebook
-        atomic_write_text(state_path, json.dumps({"inputs": digest, "ok": False,
-                                                  "running": True}) + "\n")
-        staging = reports_dir(profile, root) / ".staging" / nb
-        start = time.perf_counter()
+    try:
+        for nb in bar:
+            bar.set_postfix_str(nb)
+            summary.append((nb, _one(root, profile, nb, params[nb], overrides.get(nb), force,
+                                     failed)))
+    except Interrupted as err:
+        stopped, code = (f"interrupted while running {err.notebook}: its earlier artefacts, if "
+                         "any, stay (flagged stale in REPORT.md) and the next run redoes it"), 130
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        stopped, code = _write_error(err, root), 1
+    finally:
+        # whatever stopped the run, REPORT.md says what is published now
+        bar.close()
+        shutil.rmtree(reports_dir(profile, root) / ".staging", ignore_errors=True)
+        report = None
         try:
-            try:
-                _run_one(root, profile, nb, params[nb], staging)
-                seconds = time.perf_counter() - start
-                run = json.loads((staging / RUN_FILE).read_text()) \
-                    if (staging / RUN_FILE).is_file() else {}
-                provenance = dict(environment(root, params[nb].get("device")),
-                                  wall_seconds=round(seconds, 1), **run)
-                # no half-published notebook: a signal arriving now is handled after the state
-                blocked = signal.pthread_sigmask(signal.SIG_BLOCK,
-                                                 {signal.SIGINT, signal.SIGTERM})
-                try:
-                    changed = publish(root, profile, nb, staging, provenance)
-                    atomic_write_text(state_path, json.dumps({"inputs": digest, "ok": True,
-                                                              "last_run": provenance}) + "\n")
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            except KeyboardInterrupt:
-                raise Interrupted(nb) from None
-        except Interrupted:
-            bar.close()
-            shutil.rmtree(staging.parent, ignore_errors=True)
-            print(f"cmkd reproduce: interrupted while running {nb}; its previous artefacts and "
-                  f"REPORT.md are unchanged, and the next run redoes it", file=sys.stderr)
-            return 130
-        except NotebookFailed as err:
-            failed[nb] = err.description
-            summary.append((nb, f"FAILED at {failed[nb]}"))
-            atomic_write_text(state_path, json.dumps({"inputs": digest, "ok": False}) + "\n")
-            shutil.rmtree(staging, ignore_errors=True)
-            continue
-        finally:
-            for leftover in (staging.parent / f"{nb}.params.json",):
-                leftover.unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging.parent / f"{nb}.log").unlink(missing_ok=True)
-        what = "" if changed else "; artefacts identical to the published ones"
-        summary.append((nb, f"ok in {seconds:.1f} s{what}"))
-    bar.close()
-    shutil.rmtree(reports_dir(profile, root) / ".staging", ignore_errors=True)
-    report = write_report(profile, available, root, failed)
+            report = write_report(profile, available, root, failed,
+                                  stale_reasons(root, profile, available))
+        except OSError as err:
+            if err.errno not in WRITE_ERRORS:
+                raise
+            if stopped is None:
+                stopped, code = _write_error(err, root), 1
     for nb, what in summary:
         print(f"  {nb}: {what}")
-    print(f"report: {report.relative_to(root)}")
+    if report is not None:
+        print(f"report: {report.relative_to(root)}")
+    if stopped:
+        print(f"cmkd reproduce: {stopped}", file=sys.stderr)
+        return code
     if failed:
         print(f"{len(failed)} notebook(s) failed; executed copies are under "
               f"reports/{profile}/notebooks/<name>.failed.ipynb", file=sys.stderr)
         return 1
     return 0
+
+
+def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None, force: bool,
+         failed: dict[str, str]) -> str:
+    """Skip, or run and publish, one notebook; returns what happened, in a few words.  A failure
+    is added to ``failed``; Ctrl-C raises Interrupted."""
+    from tqdm.auto import tqdm
+
+    from cmkd.provenance import environment
+
+    out = reports_dir(profile, root)
+    digest = inputs_hash(root, nb, profile, overrides)
+    state_path = _state_path(root, profile, nb)
+    state = _read_state(state_path)
+    if not force and state.get("inputs") == digest and state.get("ok"):
+        changes = artefact_changes(out, nb, state)
+        if not changes:
+            return "skipped (inputs unchanged; --force reruns it)"
+        tqdm.write(f"  {nb}: artefacts changed since the last run ({_names(changes)}): "
+                   "rerunning", file=sys.stdout)
+    # invalidated first: whatever happens from here, a rerun redoes this notebook
+    _write(state_path, json.dumps({"inputs": digest, "ok": False, "running": True}) + "\n")
+    staging = out / ".staging" / nb
+    start = time.perf_counter()
+    try:
+        try:
+            _run_one(root, profile, nb, params, staging)
+            seconds = time.perf_counter() - start
+            run = json.loads((staging / RUN_FILE).read_text()) \
+                if (staging / RUN_FILE).is_file() else {}
+            provenance = dict(environment(root, params.get("device")),
+                              wall_seconds=round(seconds, 1), **run)
+            # no half-published notebook: a signal arriving now is handled after the state
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                changed = publish(root, profile, nb, staging, provenance, overrides)
+                manifest = out / "manifest" / f"{nb}.json"
+                _write(state_path, json.dumps({"inputs": digest, "ok": True,
+                                               "last_run": provenance,
+                                               "manifest_sha256": _sha256(manifest)}) + "\n")
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        except KeyboardInterrupt:
+            raise Interrupted(nb) from None
+    except NotebookFailed as err:
+        failed[nb] = err.description
+        _write(state_path, json.dumps({"inputs": digest, "ok": False}) + "\n")
+        return f"FAILED at {failed[nb]}"
+    finally:
+        (staging.parent / f"{nb}.params.json").unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    (staging.parent / f"{nb}.log").unlink(missing_ok=True)
+    what = "" if changed else "; artefacts identical to the published ones"
+    return f"ok in {seconds:.1f} s{what}"
 
 
 def refresh_notebooks(only: list[str] | None = None, root: Path | None = None) -> int:

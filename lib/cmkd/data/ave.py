@@ -6,11 +6,14 @@ C2KD's preprocessing), cropped or zero-padded to ``audio_frames`` columns when t
 (3, frames, 224, 224) float32 as for CREMA-D; label int64 in 0..27, classes numbered by first
 appearance in testSet.txt (as C2KD numbers them).  Splits: trainSet / valSet / testSet; a video
 listed twice in a split is kept once.  Frames are read in sorted order.
+
+The spectrograms are pickles, and a pickle can call any function while it loads; they are read
+by :func:`cmkd.data.files.read_pickle`, which builds NumPy arrays and plain data only and refuses
+a file that names anything else (:class:`cmkd.data.files.UnsafeFileError`, before it is called).
 """
 
 from __future__ import annotations
 
-import pickle
 import sys
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from cmkd.data.files import (
     list_fields,
     missing,
     open_root,
+    read_pickle,
     reading,
 )
 
@@ -107,8 +111,9 @@ class AVE(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         video, label = self.rows[i]
         path = self.root / "Audio-1004-SE" / f"{video}.pkl"
-        with reading(path, "a pickled 2-D spectrogram"), open(path, "rb") as f:
-            spec = np.asarray(pickle.load(f), dtype=np.float32)
+        stored = read_pickle(path, "a pickled 2-D spectrogram", dataset="AVE")
+        with reading(path, "a pickled 2-D spectrogram"):
+            spec = np.asarray(stored, dtype=np.float32)
         check_shape(spec, (None, None), path)
         audio = torch.from_numpy(np.ascontiguousarray(fit_width(spec, self.audio_frames)))[None]
         image = self.read_frames(self.root / "Image-01-FPS-SE" / video)

@@ -5,11 +5,15 @@ check(root, ...) -> problems."""
 
 from __future__ import annotations
 
+import _compat_pickle
+import builtins
 import contextlib
 import csv
 import errno
 import functools
+import importlib
 import io
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -74,6 +78,87 @@ def read_npy(path, mmap_mode: str | None = None) -> np.ndarray:
     """A NumPy .npy array (no pickles); :class:`ItemError` naming the file if it cannot be read."""
     with reading(path, "a NumPy .npy array"):
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
+class UnsafeFileError(ItemError):
+    """A pickled dataset file that refers to something other than arrays and plain data (a
+    function, a class of another library): refused before anything it names is called.
+
+    ``refused`` is the global it names ('module.name'); the message is '<dataset> file <path>
+    refers to <refused>: refused, dataset files may hold arrays only'."""
+
+    def __init__(self, path, refused: str, dataset: str = "dataset"):
+        self.path, self.refused = path, refused
+        self.reason = (f"refers to {refused}: refused, dataset files may hold arrays only "
+                       f"(NumPy arrays and scalars, lists, tuples, dicts, numbers, strings)")
+        ValueError.__init__(self, f"{dataset} file {path} {self.reason}")
+
+
+# What a pickle of NumPy arrays, scalars and plain containers refers to, per NumPy version:
+# ndarray.__reduce__ names numpy._core.multiarray._reconstruct (numpy.core.multiarray before
+# NumPy 2), numpy.ndarray and numpy.dtype; protocol 5 numpy._core.numeric._frombuffer; a NumPy
+# scalar numpy._core.multiarray.scalar; protocols 0-2 keep bytes as _codecs.encode(str, 'latin1').
+_PICKLE_BUILTINS = frozenset({"list", "dict", "tuple", "set", "frozenset", "int", "float",
+                              "complex", "bool", "str", "bytes", "bytearray"})
+_PICKLE_NUMPY_CORE = {"multiarray": frozenset({"_reconstruct", "scalar"}),
+                      "numeric": frozenset({"_frombuffer"})}
+
+
+def _numpy_core(submodule: str, name: str):
+    """``name`` of NumPy's core ``submodule``: numpy._core (NumPy 2) or numpy.core (NumPy 1),
+    whichever this NumPy has (numpy.core warns of its deprecation under NumPy 2)."""
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{package}.{submodule}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"this NumPy has no {submodule}.{name}")
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, refused: str):
+        self.refused = refused
+        super().__init__(refused)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds NumPy arrays and scalars and plain data only: every global a
+    pickle refers to (the only way it can reach a callable) must be on the allow-list above."""
+
+    def find_class(self, module: str, name: str):
+        # Python 2's names mapped first, as pickle's own find_class does; then the allow-list
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        else:
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if module == "builtins" and name in _PICKLE_BUILTINS:
+            return getattr(builtins, name)
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        for package in ("numpy._core.", "numpy.core."):
+            sub = module[len(package):] if module.startswith(package) else None
+            if name in _PICKLE_NUMPY_CORE.get(sub, ()):
+                return _numpy_core(sub, name)
+        if (module, name) in (("_codecs", "encode"), ("collections", "OrderedDict")):
+            return getattr(importlib.import_module(module), name)
+        raise _RefusedGlobal(f"{module}.{name}")
+
+
+def read_pickle(path, expected: str, dataset: str = "dataset"):
+    """The object of a pickled dataset file, read by an unpickler that builds NumPy arrays,
+    NumPy scalars and plain data (lists, tuples, dicts, sets, numbers, strings, bytes) only.
+
+    A pickle can name any function to be called while it loads (``os.system``...), so a file
+    that refers to anything else raises :class:`UnsafeFileError` ('<dataset> file <path> refers
+    to <module.name>: refused, ...') and nothing it names is called; a file that cannot be read
+    raises :class:`ItemError` naming it and what it should hold (``expected``).
+    """
+    with reading(path, expected), open(path, "rb") as f:
+        try:
+            return _ArraysOnly(f).load()
+        except _RefusedGlobal as err:
+            refused = err.refused
+    raise UnsafeFileError(path, refused, dataset)
 
 
 def check_shape(array: np.ndarray, expected: Sequence[int | None], path,

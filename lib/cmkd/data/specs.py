@@ -6,8 +6,12 @@ A grid (a notebook's job grid, :mod:`cmkd.jobs.builders`) names datasets and rea
 settings from its params: the root folder of a real dataset from the parameter its loader names
 (``cmkd.data.<name>.PARAM``, e.g. ``cremad_root``), other loader options from the parameters in
 :attr:`DataSpec.params`.  Directions follow C2KD's columns: ``a2v`` is the first modality
-(audio; CrisisMMD: text; mfeat: its first view) teaching the second (visual; image; the
-second view), ``v2a`` the reverse.
+(audio; CrisisMMD: text; mfeat: its first view; pairs: ``a``) teaching the second (visual;
+image; the second view; ``b``), ``v2a`` the reverse.
+
+Your own data: ``pairs`` (one file, the parameter ``pairs_root``) has the spec
+:func:`pairs_spec`, whose models are chosen from the file's array shapes (:func:`pairs_model`);
+a dataset added by :func:`cmkd.data.register` with a ``spec`` is added to :data:`SPECS`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class DataSpec:
         (checked by :func:`preflight`).
     dims : modality -> the grid parameter giving the model's ``in_features`` (an encoder's
         feature size).
+    from_data : for data whose models depend on what is read (pairs: the file's shapes), a
+        callable ``(modality, root, loader options) -> (registry model, options)`` used in
+        place of ``models`` (which then holds the model of vector data, for reference).
     """
 
     modalities: tuple[str, str]
@@ -44,6 +51,7 @@ class DataSpec:
     params: dict = field(default_factory=dict)
     encoders: tuple = ()
     dims: dict = field(default_factory=dict)
+    from_data: Any = None
 
 
 _AV_RESNET = {"audio": ("resnet18", {"in_channels": 1})}
@@ -77,6 +85,41 @@ def mfeat_spec(views: tuple[str, str] = MFEAT_VIEWS) -> DataSpec:
                     {"views": (first, second)})
 
 
+#: hidden layers of the MLP on a vector modality of a pairs file (as mfeat's)
+PAIRS_HIDDEN = (256, 256)
+#: the registry's CNN for an image or spectrogram modality of a pairs file: any channels, any
+#: sides >= 8 (three conv blocks with max-pooling, a global average pool, an MLP head)
+PAIRS_CNN = "audio_cnn3"
+
+
+def pairs_model(modality: str, root, options=None) -> tuple[str, dict]:
+    """(registry model, options) of ``modality`` ('a' or 'b') of the pairs file ``root``:
+    ``mlp`` (:data:`PAIRS_HIDDEN`) with the file's feature count for (N, d) vectors,
+    :data:`PAIRS_CNN` with its channels for (N, C, H, W) images or spectrograms (ValueError for
+    sides below 8: flatten such images to vectors)."""
+    from cmkd.data import pairs
+
+    shape = pairs.shapes(root)[modality]
+    if len(shape) == 1:
+        return "mlp", {"modality": modality, "in_features": shape[0], "hidden": PAIRS_HIDDEN}
+    c, h, w = shape
+    if min(h, w) < 8:
+        raise ValueError(f"dataset 'pairs': modality {modality!r} of {root} holds {c} x {h} x "
+                         f"{w} images; the grid's CNN ({PAIRS_CNN}) needs sides >= 8: store "
+                         f"them as vectors ({modality}.reshape(len({modality}), -1)) to train "
+                         f"an MLP")
+    return PAIRS_CNN, {"modality": modality, "in_channels": c}
+
+
+def pairs_spec() -> DataSpec:
+    """The spec of a pairs file: modalities ``a`` and ``b`` (batch keys of the same names;
+    'a2v': a teaches b, 'v2a': b teaches a), models chosen from the file by
+    :func:`pairs_model` (``models`` holds the MLP of vectors, without its input size)."""
+    return DataSpec(("a", "b"), {"a": "a", "b": "b"},
+                    {m: ("mlp", {"modality": m, "hidden": PAIRS_HIDDEN}) for m in ("a", "b")},
+                    from_data=pairs_model)
+
+
 SPECS: dict[str, DataSpec] = {
     "avdigits": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
                          {"audio": ("avdigits_cnn", {"modality": "audio"}),
@@ -99,6 +142,7 @@ SPECS: dict[str, DataSpec] = {
                           encoders=("text_encoder", "image_encoder"),
                           dims={"text": "crisismmd_text_dim", "image": "crisismmd_image_dim"}),
     "mfeat": mfeat_spec(),
+    "pairs": pairs_spec(),
 }
 
 
@@ -147,12 +191,19 @@ def loader_options(dataset: str, params: Mapping[str, Any]) -> dict:
 
 def model(dataset: str, modality: str, params: Mapping[str, Any]) -> tuple[str, dict]:
     """(registry model, options) of ``modality`` on ``dataset``, with its ``classes`` (and its
-    ``in_features`` where the params give an encoder's size)."""
+    ``in_features`` where the params give an encoder's size; for a spec with ``from_data``,
+    the model and the classes its data give)."""
     from cmkd import data
 
     s = spec(dataset)
-    name, opts = s.models[modality]
-    opts = dict(opts, classes=data.classes(dataset))
+    if s.from_data is None:
+        name, opts = s.models[modality]
+        count = data.classes(dataset)
+    else:
+        where = root(dataset, params)
+        name, opts = s.from_data(modality, where, loader_options(dataset, params))
+        count = data.classes(dataset, where)
+    opts = dict(opts, classes=count)
     if modality in s.dims:
         opts["in_features"] = params[s.dims[modality]]
     return name, opts
@@ -161,7 +212,10 @@ def model(dataset: str, modality: str, params: Mapping[str, Any]) -> tuple[str, 
 def preflight(datasets, params: Mapping[str, Any]) -> None:
     """Check, before any compute, that every real dataset of ``datasets`` is found where the
     params say (the loader's own checks of lists and folders, no item read) and that its encoder
-    import paths are set and importable.  Every problem is listed at once in one ParamError."""
+    import paths are set, well formed, not refused and found on sys.path
+    (:func:`cmkd.data.crisismmd.check_encoder`).  The encoders' modules are not imported: that
+    runs them, which is left to the jobs that open the data (:func:`user_code` lists them).
+    Every problem is listed at once in one ParamError."""
     problems: list[tuple[str, str]] = []
     for name in datasets:
         problems += _encoder_problems(name, params)
@@ -177,8 +231,18 @@ def preflight(datasets, params: Mapping[str, Any]) -> None:
             f"  parameter '{p}': {m}" for p, m in problems))
 
 
+def user_code(datasets, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(parameter, import path) of every encoder of ``datasets`` that the params set: the code
+    of the user's that the jobs will import and run when they open the data."""
+    out = []
+    for name in datasets:
+        s = spec(name)
+        out += [(s.params[o], params[s.params[o]]) for o in s.encoders if params[s.params[o]]]
+    return out
+
+
 def _encoder_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    from cmkd.data.crisismmd import resolve_encoder
+    from cmkd.data.crisismmd import check_encoder
 
     s, out = spec(name), []
     for option in s.encoders:
@@ -192,7 +256,7 @@ def _encoder_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, s
                                f"weights (nothing is downloaded; see cmkd.data.{name})"))
             continue
         try:
-            resolve_encoder(path, option)
+            check_encoder(path, option)
         except ValueError as err:
             out.append((param, str(err)))
     return out
@@ -207,8 +271,9 @@ def _root_problems(name: str, params: Mapping[str, Any]) -> list[tuple[str, str]
         return []
     if not params[param]:
         layout = getattr(data.module(name), "LAYOUT", "").strip()
+        what = "path of its file" if name in data.FILES else "folder holding it"
         return [(param, f"dataset {name!r} is selected but {param} is empty; set it to the "
-                        f"folder holding it. Expected layout:\n{layout}")]
+                        f"{what}. Expected layout:\n{layout}")]
     # the loader's own checks (lists, folders), with its tolerance; no item read, so no encoder
     # (they are checked by _encoder_problems: a bad one must not stop this check with its error)
     options = {k: None if k in spec(name).encoders else v

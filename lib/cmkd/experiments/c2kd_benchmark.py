@@ -27,9 +27,15 @@ VGGSound) and CrisisMMD (image-text).  CrisisMMD's text and image encoders (C2KD
 MobileNetV2) are the user's: import paths 'package.module:callable' of their own modules that
 load local weights (``crisismmd_text_encoder``, ``crisismmd_image_encoder``; the loader
 :mod:`cmkd.data.crisismmd` resolves them), with the feature sizes ``crisismmd_text_dim`` and
-``crisismmd_image_dim``.  The encoders are frozen feature extractors and every CrisisMMD model
-(teacher, student, fusion encoder) is an MLP (``mlp``) on their features: C2KD does not say
-whether it fine-tunes BERT and MobileNetV2, and fine-tuning them is not done here.
+``crisismmd_image_dim``.  They are code that the params file runs: the preflight checks them
+without importing them, and the jobs import them when they open the data.  The encoders are
+frozen feature extractors and every CrisisMMD model (teacher, student, fusion encoder) is an MLP
+(``mlp``) on their features: C2KD does not say whether it fine-tunes BERT and MobileNetV2, and
+fine-tuning them is not done here.
+Your own data: ``pairs`` reads the file ``pairs_root`` (:mod:`cmkd.data.pairs`; modalities
+``a`` and ``b``, a2v: a teaches b; MLPs on vectors, a small CNN on images), and a dataset added by
+:func:`cmkd.data.register` with a spec is accepted by ``datasets`` in the process that registered
+it (with ``processes`` 1, or a registration the worker processes import).
 
 Directions: the Config's ``a2v`` is the non-visual modality (audio; CrisisMMD: text) teaching the
 visual one (visual; image), ``v2a`` the reverse (:mod:`cmkd.data.specs`); the paper's columns name
@@ -70,7 +76,27 @@ from cmkd.verdicts import (
 )
 
 SECTIONS = ("table3", "table5", "fig3", "fig4", "fig5", "table6", "table7")
-DATASETS = tuple(specs.SPECS)
+
+
+class _Specs:
+    """The names of :data:`cmkd.data.specs.SPECS` when asked, so that a dataset added later by
+    :func:`cmkd.data.register` with a spec is accepted (a tuple-like choice list)."""
+
+    def __contains__(self, name) -> bool:
+        return name in specs.SPECS
+
+    def __iter__(self):
+        return iter(tuple(specs.SPECS))
+
+    def __len__(self) -> int:
+        return len(specs.SPECS)
+
+    def __repr__(self) -> str:
+        return repr(tuple(specs.SPECS))
+
+
+#: the datasets a grid may name: every spec of :mod:`cmkd.data.specs` (registered ones too)
+DATASETS = _Specs()
 #: Fig. 4's filters (C2KD's KRC and its alternatives; 'none' is the w/o-selection row)
 FILTERS = tuple(f for f in _FILTERS if f != "none")
 FUSIONS = ("fusion_concat", "fusion_film", "fusion_ogm_ge")
@@ -205,7 +231,8 @@ class Config:
     seed: int = field(metadata=spec("base seed; run r uses seed + r", low=0))
     n_seeds: int = field(metadata=spec("seeds per setting (C2KD: 3)", low=1, high=20))
     datasets: list[str] = field(metadata=spec(
-        "datasets ('avdigits': embedded, not the papers' numbers)", choices=DATASETS,
+        "datasets ('avdigits': embedded, not the papers' numbers; 'pairs': your file, "
+        "pairs_root; a name added by cmkd.data.register with a spec)", choices=DATASETS,
         min_items=1))
     directions: list[str] = field(metadata=spec(
         "a2v: audio (CrisisMMD: text) teacher -> visual (image) student; v2a: the reverse",
@@ -246,6 +273,9 @@ class Config:
     vggsound_root: str = field(metadata=spec("VGGSound folder (paper profile; '' when unused)"))
     crisismmd_root: str = field(metadata=spec("CrisisMMD_v2.0 folder (paper profile; '' when "
                                               "unused)"))
+    pairs_root: str = field(metadata=spec(
+        "your paired data: a .npz / .pt file (docs/datasets.md, cmkd.data.pairs) for the "
+        "dataset 'pairs' ('' when unused)"))
     crisismmd_text_encoder: str = field(metadata=spec(
         "CrisisMMD text encoder, import path 'package.module:callable' of your own (C2KD: "
         "BERT-base from local weights; '' when unused)"))
@@ -273,10 +303,16 @@ class Config:
 
     def preflight(self) -> None:
         """Every selected real dataset must be found in its layout, and its encoders (CrisisMMD)
-        importable (:func:`cmkd.data.specs.preflight`): checked by ``cmkd reproduce`` with the
-        other parameters and by :func:`run`, before any compute (not by plain validation, so a
-        params file can name folders and modules of another machine)."""
+        well formed, not refused and found on sys.path, without importing them
+        (:func:`cmkd.data.specs.preflight`): checked by ``cmkd reproduce`` with the other
+        parameters and by :func:`run`, before any compute (not by plain validation, so a params
+        file can name folders and modules of another machine)."""
         specs.preflight(self.datasets, dataclasses.asdict(self))
+
+    def user_code(self) -> list[tuple[str, str]]:
+        """(parameter, import path) of the user's encoders that the jobs will import and run
+        (:func:`cmkd.data.specs.user_code`); ``cmkd reproduce`` lists them before it starts."""
+        return specs.user_code(self.datasets, dataclasses.asdict(self))
 
 
 # ----------------------------------------------------------------------------- the grid

@@ -245,7 +245,8 @@ class Job:
 
     Parameters
     ----------
-    dataset : a name of ``cmkd.data.DATASETS``.
+    dataset : a name of ``cmkd.data.DATASETS`` (built in, or added by
+        :func:`cmkd.data.register` in this process).
     model : a ``cmkd.models`` registry name: the student of a 'student' job, the teacher model
         of a 'teacher' job.
     inputs : the batch keys fed to ``model``, in order (e.g. ``('audio',)``).
@@ -255,7 +256,7 @@ class Job:
     teacher : the teacher :class:`Job` (kind 'teacher', same dataset and root), or None.  Its
         best-validation model, from the cache, is the teacher; it reads ``teacher.inputs``.
     dataset_options : options of ``cmkd.data.load`` (stored with defaults filled).
-    data_root : the real dataset's folder; None for the embedded sets.
+    data_root : the real dataset's folder (``pairs``: the file); None for the embedded sets.
     model_options : options of ``cmkd.models.build`` (``classes`` where the model requires it).
     optim : a ``cmkd.engine.OptimConfig`` or a mapping of its fields.
     epochs, batch_size : training length and mini-batch size (evaluation uses the same size).
@@ -457,11 +458,12 @@ class Job:
 
         from cmkd import data, methods
 
-        if self.dataset in data.REAL:
+        if self.dataset in data.REAL + data.FILES:
             mod = data.module(self.dataset)
             if self.data_root is None:
+                what = "file" if self.dataset in data.FILES else "folder"
                 raise ParamError("data_root", f"dataset {self.dataset!r} is read from disk; give "
-                                              f"its folder (expected layout: {mod.LAYOUT})",
+                                              f"its {what} (expected layout: {mod.LAYOUT})",
                                  _SOURCE)
             problems = mod.check(Path(self.data_root))
             if problems:
