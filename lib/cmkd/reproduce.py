@@ -34,7 +34,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -376,102 +375,6 @@ def describe_error_cell(executed: Path) -> str:
     return "no cell recorded an error (see the executed notebook)"
 
 
-#: Marks a progress line in the output of the notebook's runner (:data:`_RUNNER`).
-PROGRESS_TAG = "\x1ecmkd-progress "
-
-#: The program that runs one notebook: papermill's Python API, as its command line would, and
-#: each step of a tqdm bar in the kernel (the job runner's "jobs" bar, a widget there; a text
-#: bar on stderr where ipywidgets is missing) printed as one line "PROGRESS_TAG desc: n/total
-#: [elapsed<remaining, rate, postfix]" when n changes (at most once a second per bar, and always
-#: when it reaches its total); :func:`_relay` prints them unless TQDM_DISABLE is set.
-#: Arguments: the tag, the notebook, the executed copy, a JSON file of parameters, the kernel,
-#: the working folder.
-_RUNNER = r"""
-import html, json, logging, re, sys, time
-import papermill
-from papermill.clientwrap import PapermillNotebookClient
-
-TAG = sys.argv[1]
-EVERY = 1.0  # seconds: a bar that moves faster (a bar over batches) prints at most this often
-METER = re.compile(r"(\d+)/(\d+) \[([^\]]*)\]")
-LEFT = re.compile(r"(.*?):?\s*\d+%")
-TEXT_BAR = re.compile(r"\s*(.*?):\s*\d+%\|.*\|\s*(\d+)/(\d+) \[([^\]]*)\]\s*")
-shown, left = {}, {"desc": ""}
-
-
-def say(bar, desc, n, total, rest):
-    last_n, last_time = shown.get(bar, (0, 0.0))
-    now = time.monotonic()
-    if n > 0 and n != last_n and (n == total or now - last_time >= EVERY):
-        shown[bar] = (n, now)
-        sys.stdout.write(f"{TAG}{desc + ': ' if desc else ''}{n}/{total} [{rest}]\n")
-        sys.stdout.flush()
-
-
-def watch(msg):
-    content = msg.get("content") or {}
-    if msg.get("msg_type") == "comm_msg":  # a widget's update: tqdm's left or right text
-        value = ((content.get("data") or {}).get("state") or {}).get("value")
-        if isinstance(value, str):
-            text = html.unescape(value).replace("\u2007", " ").strip()
-            meter, desc = METER.fullmatch(text), LEFT.fullmatch(text)
-            if meter:
-                say(content.get("comm_id"), left["desc"], int(meter[1]), int(meter[2]),
-                    meter[3])
-            elif desc:
-                left["desc"] = desc[1]
-    elif msg.get("msg_type") == "stream" and content.get("name") == "stderr":
-        for part in re.split(r"[\r\n]", content.get("text", "")):
-            m = TEXT_BAR.fullmatch(part)
-            if m:
-                say((m[1], m[3]), m[1], int(m[2]), int(m[3]), m[4])
-
-
-original = PapermillNotebookClient.process_message
-
-
-def process_message(self, msg, *args, **kwargs):
-    try:
-        watch(msg)
-    except Exception:  # progress is a courtesy: it never stops a run
-        pass
-    return original(self, msg, *args, **kwargs)
-
-
-PapermillNotebookClient.process_message = process_message
-logging.basicConfig(level=logging.INFO, format="%(message)s")
-source, executed, params, kernel, cwd = sys.argv[2:7]
-with open(params) as fh:
-    parameters = json.load(fh)
-papermill.execute_notebook(source, executed, parameters=parameters, kernel_name=kernel, cwd=cwd,
-                           progress_bar=False, log_output=False)
-"""
-
-
-def _quiet() -> bool:
-    """Whether TQDM_DISABLE asks for no progress output (as it switches reproduce's own bar off;
-    a kernel's widget bars ignore it, so their lines are held back here)."""
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no",
-                                                                      "off")
-
-
-def _relay(stream, log_fh, nb: str) -> None:
-    """Copy the runner's output into the log; print its progress lines as '  <nb>: ...'
-    (unless TQDM_DISABLE is set)."""
-    from tqdm.auto import tqdm
-
-    tag, quiet = PROGRESS_TAG.encode(), _quiet()
-    for line in iter(stream.readline, b""):
-        at = line.find(tag)
-        if at >= 0 and not quiet:
-            text = line[at + len(tag):].decode(errors="replace").rstrip()
-            tqdm.write(f"  {nb}: {text}", file=sys.stdout)
-        try:
-            log_fh.write(line)
-        except OSError:  # the log is for diagnosis only: a full disk must not stop the relay
-            pass
-
-
 def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> None:
     """Execute one notebook with papermill in its own process group, artefacts to ``staging``.
     Raises Interrupted on SIGINT / SIGTERM and NotebookFailed when a cell fails."""
@@ -482,24 +385,24 @@ def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> 
     log = staging.parent / f"{nb}.log"
     params_file = staging.parent / f"{nb}.params.json"
     _write(params_file, json.dumps(dict(params, profile=profile)))
-    cmd = [sys.executable, "-c", _RUNNER, PROGRESS_TAG, str(root / "notebooks" / f"{nb}.ipynb"),
-           str(tmp), str(params_file), KERNEL, str(root / "notebooks")]
+    cmd = [sys.executable, "-m", "papermill", str(root / "notebooks" / f"{nb}.ipynb"), str(tmp),
+           "-f", str(params_file), "-k", KERNEL, "--cwd", str(root / "notebooks"),
+           "--no-progress-bar", "--no-log-output"]
     env = dict(os.environ, CMKD_ROOT=str(root), **{STAGING_ENV: str(staging)},
                PYTHONWARNINGS="ignore")
+    # the kernel's output goes to the log only: a relay thread forwarding progress lines made
+    # the interruption test hang once on a loaded machine (not understood yet), so progress
+    # lines are off until that is found
     with open(log, "wb") as log_fh:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True,
                                 preexec_fn=die_with_parent)
-        relay = threading.Thread(target=_relay, args=(proc.stdout, log_fh, nb), daemon=True)
-        relay.start()
         try:
             code = proc.wait()
         except KeyboardInterrupt:
             _stop_group(proc)
-            relay.join(5)
             tmp.unlink(missing_ok=True)
             raise Interrupted(nb) from None
-        relay.join(30)  # the kernel ends with papermill; its end closes the pipe
     if code != 0:
         failed = out_dir / f"{nb}.failed.ipynb"
         if tmp.exists():
