@@ -8,7 +8,6 @@ import functools
 import json
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,14 +23,13 @@ from cmkd import cli
 from cmkd.jobs import (
     Job,
     SerialExecutor,
+    keys,
     load_model,
     read_history,
     run_job,
     run_jobs,
-    source_hash,
 )
 from cmkd.jobs import cache as jc
-from cmkd.jobs import job as job_module
 from cmkd.params import ParamError
 from cmkd.runtime import torch_threads
 
@@ -91,7 +89,9 @@ def test_same_job_same_key_and_round_trips():
     assert a.hparams["kd_weight"] == 1.0 and a.dataset_options["standardize"] is True
 
 
-def test_every_field_changes_the_key(monkeypatch):
+def test_every_field_but_workers_changes_the_key(monkeypatch):
+    """Every field names other results, except ``workers`` (loader processes) and a
+    ``device`` of the same type (tests/test_jobs_keys.py: what else the key covers)."""
     base = student()
     changes = {
         "dataset": None, "model": None,  # checked below with a second dataset / model
@@ -99,12 +99,13 @@ def test_every_field_changes_the_key(monkeypatch):
         "hparams": {"temperature": 4.0}, "teacher": teacher(seed=8),
         "dataset_options": {"energy_removed": 0.5}, "data_root": "/elsewhere",
         "model_options": {"modality": "image", "classes": 5},
-        "optim": {"lr": 0.02}, "epochs": 3, "batch_size": 64, "seed": 1, "device": "cpu",
+        "optim": {"lr": 0.02}, "epochs": 3, "batch_size": 64, "seed": 1,
+        "device": "cuda" if keys.device_type("auto") != "cuda" else "cpu",
         "metric": "f1_macro", "workers": 1, "runs": [{"seed": 0}], "test_every": 2,
             "patience": 3,
     }
     assert set(changes) == {f.name for f in dataclasses.fields(Job)}, "a field is not tested"
-    keys = {base.key}
+    seen = {base.key}
     for name, value in changes.items():
         if name in ("dataset", "model"):
             continue
@@ -120,8 +121,13 @@ def test_every_field_changes_the_key(monkeypatch):
             job = base.replace(runs=value, teacher=teacher(runs=value))
         else:
             job = base.replace(**{name: value})
-        assert job.key not in keys, name
-        keys.add(job.key)
+        if name == "workers":
+            assert job.key == base.key
+            continue
+        assert job.key not in seen, name
+        seen.add(job.key)
+    same_type = keys.device_type("auto")
+    assert base.replace(device=same_type).key == base.key
     other_model = Job("avdigits", "mlp", ("image",), model_options={"in_features": 64,
                                                                     "classes": 10})
     nokd = base.replace(method="nokd", hparams={}, teacher=None)
@@ -129,22 +135,9 @@ def test_every_field_changes_the_key(monkeypatch):
     other_data = Job("rgbd_scenes", "avdigits_cnn", ("image",),
                      model_options={"modality": "image"})
     assert other_data.key != nokd.replace(dataset_options={}).key
-    # the code the run executes is part of the key
-    monkeypatch.setattr(job_module, "source_hash", lambda package=None: "0" * 64)
-    assert student().key not in keys  # a new job object: a key is computed once per object
-
-
-def test_source_hash_follows_run_code_only(tmp_path):
-    package = tmp_path / "cmkd"
-    shutil.copytree(ROOT / "lib" / "cmkd", package,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    before = source_hash(str(package))
-    (package / "reporting.py").write_text("# reporting is not run by jobs\n")
-    (package / "experiments" / "new.py").write_text("X = 1\n")
-    assert source_hash(str(package)) == before
-    with open(package / "engine.py", "a") as fh:
-        fh.write("\n# a change to the loop\n")
-    assert source_hash(str(package)) != before
+    # what the run depends on is part of the key
+    monkeypatch.setattr(keys, "environment", lambda: {"torch": "0", "lock": None})
+    assert student().key not in seen  # a new job object: a key is computed once per object
 
 
 # ----------------------------------------------------------------------------- validation

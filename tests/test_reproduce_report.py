@@ -289,3 +289,35 @@ def test_publish_skip_tamper_override_fail(project, capsys, monkeypatch):
     text = (out / "REPORT.md").read_text()
     assert f"- [{NB}](#{NB}): a tiny notebook **(stale: its last run failed)**" in text
     assert f"## {NB}: a tiny notebook (stale)" in text
+
+
+def test_refresh_jobs_reruns_the_notebook_with_its_cached_jobs_stale(project, capsys,
+                                                                     monkeypatch):
+    """--refresh-jobs: the notebook runs although its inputs are unchanged, its kernel gets
+    $CMKD_REFRESH_JOBS (the run's start time: run_jobs trains every job cached before it), and
+    the manifest's provenance says so."""
+    import os
+    import time
+
+    from cmkd.jobs.run import REFRESH_ENV
+
+    monkeypatch.delenv(REFRESH_ENV, raising=False)
+    path = project / f"notebooks/{NB}.ipynb"
+    nb = nbformat.read(path, 4)
+    nb.cells[1].source = ("import os\nfrom pathlib import Path\n"
+                          "Path(os.environ['CMKD_ROOT'], 'refresh.txt').write_text("
+                          f"os.environ.get({REFRESH_ENV!r}, 'unset'))\n" + nb.cells[1].source)
+    nbformat.write(nb, path)
+    out, seen = project / "reports/mine", project / "refresh.txt"
+    assert reproduce("mine", root=project) == 0
+    assert seen.read_text() == "unset"
+    assert "refresh_jobs" not in json.loads((out / f"manifest/{NB}.json").read_text())[
+        "provenance"]
+    capsys.readouterr()
+    start = time.time()
+    assert reproduce("mine", root=project, refresh_jobs=True) == 0
+    assert f"{NB}: ok in" in capsys.readouterr().out  # not skipped
+    assert start <= float(seen.read_text()) <= time.time()
+    record = json.loads((out / f"manifest/{NB}.json").read_text())
+    assert record["provenance"]["refresh_jobs"] is True
+    assert REFRESH_ENV not in os.environ

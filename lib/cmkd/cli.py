@@ -68,6 +68,9 @@ def _main(argv: list[str] | None = None) -> int:
                      help="notebook numbers (01 02 ...) or names; default: all")
     rep.add_argument("--force", action="store_true",
                      help="rerun notebooks whose inputs are unchanged since their last success")
+    rep.add_argument("--refresh-jobs", action="store_true",
+                     help="also run every job of the selected notebooks again, although cached "
+                          "(each once; implies --force); the manifests record it")
     rep.add_argument("--set", action="append", dest="overrides", metavar="NN.PARAM=VALUE",
                      help="override one parameter of notebook NN for this run, the value read "
                           "as YAML (e.g. --set 06.epochs=3); repeatable; checked like the "
@@ -108,7 +111,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         from cmkd.reproduce import reproduce
 
-        return reproduce(args.profile, args.only, args.force, overrides=args.overrides)
+        return reproduce(args.profile, args.only, args.force, overrides=args.overrides,
+                         refresh_jobs=args.refresh_jobs)
     if args.command == "refresh-notebooks":
         from cmkd.reproduce import refresh_notebooks
 

@@ -23,7 +23,9 @@ code selects on validation, and choosing an epoch by its test score would leak t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +39,7 @@ from tqdm.auto import tqdm
 from cmkd.metrics.task import METRICS, StackScores, infer_task, task_metrics
 from cmkd.models.batched import merge_runs
 from cmkd.params import ParamError, from_mapping, spec
-from cmkd.runtime import seed_everything, seed_for, select_device
+from cmkd.runtime import die_with_parent, seed_everything, seed_for, select_device
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "poly", "step")
@@ -111,7 +113,8 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, see
     A dataset that fetches whole batches itself (``batched_fetch``: the array-backed and stacked
     datasets of :mod:`cmkd.data.arrays`) is read with one ``__getitems__`` call per batch."""
     common = dict(num_workers=num_workers, pin_memory=pin_memory,
-                  worker_init_fn=_seed_worker if num_workers else None,
+                  worker_init_fn=functools.partial(_seed_worker, os.getpid())
+                  if num_workers else None,
                   persistent_workers=num_workers > 0)
     if getattr(dataset, "batched_fetch", False):
         common["collate_fn"] = _as_batch
@@ -127,7 +130,11 @@ def _as_batch(batch):
     return batch
 
 
-def _seed_worker(worker_id: int) -> None:
+def _seed_worker(parent: int, worker_id: int) -> None:  # pragma: no cover - in a loader worker
+    """A DataLoader worker: dies with ``parent``, the process that reads from it (a pool
+    worker killed with -9 takes its loader workers along, :func:`cmkd.runtime.die_with_parent`;
+    one that died while this worker started, before the signal was asked for, too), seeded."""
+    die_with_parent(parent)
     seed_everything(torch.initial_seed() % 2**63)
 
 

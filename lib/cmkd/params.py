@@ -36,6 +36,10 @@ class ParamError(ValueError):
         self.name, self.message, self.source = name, message, source
         super().__init__(str(self))
 
+    def __reduce__(self):
+        # pickled with its three fields (a job's error travels back from a worker process)
+        return type(self), (self.name, self.message, self.source), self.__dict__
+
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
         what = f"parameter '{shorten(self.name)}': " if self.name else ""

@@ -490,7 +490,10 @@ def publish(root: Path, profile: str, nb: str, staging: Path, provenance: dict,
     old_path = out / "manifest" / f"{nb}.json"
     old = json.loads(old_path.read_text()) if old_path.is_file() else None
     if _same_results(staging, out, new, old) and old.get("provenance"):
-        kept = dict(new, provenance=old["provenance"])
+        # the same bytes: the run that made them stays their provenance, unless this one
+        # recomputed every job (--refresh-jobs), which then says so
+        kept = dict(new, provenance=provenance if provenance.get("refresh_jobs")
+                    else old["provenance"])
         if kept != old:
             _write(old_path, _manifest_bytes(kept))
         return False
@@ -579,10 +582,17 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
 
 
 def reproduce(profile: str = "default", only: list[str] | None = None, force: bool = False,
-              root: Path | None = None, overrides: list[str] | None = None) -> int:
+              root: Path | None = None, overrides: list[str] | None = None,
+              refresh_jobs: bool = False) -> int:
     """Run the selected notebooks on ``profile`` (a folder of params/) with the ``--set``
     ``overrides`` ('NN.param=value'); returns 0 when every one succeeded, 1 when one failed or
-    a file could not be written, and 130 when interrupted."""
+    a file could not be written, and 130 when interrupted.
+
+    ``refresh_jobs``: run the notebooks (as ``force``) and every job they run again, although
+    cached: ``$CMKD_REFRESH_JOBS`` (:data:`cmkd.jobs.run.REFRESH_ENV`) is set to this run's
+    start time for the kernels, so a job cached before it is trained again, once (a job shared
+    by two notebooks is served to the second); the manifests' provenance says
+    ``refresh_jobs: true``."""
     root = root or repo_root()
     try:
         check_profile_name(profile)
@@ -606,10 +616,14 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
         print(f"cmkd reproduce: warning: {stray} matches no notebook under notebooks/ and is "
               "ignored (a misspelt name?)", file=sys.stderr)
     _check_writable(reports_dir(profile, root))
+    from cmkd.jobs.run import REFRESH_ENV
+
+    refresh = {REFRESH_ENV: repr(time.time())} if refresh_jobs else {}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with profile_lock(root, profile):
-            return _reproduce(root, profile, chosen, available, params, force, sets)
+        with profile_lock(root, profile), _environment(**refresh):
+            return _reproduce(root, profile, chosen, available, params,
+                              force or refresh_jobs, sets)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -663,6 +677,16 @@ def _reproduce(root: Path, profile: str, chosen: list[str], available: list[str]
     return 0
 
 
+def _refreshing() -> bool:
+    """Whether the jobs of this run are run again although cached (``--refresh-jobs``)."""
+    from cmkd.jobs.run import refresh_since
+
+    try:
+        return refresh_since() is not None
+    except ValueError:
+        return False
+
+
 def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None, force: bool,
          failed: dict[str, str]) -> str:
     """Skip, or run and publish, one notebook; returns what happened, in a few words.  A failure
@@ -693,6 +717,8 @@ def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None
                 if (staging / RUN_FILE).is_file() else {}
             provenance = dict(environment(root, params.get("device")),
                               wall_seconds=round(seconds, 1), **run)
+            if _refreshing():
+                provenance["refresh_jobs"] = True
             # no half-published notebook: a signal arriving now is handled after the state
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:

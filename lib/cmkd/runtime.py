@@ -3,7 +3,8 @@
 Every other module asks here: :func:`select_device` for 'auto' / 'cpu' / 'cuda' / 'mps',
 :func:`seed_everything` before a run, :func:`rng_for` and :func:`seed_for` for generators and
 seeds determined by a tuple of integers (a setting, a run, a phase), :func:`torch_threads` for a
-block that should run on a given number of CPU threads.
+block that should run on a given number of CPU threads, :func:`die_with_parent` for the worker
+processes a run starts.
 """
 
 from __future__ import annotations
@@ -82,3 +83,28 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def die_with_parent(parent: int | None = None) -> None:  # pragma: no cover - in a child
+    """Linux: this process gets SIGKILL when its parent dies (even by SIGKILL), so no worker
+    outlives the notebook or command that started it: the pool workers of
+    :class:`cmkd.jobs.ProcessExecutor`, the DataLoader workers of every loader
+    (:func:`cmkd.engine.make_loader`), the kernels of ``cmkd reproduce``.  Elsewhere: nothing.
+
+    The signal comes when the *thread* that started this process ends: call it in processes
+    started by a thread that lives as long as its work (the main thread, a loader's).
+    ``parent``: the pid of the process that started this one; if it died before the signal
+    was asked for (a spawned child imports for seconds first), this process ends at once."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform != "linux":
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)

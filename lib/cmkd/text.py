@@ -49,6 +49,9 @@ class TextError(ValueError):
         self.name, self.line, self.column, self.reason = name, line, column, reason
         super().__init__(f"{name} line {line}, column {column}: {reason}")
 
+    def __reduce__(self):  # pickled with its fields (it travels back from a worker process)
+        return type(self), (self.name, self.line, self.column, self.reason), self.__dict__
+
 
 def _where(data: bytes, pos: int) -> tuple[int, int]:
     """(line, column) from 1 of byte ``pos`` of ``data``; the column counts characters."""

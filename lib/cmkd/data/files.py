@@ -55,6 +55,9 @@ class ItemError(ValueError):
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self):  # pickled with its fields (it travels back from a worker process)
+        return type(self), (self.path, self.reason), self.__dict__
+
 
 @contextlib.contextmanager
 def reading(path, expected: str):

@@ -1,7 +1,8 @@
 """Jobs: a run as a small frozen config, a content-addressed cache of its results, executors.
 
 - :class:`Job` (:mod:`~cmkd.jobs.job`): dataset, model, teacher job, method and hyperparameters,
-  optimiser, epochs, batch size, seed, device, metric; ``job.key`` names its cached results.
+  optimiser, epochs, batch size, seed, device, metric; ``job.key`` names its cached results
+  (with the code, data and environment it depends on: :mod:`~cmkd.jobs.keys`).
 - :func:`run_job` / :func:`run_jobs` (:mod:`~cmkd.jobs.run`): train one job, or a list (teachers
   first and once, cached keys skipped) into a tidy DataFrame of result rows.
 - the cache (:mod:`~cmkd.jobs.cache`): ``$CMKD_CACHE`` or ``<repo>/.cache/jobs``, one folder
@@ -12,8 +13,10 @@
 
 from cmkd.jobs.cache import cache_dir
 from cmkd.jobs.executors import Executor, ProcessExecutor, SerialExecutor
-from cmkd.jobs.job import KINDS, Job, source_hash
+from cmkd.jobs.job import KINDS, Job
+from cmkd.jobs.keys import code_hash, dependencies
 from cmkd.jobs.run import load_model, read_history, result_row, run_job, run_jobs
 
 __all__ = ["KINDS", "Executor", "Job", "ProcessExecutor", "SerialExecutor", "cache_dir",
-           "load_model", "read_history", "result_row", "run_job", "run_jobs", "source_hash"]
+           "code_hash", "dependencies", "load_model", "read_history", "result_row", "run_job",
+           "run_jobs"]

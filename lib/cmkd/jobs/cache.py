@@ -321,6 +321,19 @@ def has(cache: Path, key: str) -> bool:
     return _sound(Path(cache), key).usable
 
 
+def finished_at(cache: Path, key: str) -> float | None:
+    """When job ``key``'s folder was finished (its marker's time, else the folder's mtime), or
+    None when there is none."""
+    path = folder(Path(cache), key)
+    stamp = _marker(path).get("finished")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        return float(stamp)
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def _unusable(cache: Path, key: str, found: Check) -> FileNotFoundError:
     if found.state == "bad":
         return FileNotFoundError(f"job {key} has no usable result in the cache {cache}: "
@@ -412,15 +425,16 @@ def _fsync_tree(path: Path) -> None:
                 os.close(fd)
 
 
-def store(cache: Path, key: str, write: Callable[[Path], None]) -> Path:
+def store(cache: Path, key: str, write: Callable[[Path], None], replace: bool = False) -> Path:
     """Store job ``key``'s files atomically: ``write(tmp)`` fills a temporary sibling folder,
     the marker and then the manifest (the key and every file's sha256) are added and the folder
     renamed to ``<cache>/<key>``.
 
     A bad folder already there is moved aside (:func:`check`), an incomplete one deleted.  If
     another process stored the same key meanwhile, its folder is kept and ours dropped (a job
-    is deterministic, so both hold the same result).  On any exception (KeyboardInterrupt
-    included) the temporary folder is removed.  Returns the final folder.
+    is deterministic, so both hold the same result), unless ``replace`` (a job run again on
+    purpose, ``--refresh-jobs``): the folder there is then replaced by ours.  On any exception
+    (KeyboardInterrupt included) the temporary folder is removed.  Returns the final folder.
     """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -441,6 +455,14 @@ def store(cache: Path, key: str, write: Callable[[Path], None]) -> Path:
             shutil.rmtree(dest, ignore_errors=True)
         elif found.state == "bad":
             _sound(cache, key)  # moves it aside, saying why
+        elif replace and found.state != "missing":
+            old = cache / f"{TMP_PREFIX}{key}-{secrets.token_hex(4)}-replaced"
+            try:
+                os.rename(dest, old)
+            except FileNotFoundError:
+                pass
+            else:
+                shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, dest)
         except OSError:

@@ -7,9 +7,14 @@ the optimiser and schedule, epochs, batch size, loader workers, seed, device pre
 metric that selects the best epoch.  Its :attr:`Job.key` names its folder in the cache
 (:mod:`cmkd.jobs.cache`).
 
-The key is the sha256 of the job's canonical JSON (the teacher included by its own key) and of
-the source the run executes (:func:`source_hash`): change any field or that code and the job runs
-again; build the same job twice, anywhere, and it names the same results.
+The key is the sha256 of the job's canonical JSON (the teacher included by its own key; not
+``workers``, and ``device`` as its type) and of what the run depends on
+(:func:`cmkd.jobs.keys.dependencies`): the code it runs (the modules it imports, the user's
+encoder, method or loader modules included), the content of the data it reads (a fingerprint of
+``data_root``) and the environment (torch's version, the lock's pins of the packages that
+compute).  Change any of them and the job runs again; build the same job twice, anywhere with
+the same code, data and environment, and it names the same results.  docs/cache.md has the
+table of edits and the jobs they rerun.
 
 Names and hyperparameters are checked on construction (unknown dataset, model, method, option or
 hyperparameter names; hyperparameter values through the method's validated ``Hparams``), and
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cmkd.jobs import keys
 from cmkd.params import ParamError
 
 #: 'teacher' jobs train one model alone (method 'nokd', or 'ogm_ge' for a fusion model) and give
@@ -45,17 +51,6 @@ KINDS = ("teacher", "student")
 
 #: Bumped when the layout of a job's JSON or of its cache folder changes meaning.
 SCHEMA = 1
-
-#: Parts of the cmkd package that do not change what a run computes (reporting, notebook
-#: orchestration, the experiments that only build job grids, benchmarks, the command line, the
-#: published numbers, the cache's file handling and the executors): editing them keeps cached
-#: results valid.  Everything else under lib/cmkd counts, the embedded data files included.  A
-#: change to the cache folder's layout bumps :data:`SCHEMA` instead.
-SOURCE_EXCLUDE = ("cli.py", "reporting.py", "reproduce.py", "provenance.py", "bench/",
-                  "experiments/", "reference/", "data/build_avdigits.py", "jobs/cache.py",
-                  "jobs/executors.py")
-
-SOURCE_SUFFIXES = (".py", ".npz", ".npy", ".json", ".yaml")
 
 _SOURCE = "job"
 
@@ -93,36 +88,6 @@ def canonical(value: Any, name: str = "value") -> Any:
 def dumps(value: Any) -> str:
     """Canonical JSON text: sorted keys, no spaces, no NaN."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def source_hash(package: str | None = None) -> str:
-    """sha256 over the relative paths and bytes of the files a run executes: every
-    :data:`SOURCE_SUFFIXES` file under the cmkd package (or the folder ``package``) except
-    :data:`SOURCE_EXCLUDE`.
-
-    For the imported package it is computed once per process: a running process executes the
-    code it imported, so later edits on disk (which it does not run) must not rename its results.
-    """
-    return tree_hash(Path(package)) if package else _imported_source_hash()
-
-
-@functools.cache
-def _imported_source_hash() -> str:
-    return tree_hash(Path(__file__).resolve().parents[1])
-
-
-def tree_hash(root: Path) -> str:
-    """sha256 of the run-relevant files under package folder ``root`` (see :func:`source_hash`)."""
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if (not path.is_file() or path.suffix not in SOURCE_SUFFIXES or "__pycache__" in rel
-                or any(rel == ex or (ex.endswith("/") and rel.startswith(ex))
-                       for ex in SOURCE_EXCLUDE)):
-            continue
-        h.update(rel.encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
 
 
 def _optim(value):
@@ -263,8 +228,11 @@ class Job:
     seed : seeds the model initialisation, the method's extra modules and the data order.
     device : 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' (the device actually used is in the row).
     metric : a name of ``cmkd.metrics.task.METRICS``; selects the best epoch and is reported.
-    workers : DataLoader worker processes (part of the key: per-worker seeds can change
-        random augmentation).
+    workers : DataLoader worker processes; not part of the key.  The embedded and array-backed
+        sets draw nothing at random while loading, so their results do not depend on it; the
+        real loaders' random augmentation (training crops, flips, frames) draws from the loader
+        workers' seeded generators, so 0 and N workers give other, equally valid draws, which
+        the cache treats as the same job.
     runs : empty for one run; for a stack of R runs, R mappings ``{'seed': int,
         'dataset_options': {...}}``: run r's models and the method's stacked modules are
         initialised from its seed, its data are ``dataset_options`` updated with its own (e.g.
@@ -388,12 +356,21 @@ class Job:
         ident["teacher"] = None if self.teacher is None else self.teacher.key
         return ident
 
+    def _key_identity(self) -> dict:
+        """The fields that name the results: not ``workers`` (loader processes), ``device``
+        as the type of the device it gives here (:func:`cmkd.jobs.keys.device_type`)."""
+        ident = self._identity()
+        del ident["workers"]
+        ident["device"] = keys.device_type(self.device)
+        return ident
+
     @functools.cached_property
     def key(self) -> str:
-        """sha256 (hex) of the canonical JSON of the job (the teacher by its key) and of
-        :func:`source_hash`; the name of its cache folder (computed once per job object: the
-        job is frozen and the source hash fixed for the process)."""
-        text = dumps({"job": self._identity(), "source": source_hash()})
+        """sha256 (hex) of the canonical JSON of the job's results-naming fields (the teacher
+        by its key, :meth:`_key_identity`) and of :func:`cmkd.jobs.keys.dependencies` (code,
+        data, environment); the name of its cache folder.  Computed once per job object (and
+        kept when the job is pickled to a worker)."""
+        text = dumps({"job": self._key_identity(), **keys.dependencies(self)})
         return hashlib.sha256(text.encode()).hexdigest()
 
     def __hash__(self) -> int:

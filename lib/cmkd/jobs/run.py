@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,10 +26,44 @@ import torch
 from tqdm.auto import tqdm
 
 from cmkd.jobs import cache as jc
+from cmkd.jobs import keys
 from cmkd.jobs.executors import Executor, SerialExecutor
-from cmkd.jobs.job import Job, source_hash
+from cmkd.jobs.job import Job
 
 SPLITS = ("train", "val", "test")
+
+#: ``cmkd reproduce --refresh-jobs`` sets it to its start time (a Unix time): the jobs stored
+#: in the cache before it are run again (once: a job stored since is served), by every
+#: :func:`run_jobs` of the notebooks it runs.  '1' (or 'yes', 'true'): since each run_jobs call.
+REFRESH_ENV = "CMKD_REFRESH_JOBS"
+
+
+def refresh_since(refresh: bool | float | None = None) -> float | None:
+    """The time before which cached jobs are run again: ``refresh`` True -> now, a number ->
+    that time, False -> never (None), None -> from ``$CMKD_REFRESH_JOBS`` (unset or empty:
+    never).  ValueError for an environment value that is neither a time nor a yes."""
+    if refresh is None:
+        value = os.environ.get(REFRESH_ENV, "").strip()
+        if not value or value.lower() in ("0", "no", "false"):
+            return None
+        if value.lower() in ("1", "yes", "true"):
+            return time.time()
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"${REFRESH_ENV}={value!r}: expected a Unix time (jobs cached "
+                             "before it run again) or 1 / yes / true (now)") from None
+    if isinstance(refresh, bool):
+        return time.time() if refresh else None
+    return float(refresh)
+
+
+def _stale(cache: Path, key: str, since: float | None) -> bool:
+    """Whether cached job ``key`` was stored before ``since`` (so a refresh runs it again)."""
+    if since is None:
+        return False
+    stamp = jc.finished_at(cache, key)
+    return stamp is not None and stamp < since
 
 
 def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
@@ -49,7 +84,7 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
     test_correct (a string of '0' / '1', one per test item in the split's order: the top-1
     correctness at best_epoch, for paired comparisons; None for other tasks).  Then seconds
     (training wall time, of the whole stack), device (the one used)
-    and source (:func:`source_hash`).
+    and source (:func:`cmkd.jobs.keys.code_hash`: the code the job ran).
     """
     t = job.teacher
     row = {"key": job.key, "kind": job.kind, "dataset": job.dataset, "data_root": job.data_root,
@@ -79,7 +114,8 @@ def result_row(job: Job, fit_result, teacher_row: dict | None, seconds: float,
                 "epochs_run": fit_result.epochs_run, "since_best": fit_result.since_best,
                 "test_correct": (None if fit_result.test_correct is None else
                                  "".join(map(str, fit_result.test_correct.tolist()))),
-                "seconds": round(seconds, 3), "device": device, "source": source_hash()})
+                "seconds": round(seconds, 3), "device": device,
+                "source": keys.code_hash(job)})
     return row
 
 
@@ -105,11 +141,11 @@ def read_history(job: Job, cache: str | Path | None = None) -> pd.DataFrame:
     return pd.read_csv(jc.folder(cache, job.key) / jc.HISTORY)
 
 
-def _teacher(job: Job, cache: Path, progress: bool):
+def _teacher(job: Job, cache: Path, progress: bool, since: float | None):
     """(teacher model with its cached best-validation weights, teacher rows), or (None, None)."""
     if job.teacher is None:
         return None, None
-    run_job(job.teacher, cache, progress=progress)
+    run_job(job.teacher, cache, progress=progress, refresh_since=since)
     return load_model(job.teacher, cache), jc.read_rows(cache, job.teacher.key)
 
 
@@ -125,11 +161,12 @@ def _split(job: Job, split: str):
                            for r in range(len(job.runs))])
 
 
-def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
-            ) -> dict | list[dict]:
+def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False,
+            refresh_since: float | None = None) -> dict | list[dict]:
     """Train ``job`` (its teacher job first, if not cached) and store it in ``cache``; return
     its result row (a list of rows, one per run, for a stack).  A job already in the cache is
-    not run again (its result is returned).
+    not run again (its result is returned), unless it was stored before ``refresh_since`` (a
+    Unix time, :func:`refresh_since`): then it is trained again and replaces it.
 
     Deterministic: the same job gives the same scores, history and checkpoint on the same
     machine (the model, the method's extra modules, the data order and the training are seeded
@@ -143,9 +180,10 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
     if not isinstance(job, Job):
         raise TypeError(f"run_job takes a cmkd.jobs.Job, got {type(job).__name__}")
     cache = jc.cache_dir(cache)
-    if jc.has(cache, job.key):
+    stale = _stale(cache, job.key, refresh_since)
+    if not stale and jc.has(cache, job.key):
         return jc.read_result(cache, job.key)
-    teacher, t_rows = _teacher(job, cache, progress)
+    teacher, t_rows = _teacher(job, cache, progress, refresh_since)
     device = select_device(job.device)
     sets = {s: _split(job, s) for s in SPLITS}
     seed_everything(job.seed)
@@ -187,7 +225,10 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
         torch.save(checkpoint, buf)
         (tmp / jc.CHECKPOINT).write_bytes(buf.getvalue())
 
-    jc.store(cache, job.key, write)
+    if stale:
+        jc.store(cache, job.key, write, replace=True)
+    else:
+        jc.store(cache, job.key, write)
     return out
 
 
@@ -211,7 +252,8 @@ def _closure(jobs: Iterable[Job]) -> list[Job]:
 
 
 def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
-             cache: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+             cache: str | Path | None = None, progress: bool = True,
+             refresh: bool | float | None = None) -> pd.DataFrame:
     """Run the jobs not yet in the cache and return the result rows of all of them.
 
     Every job (and teacher job) is checked first (:meth:`Job.check`), so a bad one fails before
@@ -226,6 +268,10 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
     executor : runs ``run_job`` over a list of jobs (:class:`SerialExecutor` by default).
     cache : the cache folder (default :func:`cmkd.jobs.cache.cache_dir`).
     progress : a tqdm bar over the jobs to run (TQDM_DISABLE=1 switches it off).
+    refresh : run the jobs (and teacher jobs) again although they are cached: True (those
+        stored before this call), a Unix time (those stored before it), False (never); None
+        (default): ``$CMKD_REFRESH_JOBS`` (:data:`REFRESH_ENV`, set by ``cmkd reproduce
+        --refresh-jobs``).  A job stored since that time is served from the cache.
 
     Returns
     -------
@@ -240,10 +286,11 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
     everything = _closure(jobs)
     for job in everything:
         job.check()
+    since = refresh_since(refresh)
     jc.remove_incomplete(cache)
-    todo = [j for j in everything if not jc.has(cache, j.key)]
+    todo = [j for j in everything if _stale(cache, j.key, since) or not jc.has(cache, j.key)]
     executor = SerialExecutor() if executor is None else executor
-    run = functools.partial(run_job, cache=str(cache), progress=False)
+    run = functools.partial(run_job, cache=str(cache), progress=False, refresh_since=since)
     with tqdm(total=len(todo), desc="jobs", unit="job",
               **({} if progress else {"disable": True})) as bar:
         for depth in sorted({_depth(j) for j in todo}):
