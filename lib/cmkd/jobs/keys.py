@@ -76,6 +76,8 @@ COMPUTE_PREFIXES = ("nvidia-",)
 
 LOCK_FILE = "requirements.lock"
 FINGERPRINTS = "fingerprints"
+#: a fingerprint that reads more than this many bytes shows a progress bar
+PROGRESS_BYTES = 256 * 2**20
 
 _PACKAGE = Path(__file__).resolve().parents[1]          # lib/cmkd
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -341,7 +343,7 @@ def data_fingerprint(root, store: Path | None = None) -> str:
                 memo = saved.get("files", {}) if isinstance(saved.get("files"), dict) else {}
         except (OSError, ValueError):
             memo = {}
-    files, changed = {}, False
+    files, todo = {}, []
     for path in _walk(root):
         rel = path.name if root.is_file() else path.relative_to(root).as_posix()
         try:
@@ -353,8 +355,16 @@ def data_fingerprint(root, store: Path | None = None) -> str:
                 and old[1] == st.st_mtime_ns):
             files[rel] = old
         else:
+            todo.append((rel, path, st))
+    changed = bool(todo)
+    total = sum(st.st_size for _, _, st in todo)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"fingerprint of {root.name}",
+              disable=total < PROGRESS_BYTES, file=sys.stderr) as bar:
+        for rel, path, st in todo:  # read once; later runs read only what changed
             files[rel] = [st.st_size, st.st_mtime_ns, file_sha256.__wrapped__(str(path))]
-            changed = True
+            bar.update(st.st_size)
     changed = changed or set(memo) != set(files)
     digest = _digest({rel: v[2] for rel, v in files.items()})
     if memo_path is not None and changed:
