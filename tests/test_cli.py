@@ -74,3 +74,18 @@ def test_a_broken_pipe_that_is_not_stdout_is_not_hidden():
                          env=_env(), timeout=120)
     assert res.returncode == 1 and res.stdout == "some output\n"
     assert "BrokenPipeError: [Errno 32] a worker's pipe" in res.stderr
+
+
+def test_reproduce_refresh_jobs_reaches_reproduce(monkeypatch):
+    import cmkd.reproduce
+
+    seen = {}
+
+    def fake(profile, only, force, overrides=None, refresh_jobs=False):
+        seen.update(profile=profile, only=only, force=force, refresh_jobs=refresh_jobs)
+        return 0
+
+    monkeypatch.setattr(cmkd.reproduce, "reproduce", fake)
+    assert main(["reproduce", "--profile", "smoke", "--only", "06", "--refresh-jobs"]) == 0
+    assert seen == {"profile": "smoke", "only": ["06"], "force": False, "refresh_jobs": True}
+    assert main(["reproduce", "--only", "06"]) == 0 and seen["refresh_jobs"] is False
