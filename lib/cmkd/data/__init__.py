@@ -94,8 +94,10 @@ def register(name: str, loader, *, classes=None, spec=None) -> None:
     imports a module that registers it: keep the ``register`` call in an importable module of
     your own, imported where the jobs are built, and make sure the workers import it too (or
     run the jobs serially, the default).  Otherwise the worker stops with "unknown dataset".
-    The job cache knows a registered dataset by its name and options, not its code: after
-    changing the loader or its data, register it under another name or clear those jobs.
+    The job cache knows a registered dataset by its name, its options and the source file of
+    the loader's module (a changed loader reruns its jobs, :mod:`cmkd.jobs.keys`), not by the
+    files it reads without a root: after changing those, rerun with ``--refresh-jobs``
+    (``run_jobs(..., refresh=True)``) or register it under another name.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a dataset name must be an identifier string, got {name!r}")
