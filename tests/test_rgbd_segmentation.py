@@ -88,8 +88,10 @@ def test_grid_pairs_and_directions(root, tmp_path):
 
 def test_missing_dataset_and_weights_stop_before_compute(root, tmp_path):
     path = root / "params/paper/10_rgbd_segmentation.yaml"
-    with pytest.raises(ParamError, match="nyudv2_root"):
-        load_params(path, seg.Config, overrides={"nyudv2_root": str(tmp_path / "none")})
+    config = load_params(path, seg.Config, overrides={"nyudv2_root": str(tmp_path / "none")})
+    with pytest.raises(ParamError, match="nyudv2_root.*expected layout"):
+        seg.run(config, cache=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     with pytest.raises(ParamError, match="resnet18_weights"):
         load_params(path, seg.Config, overrides={"dataset": "rgbd_scenes", "height": 32,
                                                  "width": 32, "resnet18_weights": "nope.pth"})

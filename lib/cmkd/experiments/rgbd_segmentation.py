@@ -105,13 +105,19 @@ class Config:
             if path and not specs.resolve_root(path).is_file():
                 raise ParamError(name, f"weights file {path!r} not found (a torchvision "
                                        f"ImageNet state dict; nothing is downloaded)")
-        if self.dataset != "rgbd_scenes":
-            root = getattr(self, f"{self.dataset}_root")
-            mod = data.module(self.dataset)
-            problems = mod.check(specs.resolve_root(root))
-            if problems:
-                raise ParamError(f"{self.dataset}_root", f"{root!r}: " + "; ".join(
-                    problems[:3]) + f"\nexpected layout:\n{mod.LAYOUT}")
+
+
+def preflight(config: Config) -> None:
+    """A ParamError naming the root parameter and the expected layout when the real dataset is
+    not where the params say (before any compute)."""
+    if config.dataset == "rgbd_scenes":
+        return
+    root = getattr(config, f"{config.dataset}_root")
+    mod = data.module(config.dataset)
+    problems = mod.check(specs.resolve_root(root))
+    if problems:
+        raise ParamError(f"{config.dataset}_root", f"{root!r}: " + "; ".join(
+            map(str, problems[:3])) + f"\nexpected layout (docs/datasets.md):\n{mod.LAYOUT}")
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -190,6 +196,7 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     epoch, %), teacher_miou, teacher_end_miou (C2KD trains its teacher), best_epoch,
     since_best, seconds.  ``attrs``: seconds, device, jobs.
     """
+    preflight(config)
     start = time.perf_counter()
     cells = grid(config)
     rows = run_jobs([c["job"] for c in cells], executor=executor, cache=cache,
