@@ -89,7 +89,7 @@ def test_grid_pairs_and_directions(root, tmp_path):
 def test_missing_dataset_and_weights_stop_before_compute(root, tmp_path):
     path = root / "params/paper/10_rgbd_segmentation.yaml"
     config = load_params(path, seg.Config, overrides={"nyudv2_root": str(tmp_path / "none")})
-    with pytest.raises(ParamError, match="nyudv2_root.*expected layout"):
+    with pytest.raises(ParamError, match="(?s)nyudv2_root.*expected layout"):
         seg.run(config, cache=tmp_path / "cache", progress=False)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     with pytest.raises(ParamError, match="resnet18_weights"):
