@@ -286,7 +286,8 @@ def _evaluate(model, loader, inputs, metrics, device, amp, channels_last, correc
             target = batch["label"]
             scores.update(logits, target)
             if hits is not None:
-                if target.is_floating_point() or logits.dim() != target.dim() + 1:
+                if (target.is_floating_point() or logits.dim() > 3
+                        or logits.shape[:-1] != target.shape):
                     hits = None  # multilabel or dense: no single top-1 prediction per item
                 else:
                     hits.append((logits.argmax(-1) == target).to(torch.uint8).cpu())

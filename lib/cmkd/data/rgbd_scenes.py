@@ -141,7 +141,12 @@ class RGBDScenes(Dataset):
 
 
 def load(root=None, split: str = "train", n: int | None = None, size: int = 64, seed: int = 0,
-         max_shapes: int = 5, depth_noise: float = 0.02) -> RGBDScenes:
+         max_shapes: int = 5, depth_noise: float = 0.02, n_eval: int | None = None
+         ) -> RGBDScenes:
     """Registry entry (``root`` is ignored: the scenes are generated).  n: scenes in the split
-    (default 512 / 128 / 128); size: pixels per side; depth_noise: relative sensor noise."""
+    (default 512 / 128 / 128); n_eval: scenes of the val and test splits when given (n then
+    counts the training split only); size: pixels per side; depth_noise: relative sensor
+    noise."""
+    if n_eval is not None and split != "train":
+        n = n_eval
     return RGBDScenes(split, n, size, seed, max_shapes, depth_noise)

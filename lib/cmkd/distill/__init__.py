@@ -43,6 +43,10 @@ reduction="mean", detach_teacher=True, runs=False)``
   each term reaches only the side it moves (DML; SHAKE's student / shadow terms; C2KD, where
   ``bidirectional=False`` is the frozen-teacher case).
 
+Segmentation: per-pixel logits (batch, classes, H, W) are taken as one sample per labelled pixel
+(:mod:`cmkd.distill.dense`, void pixels dropped); CIRKD's cross-image relations are in
+:mod:`cmkd.distill.cirkd`.
+
 What a loss returns
 -------------------
 * A loss that trains one network (with its auxiliary modules: regressors, Review's fusion,
@@ -61,6 +65,8 @@ and all-class Zipf ranks (yzd-v/cls_KD), SHAKE's layer-normalised logits and sha
 file says what it follows.
 """
 from cmkd.distill.c2kd import FILTERS, c2kd_loss, filter_scores, kl_towards, ofsd_mask
+from cmkd.distill.cirkd import anchor_relation_loss, minibatch_pixel_loss, region_embeddings
+from cmkd.distill.dense import dense, is_dense, pixels
 from cmkd.distill.dist import dist_loss
 from cmkd.distill.dkd import dkd_loss, dkd_warmup, non_target_logits, tckd_nckd
 from cmkd.distill.dlb import dlb_loss
@@ -75,7 +81,8 @@ from cmkd.distill.uskd import uskd_loss
 from cmkd.distill.zipf import zipf_loss, zipf_soft_labels
 
 __all__ = [
-    "FILTERS", "c2kd_loss", "dist_loss", "dkd_loss", "dkd_warmup", "dlb_loss",
+    "FILTERS", "anchor_relation_loss", "c2kd_loss", "dense", "dist_loss", "is_dense",
+    "minibatch_pixel_loss", "pixels", "region_embeddings", "dkd_loss", "dkd_warmup", "dlb_loss",
     "dml_loss", "filter_scores", "fitnet_loss", "hcl_loss", "kd_loss", "kl_towards",
     "nkd_loss", "non_target_logits", "ofsd_mask", "review_loss", "rkd_angle_loss",
     "rkd_distance_loss", "rkd_loss", "shake_loss", "tckd_nckd", "uskd_loss", "zipf_loss",

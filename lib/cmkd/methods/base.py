@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmkd.distill.dense import is_dense, pixels
 from cmkd.metrics.task import IGNORE_INDEX, infer_task
 from cmkd.models.batched import run_count
 from cmkd.params import ParamError, from_mapping
@@ -270,6 +271,18 @@ class Method:
         if task == "segmentation":
             return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
         return F.cross_entropy(logits, target)
+
+    def samples(self, target: torch.Tensor, *logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(*logits, target)`` as the losses of :mod:`cmkd.distill` take them: classification
+        logits unchanged; per-pixel logits (batch, classes, H, W) with a (batch, H, W) target as
+        one (N, classes) row per labelled pixel and (N,) labels (:func:`cmkd.distill.dense.pixels`:
+        void pixels dropped, every labelled pixel of the batch one sample)."""
+        if not is_dense(logits[0]):
+            return (*logits, target)
+        if self.runs:
+            raise ValueError(f"method {self.name!r}: stacked runs (runs=True) are for "
+                             f"classification; segmentation trains one run at a time")
+        return pixels(target, *logits)
 
     # ------------------------------------------------------------------ training hooks
     def train_batch_sampler(self, n: int, batch_size: int, seed: int):

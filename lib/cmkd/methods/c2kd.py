@@ -26,6 +26,13 @@ Diagnostics per step: ``keep`` (the fraction of samples the filter kept) and
 ``n_krc_below_omega`` (the samples whose KRC between the two sides the filter reads - the
 proxies, or the models' logits without proxies - is not above omega: C2KD Fig. 3; the KRC
 whatever the filter).
+
+Segmentation (dense student and teacher, :mod:`cmkd.models.deeplab`): each proxy is per pixel
+(:class:`cmkd.models.proxy.DenseProxyHead` on the 'decoder' map when ``proxy_feature`` is left at
+'layer3'), upsampled to the labels; every pixel with a label is a sample of Eq. (6): the KRC
+filter scores each pixel's class ranking, the non-target KL is per pixel, and every term is
+averaged over the labelled (for the crossmodal term: kept) pixels of the whole batch
+(:mod:`cmkd.distill.dense`).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from cmkd.methods.base import (
     register,
     resolve_feature,
 )
+from cmkd.methods.layers import dense_head_logits, is_dense_model
 from cmkd.metrics.krc import kendall_tau
 from cmkd.params import ParamError, spec
 
@@ -158,7 +166,22 @@ class C2KD(Method):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.proxy_features: tuple[str, str] | None = None
-        if self.hp.proxy:
+        self.dense = is_dense_model(self.student)
+        if self.dense != is_dense_model(self.teacher):
+            raise ValueError(f"method {self.name!r}: student and teacher must both be "
+                             f"segmentation networks or neither")
+        if self.hp.proxy and self.dense:
+            feature = "decoder" if self.hp.proxy_feature == "layer3" else self.hp.proxy_feature
+            names = tuple(resolve_feature(model, feature, role, self.name)
+                          for model, role in ((self.student, "student"),
+                                              (self.teacher, "teacher")))
+            self.proxy_features = names
+            for key, model, name in (("student_proxy", self.student, names[0]),
+                                     ("teacher_proxy", self.teacher, names[1])):
+                dim = model_feature_shapes(model)[name][0]
+                self.extra[key] = models.build("dense_proxy_head", in_channels=dim,
+                                               classes=self.classes)
+        elif self.hp.proxy:
             fallback = "pooled" if self.hp.proxy_feature == "layer3" else None
             names = tuple(resolve_feature(model, self.hp.proxy_feature, role, self.name,
                                           fallback)
@@ -185,6 +208,18 @@ class C2KD(Method):
             student, s_feats = self.student_forward(batch, features=True)
             teacher, t_feats = self.teacher_forward(batch, features=True)
             s_name, t_name = self.proxy_features
+            if self.dense:
+                size = y.shape[-2:]
+                proxies = {"student_proxy": dense_head_logits(self.extra["student_proxy"],
+                                                              s_feats[s_name], size),
+                           "teacher_proxy": dense_head_logits(self.extra["teacher_proxy"],
+                                                              t_feats[t_name], size)}
+        if self.dense:
+            names = list(proxies)
+            student, teacher, *rows, y = self.samples(y, student, teacher,
+                                                      *(proxies[k] for k in names))
+            proxies = dict(zip(names, rows))
+        elif self.proxy_features is not None:
             proxies = {"student_proxy": self.extra["student_proxy"](
                            pool_features(s_feats[s_name], self.runs)),
                        "teacher_proxy": self.extra["teacher_proxy"](

@@ -38,6 +38,7 @@ class DIST(Method):
         student = self.student_forward(batch)
         teacher = self.teacher_forward(batch)
         ce = self.supervised_loss(student, batch["label"])
+        student, teacher, _ = self.samples(batch["label"], student, teacher)
         dist = dist_loss(student, teacher, beta=self.hp.beta, gamma=self.hp.gamma,
                          temperature=self.hp.temperature, runs=self.runs)
         total = self.hp.ce_weight * ce + self.hp.kd_weight * dist

@@ -35,6 +35,7 @@ class KD(Method):
         student = self.student_forward(batch)
         teacher = self.teacher_forward(batch)
         ce = self.supervised_loss(student, batch["label"])
+        student, teacher, _ = self.samples(batch["label"], student, teacher)
         kd = kd_loss(student, teacher, temperature=self.hp.temperature,
                      reduction=self.hp.reduction, runs=self.runs)
         total = self.hp.ce_weight * ce + self.hp.kd_weight * kd

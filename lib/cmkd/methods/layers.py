@@ -93,3 +93,15 @@ def match_spatial(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     if teacher.dim() == 4 and teacher.shape[-2:] != student.shape[-2:]:
         return F.adaptive_avg_pool2d(teacher, student.shape[-2:])
     return teacher
+
+
+def is_dense_model(model: nn.Module) -> bool:
+    """Whether ``model`` gives per-pixel logits (a segmentation network: ``dense = True``)."""
+    return bool(getattr(model, "dense", False))
+
+
+def dense_head_logits(head: nn.Module, feature: torch.Tensor, size: tuple[int, int]
+                      ) -> torch.Tensor:
+    """A per-pixel head (:class:`cmkd.models.proxy.DenseProxyHead`) on a (batch, C, h, w) map,
+    its logits bilinearly upsampled to the labels' (H, W), as the segmentation network's own."""
+    return F.interpolate(head(feature), size=tuple(size), mode="bilinear", align_corners=False)

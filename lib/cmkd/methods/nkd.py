@@ -42,6 +42,7 @@ class NKD(Method):
         teacher = self.teacher_forward(batch)
         y = batch["label"]
         ce = self.supervised_loss(student, y)
+        student, teacher, y = self.samples(y, student, teacher)
         nkd = nkd_loss(student, teacher, y, gamma=self.hp.gamma,
                        temperature=self.hp.temperature, runs=self.runs)
         total = self.hp.ce_weight * ce + self.hp.kd_weight * nkd

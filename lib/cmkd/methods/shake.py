@@ -18,6 +18,11 @@ is not public.  With ``runs=True`` the head is the proxy head's stacked form
 (``cmkd.models.stacked``) on the stacked teacher's 'pooled' features, seeded by
 ``run_seeds()``.
 
+Segmentation (a dense teacher, :mod:`cmkd.models.deeplab`): the shadow head is per pixel
+(:class:`cmkd.models.proxy.DenseProxyHead`, on the teacher's 'decoder' map by default), its logits
+upsampled to the labels, and every term is taken over the labelled pixels of the batch
+(:mod:`cmkd.distill.dense`).
+
 Diagnostic (C2KD Fig. 3): ``n_krc_below_omega``, the samples of the batch whose Kendall tau
 between the shadow head's and the student's logits (the pair SHAKE distils both ways) is below
 ``omega``.
@@ -31,7 +36,14 @@ from cmkd import models
 from cmkd.distill import shake_loss
 from cmkd.distill.shake import OFFICIAL_SCALE
 from cmkd.methods.base import Method, register
-from cmkd.methods.layers import AUTO, check_layer, feature_shapes, map_layers
+from cmkd.methods.layers import (
+    AUTO,
+    check_layer,
+    dense_head_logits,
+    feature_shapes,
+    is_dense_model,
+    map_layers,
+)
 from cmkd.metrics.krc import kendall_tau
 from cmkd.params import spec
 
@@ -71,11 +83,16 @@ class SHAKE(Method):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         shapes = feature_shapes(self.teacher, "teacher", self.name)
-        layer = shadow_layer(shapes) if self.hp.teacher_layer == AUTO else self.hp.teacher_layer
+        self.dense = is_dense_model(self.teacher)
+        auto = "decoder" if self.dense else shadow_layer(shapes)
+        layer = auto if self.hp.teacher_layer == AUTO else self.hp.teacher_layer
         self.layer = check_layer(layer, shapes, param="teacher_layer", method=self.name,
                                  role="teacher")
         width = shapes[self.layer][0]
-        if self.runs:
+        if self.dense:
+            self.extra["shadow"] = models.build("dense_proxy_head", in_channels=width,
+                                                classes=self.classes)
+        elif self.runs:
             self.extra["shadow"] = models.stacked("proxy_head", self.run_seeds(),
                                                   in_channels=width, classes=self.classes)
         else:
@@ -85,9 +102,14 @@ class SHAKE(Method):
     def step(self, batch, epoch):
         logits, _ = self.student_forward(batch, features=True)
         teacher, ft = self.teacher_forward(batch, features=True)
-        shadow = self.extra["shadow"](ft[self.layer])
+        y = batch["label"]
+        if self.dense:
+            shadow = dense_head_logits(self.extra["shadow"], ft[self.layer], y.shape[-2:])
+        else:
+            shadow = self.extra["shadow"](ft[self.layer])
+        logits, teacher, shadow, y = self.samples(y, logits, teacher, shadow)
         hp = self.hp
-        terms = shake_loss(logits, teacher, batch["label"], shadow=shadow,
+        terms = shake_loss(logits, teacher, y, shadow=shadow,
                            temperature=hp.temperature, ce_weight=hp.ce_weight, alpha=hp.alpha,
                            beta=hp.beta, layer_norm=hp.layer_norm, scale=hp.scale,
                            runs=self.runs)

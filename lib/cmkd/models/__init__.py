@@ -5,7 +5,9 @@ adds one.  Every registered network is a :class:`Backbone` (:mod:`cmkd.models.ba
 ``forward(*inputs)`` gives (batch, classes) logits; ``forward_features`` also gives named features
 ending with ``"pooled"``; ``feature_shapes``, ``classes``, ``modalities``, ``blocks()``.
 
-Registered: ``resnet18`` / ``resnet34`` / ``resnet50`` (torchvision, spectrogram and multi-frame
+Registered: ``deeplabv3plus_resnet18`` / ``deeplabv3plus_mobilenet_v2`` (segmentation,
+:mod:`~cmkd.models.deeplab`); ``resnet18`` / ``resnet34`` / ``resnet50``
+(torchvision, spectrogram and multi-frame
 stems) and ``r3d18`` (:mod:`~cmkd.models.resnet`); ``lenet5``, ``audio_cnn3`` / ``audio_cnn5`` /
 ``audio_cnn6`` (MFH Appendix B.1, :mod:`~cmkd.models.avmnist_cnn`); ``avdigits_cnn``
 (:mod:`~cmkd.models.avdigits_cnn`); ``fusion_concat`` / ``fusion_film`` / ``fusion_ogm_ge``
@@ -23,7 +25,7 @@ The modules methods train beside the student: :mod:`~cmkd.models.proxy` (:class:
 :class:`BatchedProxyHead`) and :mod:`~cmkd.models.auxiliary` (FitNet's hint regressor, Review's
 fusion).
 """
-from cmkd.models import avdigits_cnn, avmnist_cnn, fusion, mlp, proxy, resnet  # noqa: F401
+from cmkd.models import avdigits_cnn, avmnist_cnn, deeplab, fusion, mlp, proxy, resnet  # noqa: F401
 from cmkd.models.auxiliary import ReviewFusion, hint_regressor
 from cmkd.models.base import Backbone
 from cmkd.models.batched import (

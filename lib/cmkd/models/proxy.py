@@ -82,3 +82,46 @@ def stacked_proxy_head(seeds: Sequence[int], in_channels: int, classes: int,
     check_option("proxy_head", "in_channels", in_channels, low=1)
     check_option("proxy_head", "classes", classes, low=1)
     return BatchedProxyHead(in_channels, hidden or in_channels, classes, seeds)
+
+
+class DenseProxyHead(Backbone):
+    """The proxy (shadow) head of a segmentation network, per pixel: 1x1 conv -> BN ->
+    LeakyReLU(0.1) -> 1x1 conv classifier on a (batch, C, h, w) map, giving (batch, classes, h,
+    w) logits (:class:`ProxyHead` without the global pooling: C2KD's proxies and SHAKE's shadow
+    head on a dense network such as :class:`cmkd.models.deeplab.DeepLabV3Plus`, whose method
+    upsamples them to the label size).  Features: ``hidden`` (the map) and ``pooled``."""
+
+    dense = True
+
+    def __init__(self, in_channels: int, classes: int, hidden: int | None = None, *,
+                 modality: str = "features"):
+        super().__init__()
+        check_option("dense_proxy_head", "in_channels", in_channels, low=1)
+        check_option("dense_proxy_head", "classes", classes, low=1)
+        hidden = hidden or in_channels
+        self.in_channels = in_channels
+        self.adapt = nn.Sequential(nn.Conv2d(in_channels, hidden, 1, bias=False),
+                                   nn.BatchNorm2d(hidden), nn.LeakyReLU(0.1))
+        self.classifier = nn.Conv2d(hidden, classes, 1)
+        self.classes, self.modalities = classes, (modality,)
+        self.feature_shapes = {"hidden": (hidden, None, None), "pooled": (hidden,)}
+
+    def features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        check_input(x, "dense_proxy_head", self.modalities[0],
+                    f"(batch, {self.in_channels}, h, w)", 4, channels=self.in_channels)
+        h = self.adapt(x)
+        return OrderedDict(hidden=h, pooled=h.mean((2, 3)))
+
+    def forward_features(self, x: torch.Tensor):
+        feats = self.features(x)
+        return self.classifier(feats["hidden"]), feats
+
+    def blocks(self) -> list[nn.Module]:
+        return [self.adapt, self.classifier]
+
+
+@register("dense_proxy_head")
+def dense_proxy_head(in_channels: int, classes: int, hidden: int | None = None, *,
+                     modality: str = "features") -> DenseProxyHead:
+    """Per-pixel proxy head over ``in_channels`` maps; see :class:`DenseProxyHead`."""
+    return DenseProxyHead(in_channels, classes, hidden, modality=modality)

@@ -1,0 +1,334 @@
+"""Notebook 10: RGB-D semantic segmentation, C2KD Table 4 (RGB <-> depth, DeepLab V3+ with
+ResNet-18 / MobileNetV2 backbones, mIoU).
+
+For every backbone pair (``rn18_rn18``, ``rn18_mnv2``, ``mnv2_rn18``: the RGB network's
+backbone, then the depth network's), every direction (``d2rgb``: the depth network teaches the
+RGB one; ``rgb2d``: the reverse) and every seed: the teacher trained alone (a teacher job), then
+one student job per method (:mod:`cmkd.methods`: 'nokd', 'kd', 'shake', 'dist', 'nkd', 'cirkd',
+'c2kd', 'c2kd_dist'), all through :mod:`cmkd.jobs` and the one loop :func:`cmkd.engine.fit`
+(cached in ``.cache/jobs``).  The networks are :mod:`cmkd.models.deeplab`; every logit method
+takes the labelled pixels of the batch as its samples (:mod:`cmkd.distill.dense`).
+
+Data: ``rgbd_scenes`` (embedded, procedural, 5 classes; the default and smoke profiles) or NYU
+Depth V2 (``nyudv2``: SA-Gate / DFormer layout, ``nyudv2_cen``: CEN layout; 795 training
+images, 654 test, 40 classes; the paper profile).  The papers select on the test set; here the
+validation split is carved from the training list (``val_fraction``) and the reported score is
+the test mIoU at the best validation epoch.  Backbones are ImageNet-initialised only when the user
+gives the weights files (``resnet18_weights``, ``mobilenet_v2_weights``: torchvision state dicts;
+nothing is downloaded), from scratch otherwise (the report says which).
+
+Training (C2KD Sec. 4.2, following CIRKD): SGD, momentum 0.9, lr 0.02, 'poly' (power 0.9),
+batch 16, 40k iterations (= ``epochs`` x iterations per epoch; 800 epochs of 50 iterations on
+NYU's 795 images).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cmkd import data
+from cmkd import methods as registry
+from cmkd.data import specs
+from cmkd.jobs import Job, read_history, run_jobs
+from cmkd.params import ParamError, spec
+from cmkd.reporting import new_figure, paper_entry
+from cmkd.runtime import DEVICES, device_available, select_device
+from cmkd.verdicts import claim_row, claims_frame, combine, verdict_difference
+
+DATASETS = ("rgbd_scenes", "nyudv2", "nyudv2_cen")
+PAIRS = ("rn18_rn18", "rn18_mnv2", "mnv2_rn18")
+DIRECTIONS = ("d2rgb", "rgb2d")
+METHODS = ("nokd", "kd", "shake", "dist", "nkd", "cirkd", "c2kd", "c2kd_dist")
+for _name in METHODS:
+    registry.resolve(_name)
+LABELS = {"nokd": "w/o KD", "kd": "KD", "shake": "SHAKE", "dist": "DIST", "nkd": "NKD",
+          "cirkd": "CIRKD", "c2kd": "C2KD (Ours)", "c2kd_dist": "C2KD + DIST (Ours+[17])"}
+BACKBONES = {"rn18": "deeplabv3plus_resnet18", "mnv2": "deeplabv3plus_mobilenet_v2"}
+#: modality -> (batch key, input channels)
+MODALITIES = {"rgb": ("rgb", 3), "depth": ("depth", 1)}
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = field(metadata=spec("base seed", low=0))
+    n_seeds: int = field(metadata=spec("seeds per setting (C2KD: 3)", low=1, high=20))
+    dataset: str = field(metadata=spec("rgbd_scenes (embedded), nyudv2 or nyudv2_cen",
+                                       choices=DATASETS))
+    nyudv2_root: str = field(metadata=spec("NYU Depth V2, SA-Gate / DFormer layout "
+                                           "(docs/datasets.md)"))
+    nyudv2_cen_root: str = field(metadata=spec("NYU Depth V2, CEN layout (docs/datasets.md)"))
+    height: int = field(metadata=spec("input height (NYU: resized; rgbd_scenes: square)",
+                                      low=16))
+    width: int = field(metadata=spec("input width", low=16))
+    n_train: int = field(metadata=spec("rgbd_scenes: training scenes", low=8))
+    n_eval: int = field(metadata=spec("rgbd_scenes: validation and test scenes", low=4))
+    val_fraction: float = field(metadata=spec("NYU: share of train.txt held out for "
+                                              "validation", low=0, high=0.5, low_open=True))
+    pairs: list[str] = field(metadata=spec("backbone pairs, RGB_depth (C2KD Table 4)",
+                                           choices=PAIRS, min_items=1))
+    directions: list[str] = field(metadata=spec("d2rgb (depth teaches RGB), rgb2d",
+                                           choices=DIRECTIONS, min_items=1))
+    methods: list[str] = field(metadata=spec("methods (C2KD Table 4 rows)", choices=METHODS,
+                                        min_items=1))
+    resnet_width: int = field(metadata=spec("ResNet-18 first-stage width (64: the real one)",
+                                            low=2))
+    mobilenet_width: float = field(metadata=spec("MobileNetV2 width multiplier (1.0: real)",
+                                                 low=0, low_open=True))
+    head_width: int = field(metadata=spec("ASPP / decoder channels (256: DeepLab V3+)", low=4))
+    resnet18_weights: str = field(metadata=spec(
+        "ImageNet ResNet-18 state dict (torchvision) for the encoders, '' for none"))
+    mobilenet_v2_weights: str = field(metadata=spec(
+        "ImageNet MobileNetV2 state dict (torchvision) for the encoders, '' for none"))
+    teacher_epochs: int = field(metadata=spec("epochs of each teacher", low=1))
+    epochs: int = field(metadata=spec("epochs of each student", low=1))
+    batch_size: int = field(metadata=spec("mini-batch size (C2KD: 16)", low=2))
+    lr: float = field(metadata=spec("SGD learning rate (C2KD: 0.02, poly 0.9)", low=0,
+                                    low_open=True))
+    method_hparams: dict = field(metadata=spec(
+        "hyperparameters per method or preset over the registry's defaults",
+        validate=registry.check_method_hparams))
+    device: str = field(metadata=spec("compute device", choices=DEVICES,
+                                      validate=device_available))
+
+    def check(self) -> None:
+        if "nokd" not in self.methods:
+            raise ParamError("methods", "must include 'nokd' (the w/o-KD reference)")
+        if self.dataset == "rgbd_scenes" and self.height != self.width:
+            raise ParamError("width", f"rgbd_scenes renders square scenes: width must equal "
+                                      f"height ({self.height}), got {self.width}")
+        for name in ("resnet18_weights", "mobilenet_v2_weights"):
+            path = getattr(self, name)
+            if path and not specs.resolve_root(path).is_file():
+                raise ParamError(name, f"weights file {path!r} not found (a torchvision "
+                                       f"ImageNet state dict; nothing is downloaded)")
+
+
+def preflight(config: Config) -> None:
+    """A ParamError naming the root parameter and the expected layout when the real dataset is
+    not where the params say (before any compute)."""
+    if config.dataset == "rgbd_scenes":
+        return
+    root = getattr(config, f"{config.dataset}_root")
+    mod = data.module(config.dataset)
+    problems = mod.check(specs.resolve_root(root))
+    if problems:
+        raise ParamError(f"{config.dataset}_root", f"{root!r}: " + "; ".join(
+            map(str, problems[:3])) + f"\nexpected layout (docs/datasets.md):\n{mod.LAYOUT}")
+
+
+# ----------------------------------------------------------------------------- jobs
+def _dataset(config: Config) -> tuple[dict, str | None]:
+    if config.dataset == "rgbd_scenes":
+        return ({"n": config.n_train, "n_eval": config.n_eval, "size": config.height,
+                 "seed": config.seed}, None)
+    root = str(specs.resolve_root(getattr(config, f"{config.dataset}_root")))
+    return ({"size": [config.height, config.width], "val_fraction": config.val_fraction}, root)
+
+
+def _model(config: Config, modality: str, backbone: str) -> tuple[str, dict]:
+    key, channels = MODALITIES[modality]
+    opts = {"classes": data.classes(config.dataset), "in_channels": channels,
+            "head_width": config.head_width, "modality": key}
+    if backbone == "rn18":
+        opts["width"] = config.resnet_width
+        weights = config.resnet18_weights
+    else:
+        opts["width_mult"] = config.mobilenet_width
+        weights = config.mobilenet_v2_weights
+    opts["weights"] = str(specs.resolve_root(weights)) if weights else None
+    return BACKBONES[backbone], opts
+
+
+def _backbones(pair: str, direction: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """((teacher modality, backbone), (student modality, backbone))."""
+    rgb, depth = pair.split("_")
+    if direction == "d2rgb":
+        return ("depth", depth), ("rgb", rgb)
+    return ("rgb", rgb), ("depth", depth)
+
+
+def _job(config: Config, modality: str, backbone: str, seed: int, **kw) -> Job:
+    model, opts = _model(config, modality, backbone)
+    options, root = _dataset(config)
+    return Job(dataset=config.dataset, data_root=root, dataset_options=options, model=model,
+               model_options=opts, inputs=(MODALITIES[modality][0],), metric="miou",
+               optim={"optimizer": "sgd", "lr": config.lr, "momentum": 0.9,
+                      "schedule": "poly", "power": 0.9},
+               batch_size=config.batch_size, seed=seed, device=config.device, **kw)
+
+
+def seeds(config: Config) -> list[int]:
+    return [config.seed + i for i in range(config.n_seeds)]
+
+
+def teacher_job(config: Config, modality: str, backbone: str, seed: int) -> Job:
+    """The network of ``modality`` with ``backbone`` trained alone (no KD)."""
+    return _job(config, modality, backbone, seed, kind="teacher",
+                epochs=config.teacher_epochs)
+
+
+def student_job(config: Config, pair: str, direction: str, method: str, seed: int) -> Job:
+    """The student of ``direction`` in backbone ``pair`` trained by ``method``."""
+    (t_mod, t_bb), (s_mod, s_bb) = _backbones(pair, direction)
+    name, hp = registry.hparams_for(method, config.method_hparams)
+    teacher = (teacher_job(config, t_mod, t_bb, seed) if registry.get(name).needs_teacher
+               else None)
+    return _job(config, s_mod, s_bb, seed, method=name, hparams=hp, teacher=teacher,
+                epochs=config.epochs)
+
+
+def grid(config: Config) -> list[dict]:
+    """Every (pair, direction, method, seed) with its job."""
+    return [{"pair": p, "direction": d, "method": m, "seed": s,
+             "job": student_job(config, p, d, m, s)}
+            for p in config.pairs for d in config.directions for m in config.methods
+            for s in seeds(config)]
+
+
+def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
+    """Train every job of :func:`grid` (teachers first; cached jobs are not rerun).
+
+    Returns one row per (pair, direction, method, seed): miou (test mIoU at the best validation
+    epoch, %), teacher_miou, teacher_end_miou (C2KD trains its teacher), best_epoch,
+    since_best, seconds.  ``attrs``: seconds, device, jobs.
+    """
+    preflight(config)
+    start = time.perf_counter()
+    cells = grid(config)
+    rows = run_jobs([c["job"] for c in cells], executor=executor, cache=cache,
+                    progress=progress)
+    by_key = {r.key: r for r in rows.itertuples()}
+    out = []
+    for c in cells:
+        r = by_key[c["job"].key]
+        end = pd.to_numeric(pd.Series([r.teacher_end_test])).iloc[0]
+        out.append({"pair": c["pair"], "direction": c["direction"], "method": c["method"],
+                    "seed": c["seed"], "miou": 100 * float(r.test_at_best_val),
+                    "teacher_miou": 100 * float(r.teacher_test),
+                    "teacher_end_miou": 100 * float(end) if pd.notna(end) else np.nan,
+                    "best_epoch": int(r.best_epoch), "since_best": int(r.since_best),
+                    "seconds": float(r.seconds)})
+    df = pd.DataFrame(out)
+    df.attrs.update(seconds=time.perf_counter() - start, device=str(select_device(config.device)),
+                    jobs=len({c["job"].key for c in cells}))
+    return df
+
+
+def histories(config: Config, cache=None) -> pd.DataFrame:
+    """The per-epoch history of every student job (pair, direction, method, seed columns)."""
+    parts = []
+    for c in grid(config):
+        h = read_history(c["job"], cache)
+        parts.append(h.assign(pair=c["pair"], direction=c["direction"], method=c["method"],
+                              seed=c["seed"]))
+    return pd.concat(parts, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- tables
+def _column(pair: str, direction: str) -> str:
+    rgb, depth = pair.split("_")
+    return (f"RGB {rgb.upper()} (depth {depth.upper()} teacher)" if direction == "d2rgb"
+            else f"depth {depth.upper()} (RGB {rgb.upper()} teacher)")
+
+
+def table4(df: pd.DataFrame) -> pd.DataFrame:
+    """C2KD Table 4 layout: methods (rows) x (pair, student) columns, mean mIoU (%) over seeds
+    and its std."""
+    g = df.groupby(["method", "pair", "direction"]).miou
+    mean, std = g.mean(), g.std(ddof=0)
+    order = [m for m in METHODS if m in set(df.method)]
+    out = pd.DataFrame({"method": [LABELS[m] for m in order]})
+    for (p, d) in dict.fromkeys(zip(df.pair, df.direction)):
+        col = _column(p, d)
+        out[f"{col} mean"] = [mean.get((m, p, d), np.nan) for m in order]
+        out[f"{col} std"] = [std.get((m, p, d), np.nan) for m in order]
+    return out
+
+
+def _variant(pair: str) -> str:
+    rgb, depth = pair.split("_")
+    return f"rgb{rgb}_depth{depth}"
+
+
+def paper_ids(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """{reference id: (our mean, our std)} for every cell of ours that C2KD Table 4 prints."""
+    out = {}
+    for (m, p, d), g in df.groupby(["method", "pair", "direction"]):
+        entry = paper_entry(table=4, dataset="nyu", direction=d, method=m, variant=_variant(p))
+        if entry is not None:
+            out[entry["id"]] = (float(g.miou.mean()), float(g.miou.std(ddof=0)))
+    return out
+
+
+def paper_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Ours beside the paper's Table 4 cell, per (method, pair, direction)."""
+    rows = []
+    for (m, p, d), g in df.groupby(["method", "pair", "direction"], sort=False):
+        entry = paper_entry(table=4, dataset="nyu", direction=d, method=m, variant=_variant(p))
+        rows.append({"method": LABELS[m], "column": _column(p, d),
+                     "paper (NYU)": np.nan if entry is None else entry["value"],
+                     "ours": g.miou.mean(), "ours std": g.miou.std(ddof=0),
+                     "ours minus w/o KD": g.miou.mean() - df[
+                         (df.method == "nokd") & (df.pair == p) & (df.direction == d)
+                     ].miou.mean()})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- claims
+def claims(df: pd.DataFrame) -> pd.DataFrame:
+    """C2KD Sec. 4.2's claims, per backbone pair and direction combined: C2KD beats KD in both
+    directions; replacing its KL by DIST adds more; C2KD beats CIRKD when depth teaches RGB.
+    Differences are paired over seeds (every method of a seed shares the teacher and the data
+    order); each seed's test set is the same, so the spread over seeds is the noise measured
+    (with one seed every verdict is undecided)."""
+    out = []
+    present = set(df.method)
+
+    def diff(a, b, p, d):
+        x = df[(df.method == a) & (df.pair == p) & (df.direction == d)].set_index("seed").miou
+        y = df[(df.method == b) & (df.pair == p) & (df.direction == d)].set_index("seed").miou
+        return verdict_difference(x, y, alternative="greater", label=f"{p} {d}")
+
+    cells = list(dict.fromkeys(zip(df.pair, df.direction)))
+    for a, b, claim, where in (
+            ("c2kd", "kd", "C2KD beats KD in both directions", cells),
+            ("c2kd_dist", "c2kd", "C2KD with DIST beats C2KD with KL", cells),
+            ("c2kd", "cirkd", "C2KD beats CIRKD when depth teaches RGB",
+             [c for c in cells if c[1] == "d2rgb"]),
+            ("c2kd", "nokd", "C2KD beats no KD in both directions", cells)):
+        if a not in present or b not in present or not where:
+            continue
+        parts = [diff(a, b, p, d) for p, d in where]
+        v = combine(parts, label=claim)
+        evidence = "; ".join(f"{x.label}: {x.text}" for x in parts) + " mIoU points"
+        out.append(claim_row("C2KD Table 4", claim, evidence, v))
+    return claims_frame(out)
+
+
+# ----------------------------------------------------------------------------- figures
+COLORS = {"nokd": "#7f7f7f", "kd": "#1f77b4", "shake": "#8c564b", "dist": "#2ca02c",
+          "nkd": "#d62728", "cirkd": "#9467bd", "c2kd": "#000000", "c2kd_dist": "#ff7f0e"}
+
+
+def plot_curves(hist: pd.DataFrame):
+    """Validation mIoU per epoch of every student (mean over seeds), one panel per
+    (pair, direction): the learning curves that say whether training reached a plateau."""
+    cells = list(dict.fromkeys(zip(hist.pair, hist.direction)))
+    fig, axes = new_figure(ncols=len(cells), width=3.4 * len(cells), height=3.2, squeeze=False)
+    col = "val_miou" if hist.get("val_miou") is not None and hist.val_miou.notna().any() \
+        else "test_miou"
+    for ax, (p, d) in zip(axes[0], cells):
+        h = hist[(hist.pair == p) & (hist.direction == d)]
+        for m, g in h.groupby("method", sort=False):
+            s = g.groupby("epoch")[col].mean() * 100
+            ax.plot(s.index + 1, s.to_numpy(), color=COLORS[m], label=LABELS[m], lw=1.2)
+        ax.set_title(_column(p, d), fontsize=8)
+        ax.set_xlabel("epoch")
+    axes[0][0].set_ylabel(f"{col.replace('_', ' ')} (%)")
+    axes[0][-1].legend(fontsize=6, frameon=False)
+    fig.suptitle("learning curves of the students", fontsize=10)
+    return fig

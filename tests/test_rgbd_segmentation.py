@@ -1,0 +1,99 @@
+"""Notebook 10 (RGB-D segmentation, C2KD Table 4): the paper profile end to end on NYU Depth V2
+fixtures in both layouts (through `cmkd reproduce` and papermill for the SA-Gate layout, through
+the experiment module for the CEN layout), the grid, and the checks before any compute."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from cmkd.experiments import rgbd_segmentation as seg
+from cmkd.params import ParamError, from_mapping, read_yaml
+from cmkd.reporting import paper_entry
+from cmkd.reproduce import reproduce
+from test_data_loaders import make_nyu_cen, make_nyu_sagate
+
+TINY = dict(n_seeds=1, height=16, width=16, resnet_width=4, mobilenet_width=0.1, head_width=8,
+            epochs=1, teacher_epochs=1, batch_size=2, device="cpu",
+            method_hparams={"cirkd": {"pixel_memory": 32, "region_memory": 8}})
+
+
+def load_params(path, cls, overrides=None):
+    return from_mapping(cls, {**read_yaml(path), **(overrides or {})}, str(path))
+
+
+@pytest.fixture
+def project(root, tmp_path, monkeypatch):
+    proj = tmp_path / "project"
+    for sub in ("notebooks", "params"):
+        shutil.copytree(root / sub, proj / sub)
+    monkeypatch.setenv("CMKD_CACHE", str(tmp_path / "cache"))
+    return proj
+
+
+def test_paper_profile_on_nyu_sagate_fixture(project, tmp_path):
+    nyu = tmp_path / "NYUDepthv2"
+    make_nyu_sagate(nyu)
+    path = project / "params/paper/10_rgbd_segmentation.yaml"
+    values = dict(yaml.safe_load(path.read_text()), nyudv2_root=str(nyu), pairs=["rn18_mnv2"],
+                  methods=["nokd", "kd", "c2kd", "c2kd_dist", "cirkd"], val_fraction=0.2,
+                  **TINY)
+    path.write_text(yaml.safe_dump(values))
+    assert reproduce("paper", ["10"], root=project) == 0
+    out = project / "reports/paper"
+    table = (out / "tables/c2kd_table4.csv").read_text()
+    assert "RGB RN18 (depth MNV2 teacher) mean" in table
+    assert "depth MNV2 (RGB RN18 teacher) mean" in table
+    manifest = json.loads((out / "manifest/10_rgbd_segmentation.json").read_text())
+    ids = {c["id"] for c in manifest["comparisons"]}
+    for d in ("d2rgb", "rgb2d"):
+        for m in ("nokd", "kd", "c2kd", "c2kd_dist", "cirkd"):
+            assert paper_entry(table=4, dataset="nyu", direction=d, method=m,
+                               variant="rgbrn18_depthmnv2")["id"] in ids
+    assert {c["claim"] for c in manifest["claims"]} >= {"C2KD beats KD in both directions"}
+
+
+def test_paper_path_on_nyu_cen_fixture(root, tmp_path):
+    nyu = tmp_path / "nyudv2"
+    make_nyu_cen(nyu)
+    config = load_params(root / "params/paper/10_rgbd_segmentation.yaml", seg.Config,
+                         overrides=dict(dataset="nyudv2_cen", nyudv2_cen_root=str(nyu),
+                                        pairs=["mnv2_rn18"], directions=["d2rgb"],
+                                        methods=["nokd", "shake", "dist", "nkd"],
+                                        val_fraction=0.25, **TINY))
+    runs = seg.run(config, cache=tmp_path / "cache", progress=False)
+    assert len(runs) == 4 and runs.miou.between(0, 100).all()
+    assert runs.teacher_miou.notna().sum() == 3   # every method but no-KD has the teacher
+    ids = seg.paper_ids(runs)
+    assert paper_entry(table=4, dataset="nyu", direction="d2rgb", method="shake",
+                       variant="rgbmnv2_depthrn18")["id"] in ids
+    hist = seg.histories(config, tmp_path / "cache")
+    assert set(hist.method) == set(config.methods)
+
+
+def test_grid_pairs_and_directions(root, tmp_path):
+    make_nyu_sagate(tmp_path)
+    config = load_params(root / "params/paper/10_rgbd_segmentation.yaml", seg.Config,
+                         {"nyudv2_root": str(tmp_path)})
+    cells = seg.grid(config)
+    assert len(cells) == 3 * 2 * 8 * 3
+    job = next(c["job"] for c in cells if c["pair"] == "rn18_mnv2" and c["direction"] == "rgb2d"
+               and c["method"] == "c2kd")
+    assert job.model == "deeplabv3plus_mobilenet_v2" and job.inputs == ("depth",)
+    assert job.model_options["in_channels"] == 1 and job.model_options["classes"] == 40
+    assert job.teacher.model == "deeplabv3plus_resnet18" and job.teacher.inputs == ("rgb",)
+    assert job.epochs * 50 == 40_000 and job.optim.lr == 0.02 and job.batch_size == 16
+
+
+def test_missing_dataset_and_weights_stop_before_compute(root, tmp_path):
+    path = root / "params/paper/10_rgbd_segmentation.yaml"
+    config = load_params(path, seg.Config, overrides={"nyudv2_root": str(tmp_path / "none")})
+    with pytest.raises(ParamError, match="(?s)nyudv2_root.*expected layout"):
+        seg.run(config, cache=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    with pytest.raises(ParamError, match="resnet18_weights"):
+        load_params(path, seg.Config, overrides={"dataset": "rgbd_scenes", "height": 32,
+                                                 "width": 32, "resnet18_weights": "nope.pth"})
+    with pytest.raises(ParamError, match="square"):
+        load_params(path, seg.Config, overrides={"dataset": "rgbd_scenes"})
