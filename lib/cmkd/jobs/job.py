@@ -48,11 +48,12 @@ SCHEMA = 1
 
 #: Parts of the cmkd package that do not change what a run computes (reporting, notebook
 #: orchestration, the experiments that only build job grids, benchmarks, the command line, the
-#: published numbers, the cache's file handling and the executors): editing them keeps cached
-#: results valid.  Everything else under lib/cmkd counts, the embedded data files included.  A
-#: change to the cache folder's layout bumps :data:`SCHEMA` instead.
-SOURCE_EXCLUDE = ("cli.py", "reporting.py", "reproduce.py", "provenance.py", "bench/",
-                  "experiments/", "reference/", "data/build_avdigits.py", "jobs/cache.py",
+#: published numbers, the cache's file handling and the executors, the diagnose command's
+#: measurements): editing them keeps cached results valid.  Everything else under lib/cmkd
+#: counts, the embedded data files included.  A change to the cache folder's layout bumps
+#: :data:`SCHEMA` instead.
+SOURCE_EXCLUDE = ("cli.py", "diagnose.py", "reporting.py", "reproduce.py", "provenance.py",
+                  "bench/", "experiments/", "reference/", "data/build_avdigits.py", "jobs/cache.py",
                   "jobs/executors.py")
 
 SOURCE_SUFFIXES = (".py", ".npz", ".npy", ".json", ".yaml")
