@@ -18,6 +18,7 @@ from cmkd.diagnose import (
     diagnose,
     predict,
     salience,
+    within_class_r2,
 )
 
 
@@ -107,31 +108,58 @@ class _Teacher(torch.nn.Module):
         self.classifier.weight.data = weight
 
 
-def test_gamma_hat_against_the_linear_closed_form():
-    """Small logits (softmax near linear: p = (1 + z - mean z) / K), independent channels; the
-    student's logits hold the contribution of channels 0 and 1 only: gamma_hat is the share of
-    the teacher's probability variance those channels carry."""
+def test_within_class_r2_against_sklearn():
+    """The adjusted within-class R^2 equals sklearn's R^2 of the class-centred columns, adjusted
+    for the class means and the regressors."""
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    n, k = 300, 3
+    y = rng.integers(0, k, n)
+    z = rng.normal(size=(n, 4)) + y[:, None]
+    x = np.stack([z[:, 0] - 2 * z[:, 2] + rng.normal(size=n), rng.normal(size=n) + 3 * y], 1)
+    got = within_class_r2(torch.tensor(x), torch.tensor(z), torch.tensor(y)).numpy()
+
+    def centred(v):
+        return v - np.stack([v[y == c].mean(0) for c in range(k)])[y]
+
+    xc, zc = centred(x), centred(z)
+    for c in range(2):
+        r2 = LinearRegression(fit_intercept=False).fit(zc, xc[:, c]).score(zc, xc[:, c])
+        # score's R^2 is against the column's own mean, 0 after centring
+        adjusted = 1 - (1 - r2) * (n - k) / (n - k - 4)
+        assert got[c] == pytest.approx(max(adjusted, 0.0), abs=1e-9)
+    assert got[0] > 0.7 and got[1] < 0.05
+
+
+def test_gamma_hat_against_a_planted_truth():
+    """Teacher channels = class mean + item noise; the student's logits reproduce the item noise
+    of channels 0 and 1 only (modality-general), the others are the teacher's own
+    (modality-specific).  Small logits (softmax near linear, p = (1 + z - mean z) / K): the
+    decisiveness of channel c is proportional to |J w_c|^2 var(h_c), so gamma_hat is the share
+    of that total carried by channels 0 and 1."""
     g = torch.Generator().manual_seed(0)
     n, c, k = 4000, 6, 4
-    h = torch.randn(n, c, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=g)
+    means = torch.randn(k, c, generator=g, dtype=torch.float64)
+    noise = torch.randn(n, c, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2, c)
+    h = means[y] + noise
     w = torch.randn(k, c, generator=g, dtype=torch.float64) * 0.02
-    model = _Teacher(w)
-    logits = h @ w.T
-    out = {"model": model, "pooled": h, "logits": logits}
-    j = (torch.eye(k, dtype=torch.float64) - 1 / k) / k  # d softmax / d z at z = 0
-    contrib = ((j @ w) ** 2).sum(0)  # per channel, times var(h_c) = 1
+    out = {"model": _Teacher(w), "pooled": h, "logits": h @ w.T}
     shared = [0, 1]
+    student = (noise[:, shared] @ torch.randn(2, k, generator=g, dtype=torch.float64)
+               + torch.randn(k, k, generator=g, dtype=torch.float64)[y])
+    j = (torch.eye(k, dtype=torch.float64) - 1 / k) / k  # d softmax / d z at z = 0
+    contrib = ((j @ w) ** 2).sum(0) * h.var(0)
     expected = float(contrib[shared].sum() / contrib.sum())
-    student = h[:, shared] @ w[:, shared].T
-    got = salience(out, student, permutations=8, seed=0)
+    got = salience(out, student, y, permutations=8, seed=0)
     assert got["gamma_hat"] == pytest.approx(expected, abs=0.03)
-    # the same soft labels: every decisive channel is shared, exactly
-    same = salience(out, logits, permutations=3, seed=0)
-    assert same["gamma_hat"] == pytest.approx(1.0, abs=1e-9)
-    assert same["general_share"] == 1.0
-    # a student that sees none of it
-    other = torch.randn(n, k, generator=g, dtype=torch.float64) * 0.02
-    assert salience(out, other, permutations=3, seed=0)["gamma_hat"] < 0.05
+    assert got["general"][shared] == pytest.approx(1.0, abs=1e-6)
+    assert (got["general"][2:] < 0.02).all()
+    assert np.abs(got["algorithm1"]).max() == pytest.approx(1.0)
+    # a student modality that shares nothing item by item: gamma_hat near 0
+    other = torch.randn(n, k, generator=g, dtype=torch.float64) + means[y, :k]
+    assert salience(out, other, y, permutations=3, seed=0)["gamma_hat"] < 0.02
 
 
 @pytest.mark.parametrize("stronger, weaker, krc, gamma, keep, kd, c2", [

@@ -14,20 +14,26 @@ when the test split is empty):
   on-the-fly selection (``KRC > omega``) would keep;
 - **feature similarity** (C2KD Fig. 6): linear CKA between the two models' penultimate
   features (``pooled``);
-- **modality-general decisive share** (MFH Algorithm 1): for the teacher's penultimate channels,
-  the permutation salience of Algorithm 1 (how much permuting channel c moves the teacher's soft
-  labels away from the student modality's: ``cross_c = E d(f_t(h perm_c), p_s) - E d(f_t(h),
-  p_s)``) beside the channel's decisiveness (how much it moves them at all: ``self_c = E
-  d(f_t(h perm_c), f_t(h))``), d the mean squared difference of probabilities (Algorithm 1's
-  MSE).  For a linear head and uncorrelated channels ``cross_c / self_c`` is the regression
-  coefficient of the student modality's output on channel c's contribution to the teacher's:
-  1 for a channel whose decisive information the other modality carries too (modality-general),
-  0 for one it does not see (modality-specific).  The estimate of MFH's gamma is
-  ``gamma_hat = clip(sum_c cross_c / sum_c self_c, 0, 1)``, the decisive output variance of the
-  teacher that the student modality reproduces; ``general_share`` is the share of the
-  decisive channels (the fewest that hold 90% of ``sum self_c``) with ``cross_c / self_c >=
-  1/2``.  Unlike Algorithm 1's step 1 the two networks are not trained to agree (only unimodal
-  models are trained); see :data:`RULE`.
+- **modality-general decisive share** (MFH Algorithm 1): for the teacher's penultimate
+  channels, Algorithm 1's permutation salience (how far permuting channel c across items moves
+  the teacher's soft labels from the student modality's; MSE, normalised by the maximum: the
+  *spectrum*).  MFH's gamma is the share of the decisive features that are modality-general;
+  its estimate weighs each channel's *decisiveness* ``d_c`` (the same permutations, against
+  the teacher's own soft labels: how much the teacher's prediction depends on it) by its
+  *generality* ``r_c``: the adjusted R^2 of the channel's within-class variation (class means
+  removed) regressed linearly on the student modality's within-class logits, per item.  A
+  modality-general feature varies with the same latent in both modalities, so the student's
+  model reflects it item by item (r near 1); a modality-specific one is independent of the other
+  modality given the class (r near 0).  Within-class, because every decisive feature covaries
+  with the label and so with any good model of the other modality: that shared class is not
+  what MFH calls modality-general.  ``gamma_hat = sum_c d_c r_c / sum_c d_c``;
+  ``general_share`` is the share of the decisive channels (the fewest holding 90% of
+  ``sum_c d_c``) with ``r_c >= 1/2``.  Unlike Algorithm 1's step 1 the two networks are not
+  trained to agree (only unimodal models are trained), so the spectrum is descriptive: a
+  channel both modalities carry can even *lower* the distance when permuted, where the two
+  unaligned models map it to opposite outputs; the generality ``r_c`` does not depend on that
+  alignment (a planted test shows both).  Data paired by class only (avdigits)
+  has no per-item shared variation: gamma_hat is near 0 there by construction.
 
 The rule that turns them into a verdict per direction is :data:`RULE` (documented in README;
 fixed from the papers' mechanisms before any validation, never fitted).  ``pilot`` adds a
@@ -75,8 +81,9 @@ Per direction (teacher modality T -> student modality S), from the unimodal mode
   by seed and by item (cmkd.verdicts.verdict_difference): *stronger* when the interval lies
   above 0, *weaker* when it lies below 0.
 - aligned: the mean KRC (Kendall's tau-a of the two models' logits, per item) > {KRC_ALIGNED}.
-- general: gamma_hat (the estimated share of the teacher's decisive information that S's model
-  reproduces, MFH Algorithm 1's permutation salience) >= {GAMMA_GENERAL}.
+- general: gamma_hat (the estimated share of the teacher's decisive information that is
+  modality-general: decisiveness by Algorithm 1's permutations, weighted generality as the
+  within-class R^2 on S's logits) >= {GAMMA_GENERAL}.
 - keep share: items with KRC > omega (C2KD's filter).
 
 KD (MFH: KD helps when the decisive features are modality-general; C2KD Section 3.1: a weaker
@@ -402,34 +409,66 @@ def _head(model):
     return lambda f: torch.softmax(model.classify(f), -1)
 
 
+def within_class_r2(x: torch.Tensor, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per column of ``x`` (n, C): the adjusted R^2 of its within-class part (class means
+    removed) regressed on the within-class part of ``z`` (n, K) by least squares, clipped to
+    [0, 1]; the degrees of freedom count the class means and the regressors."""
+    x, z = x.double(), z.double()
+    labels = labels.long()
+    classes = int(labels.max()) + 1
+
+    def centred(v):
+        sums = torch.zeros(classes, v.shape[1], dtype=v.dtype).index_add_(0, labels, v)
+        counts = torch.bincount(labels, minlength=classes).clamp_min(1).to(v.dtype)
+        return v - (sums / counts[:, None])[labels]
+
+    xc, zc = centred(x), centred(z)
+    coef = torch.linalg.lstsq(zc, xc, driver="gelsd").solution
+    resid = ((xc - zc @ coef) ** 2).sum(0)
+    total = (xc ** 2).sum(0)
+    n, used = len(x), torch.bincount(labels).gt(0).sum().item()
+    dof_total, dof_resid = n - used, n - used - torch.linalg.matrix_rank(zc).item()
+    if dof_resid < 1:
+        return torch.full((x.shape[1],), math.nan, dtype=torch.float64)
+    r2 = 1 - (resid / dof_resid) / (total / dof_total).clamp_min(1e-300)
+    return torch.where(total > 0, r2.clamp(0, 1), torch.zeros_like(r2))
+
+
 @torch.no_grad()
-def salience(teacher_out: dict, student_logits: torch.Tensor, permutations: int,
-             seed: int) -> dict:
-    """Algorithm 1's permutation salience of the teacher's penultimate channels against the
-    student modality's soft labels (``cross``) and against its own (``self``), the estimate
-    ``gamma_hat`` and ``general_share`` (module docstring)."""
+def salience(teacher_out: dict, student_logits: torch.Tensor, labels: torch.Tensor,
+             permutations: int, seed: int) -> dict:
+    """The teacher's penultimate channels against the student modality: Algorithm 1's
+    permutation salience (``algorithm1``: against the student modality's soft labels, less
+    the distance without permutation, normalised by its largest magnitude as in the paper),
+    each channel's decisiveness (``decisive``: the same permutations against the teacher's own
+    soft labels), its generality (``general``: :func:`within_class_r2` on the student's
+    logits), the estimate ``gamma_hat`` and ``general_share`` (module docstring)."""
     from cmkd.mfh import permutation_salience
 
     model, h = teacher_out["model"], teacher_out["pooled"].flatten(1)
     p_t = torch.softmax(teacher_out["logits"], -1)
     p_s = torch.softmax(student_logits, -1)
     head = _head(model)
-    kw = dict(permutations=permutations, normalize="none", distance="mse")
     g = torch.Generator().manual_seed(seed)
-    cross = permutation_salience(head, h, p_s, generator=g, **kw).double()
+    alg1 = permutation_salience(head, h, p_s, permutations=permutations, generator=g,
+                                normalize="none", distance="mse").double()
+    # the unaligned pair's distance before any permutation is removed (Algorithm 1's step 1
+    # makes it small; here it is not), then the paper's division by the maximum
+    alg1 = alg1 - ((p_t - p_s) ** 2).mean().double()
+    alg1 = alg1 / alg1.abs().max().clamp_min(1e-300)
     g = torch.Generator().manual_seed(seed)  # the same shuffles for both
-    own = permutation_salience(head, h, p_t, generator=g, **kw).double()
-    base = ((p_t - p_s) ** 2).mean().double()
-    cross = cross - base
+    own = permutation_salience(head, h, p_t, permutations=permutations, generator=g,
+                               normalize="none", distance="mse").double()
+    general = within_class_r2(h, student_logits, labels)
     total = float(own.sum())
-    gamma = float(np.clip(float(cross.sum()) / total, 0.0, 1.0)) if total > 0 else math.nan
+    gamma = float((own * general).sum() / total) if total > 0 else math.nan
     order = torch.argsort(own, descending=True)
     mass = torch.cumsum(own[order], 0) / max(total, 1e-300)
     count = int(torch.searchsorted(mass, torch.tensor(DECISIVE_MASS, dtype=mass.dtype))) + 1
     decisive = order[:min(count, len(order))]
-    ratio = cross[decisive] / own[decisive].clamp_min(1e-300)
-    return {"cross": cross.numpy(), "self": own.numpy(), "gamma_hat": gamma,
-            "general_share": float((ratio >= 0.5).double().mean()),
+    return {"algorithm1": alg1.numpy(), "decisive": own.numpy(), "general": general.numpy(),
+            "gamma_hat": gamma,
+            "general_share": float((general[decisive] >= 0.5).double().mean()),
             "decisive_channels": int(len(decisive)), "channels": int(h.shape[1])}
 
 
@@ -544,8 +583,8 @@ def diagnose(source, teacher: str | None = None, student: str | None = None, *,
                          {s: correct[t, s] for s in seeds}, {s: correct[s_mod, s] for s in seeds},
                          f"accuracy {t} - {s_mod}")
         krc = np.concatenate([krc_all[s] for s in seeds])
-        sal = [salience(outs[t, s], outs[s_mod, s]["logits"], settings.permutations, s)
-               for s in seeds]
+        sal = [salience(outs[t, s], outs[s_mod, s]["logits"], outs[t, s]["label"],
+                        settings.permutations, s) for s in seeds]
         gamma = float(np.nanmean([x["gamma_hat"] for x in sal]))
         keep = float((krc > settings.omega).mean())
         kd, c2 = predict(adv.verdict == "held", adv.verdict == "NOT held", float(krc.mean()),
@@ -653,19 +692,22 @@ def figures(result: dict, out: Path, krc: np.ndarray) -> list[tuple[str, str]]:
                            height=3.2, squeeze=False)
     for ax, d in zip(axes[0], result["directions"]):
         sal = d["salience"][0]
-        own, cross = np.asarray(sal["self"]), np.asarray(sal["cross"])
-        order = np.argsort(-own)
-        scale = own.max() if own.max() > 0 else 1.0
-        ax.plot(own[order] / scale, label="decisive (self)")
-        ax.plot(cross[order] / scale, label="shared with student (Alg. 1)")
-        ax.set_xlabel("teacher channel, by decisiveness")
+        own, alg1 = np.asarray(sal["decisive"]), np.asarray(sal["algorithm1"])
+        order = np.argsort(-alg1)
+        ax.plot(alg1[order], label="Algorithm 1 salience (increase / max)")
+        ax.plot(own[order] / (own.max() if own.max() > 0 else 1.0), lw=0.8,
+                label="decisiveness (/ max)")
+        ax.scatter(np.arange(len(order)), np.asarray(sal["general"])[order], s=4, c="tab:green",
+                   label="generality (within-class R^2)")
+        ax.set_xlabel("teacher channel, by Algorithm 1 salience")
         ax.set_title(f"{d['teacher']} -> {d['student']}: gamma_hat {d['gamma_hat']:.2f}",
                      fontsize=9)
         ax.legend(fontsize=7)
     fig.savefig(out / "salience.png", dpi=110)
     made.append(("salience.png", "MFH Algorithm 1 on the teacher's penultimate channels (first "
-                                 "seed): each channel's decisiveness and the part of it the "
-                                 "student modality's model shares, relative to the largest."))
+                                 "seed), sorted by their salience; beside it each channel's "
+                                 "decisiveness and generality, whose weighted mean is "
+                                 "gamma_hat."))
     return made
 
 
