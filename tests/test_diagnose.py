@@ -220,3 +220,21 @@ def test_registry_dataset_both_directions_restores_the_spec(tmp_path):
     assert specs.SPECS["mfeat"] is before
     assert r["input"]["modalities"] == ["zer", "pix"]
     assert r["directions"][0]["channels"] == specs.MFEAT_HIDDEN[-1]
+
+
+def test_images_train_the_registry_cnn(tmp_path):
+    """(N, C, H, W) arrays get the registry's CNN (specs.PAIRS_CNN); its penultimate channels
+    are what Algorithm 1 ranks."""
+    rng = np.random.default_rng(0)
+    n, k = 150, 3
+    y = np.arange(n) % k
+    a = rng.normal(size=(n, 1, 8, 8)).astype(np.float32) + y[:, None, None, None]
+    b = rng.normal(size=(n, 6)).astype(np.float32) + y[:, None]
+    np.savez(tmp_path / "img.npz", a=a, b=b, y=y)
+    r = diagnose(tmp_path / "img.npz", "a", "b", settings=Settings(cache=str(tmp_path / "c"),
+                                                                     **FAST))
+    assert r["modalities"]["a"]["model"] == specs.PAIRS_CNN
+    assert r["modalities"]["b"]["model"] == "mlp"
+    (d,) = r["directions"]
+    assert d["channels"] == len(d["salience"][0]["decisive"]) > 0
+    assert r["kd"]["verdict"] in (HELP, HURT, UNCLEAR)
