@@ -84,12 +84,32 @@ def test_step_gives_finite_terms_and_a_differentiable_total(name):
 
 def test_registry_lists_the_methods_and_presets():
     assert set(LOGIT_METHODS) <= set(methods.names())
-    assert set(methods.PRESETS) == set(C2KD_PRESETS) - {"c2kd"} | {"shake_raw"}
+    assert set(methods.PRESETS) == set(C2KD_PRESETS) - {"c2kd"} | {"shake_raw", "tckd", "nckd"}
     assert methods.resolve("shake_raw") == ("shake", {"layer_norm": False})
+    assert methods.resolve("tckd") == ("dkd", {"beta": 0.0})
+    assert methods.resolve("nckd") == ("dkd", {"alpha": 0.0})
     assert methods.resolve("c2kd_bd", {"omega": 0.5}) == (
         "c2kd", {"proxy": False, "ofs": False, "nt": False, "omega": 0.5})
     with pytest.raises(ParamError, match="unknown method 'c2kd_nope'"):
         methods.resolve("c2kd_nope")
+
+
+@pytest.mark.parametrize("preset, part", [("tckd", 0), ("nckd", 1)])
+def test_tckd_and_nckd_presets_distil_one_dkd_term(preset, part):
+    """C2KD Table 2's rows: the preset's distillation term is DKD's TCKD (weight 1) or NCKD
+    (weight 8) alone, at T 4, as the separate terms of cmkd.distill.tckd_nckd give them."""
+    from cmkd.distill.dkd import tckd_nckd
+
+    m = _build(preset, {"warmup_epochs": 0})
+    batch = _batch()
+    out = m.step(batch, 0)
+    with torch.no_grad():
+        s = m.student(batch[m.student_inputs[0]])
+        t = m.teacher(batch[m.teacher_inputs[0]])
+    terms = tckd_nckd(s, t, batch["label"], 4.0)
+    weight = (1.0, 8.0)[part]
+    expected = weight * terms[part].mean()  # the terms carry T^2 already
+    assert float(out["dkd"]) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_presets_cover_notebook_08_variants():

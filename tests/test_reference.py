@@ -44,14 +44,15 @@ def test_ids_are_unique_across_reference_files():
 
 
 def test_c2kd_entries_are_selectable_and_named_by_the_scheme(c2kd):
-    assert {e["table"] for e in c2kd} == {1, 3, 4, 5, 6, 7}
+    assert {e["table"] for e in c2kd} == {1, 2, 3, 4, 5, 6, 7}
     for e in c2kd:
         missing = [k for k in C2KD_SELECT if k not in e]
         assert not missing, f"{e['id']!r} lacks {missing}"
         parts = ["c2kd", f"t{e['table']}", e["dataset"], e["direction"], e["method"]]
         assert e["id"] == "_".join(parts + ([e["variant"]] if e["variant"] else []))
         assert e["artefact"] == f"C2KD Table {e['table']}"
-        assert e["metric"] == ("miou" if e["table"] == 4 else "top1_acc")
+        assert e["metric"] == ("miou" if e["table"] == 4 else "target_probability"
+                               if e["variant"] == "proba" else "top1_acc")
     assert {(e["dataset"], e["direction"]) for e in c2kd} == {
         (d, x) for d in ("cremad", "ave", "vggsound") for x in ("a2v", "v2a")
     } | {("crisismmd", "t2i"), ("crisismmd", "i2t"), ("nyu", "d2rgb"), ("nyu", "rgb2d")}
@@ -59,6 +60,9 @@ def test_c2kd_entries_are_selectable_and_named_by_the_scheme(c2kd):
 
 def test_c2kd_values_are_percentages(c2kd):
     for e in c2kd:
+        if e["metric"] == "target_probability":
+            assert e["unit"] == "probability" and 0 <= e["value"] <= 1, e["id"]
+            continue
         assert e["unit"] == "%"
         assert 0 <= e["value"] <= 100, e["id"]
         assert 0 <= e.get("std", 0) <= 100, e["id"]
@@ -66,8 +70,22 @@ def test_c2kd_values_are_percentages(c2kd):
 
 def test_c2kd_table_sizes(c2kd):
     """Every printed cell: Table 3 lacks FitNet's and Review's CrisisMMD cells (empty / '-')."""
-    count = {t: sum(e["table"] == t for e in c2kd) for t in (1, 3, 4, 5, 6, 7)}
-    assert count == {1: 9 * 4, 3: 12 * 8 - 4, 4: 8 * 6, 5: 7 * 6, 6: 5 * 6, 7: 5 * 8}
+    count = {t: sum(e["table"] == t for e in c2kd) for t in (1, 2, 3, 4, 5, 6, 7)}
+    assert count == {1: 9 * 4, 2: 10 * 4, 3: 12 * 8 - 4, 4: 8 * 6, 5: 7 * 6, 6: 5 * 6, 7: 5 * 8}
+
+
+def test_c2kd_table2_printed_changes_agree_with_the_cells(c2kd):
+    """Table 2 prints each cell and its change against another row: the two transcriptions
+    (cell, change) must agree to the printed 0.1, and w/o KD's cells are Table 1's."""
+    t2 = {e["id"]: e for e in c2kd if e["table"] == 2}
+    for e in t2.values():
+        if "change" not in e:
+            continue
+        base = t2["_".join(["c2kd", "t2", e["dataset"], e["direction"], e["change_from"]])]
+        assert e["value"] - base["value"] == pytest.approx(e["change"], abs=0.051), e["id"]
+    for e in c2kd:
+        if e["table"] == 1 and e["method"] == "nokd":
+            assert t2[e["id"].replace("_t1_", "_t2_")]["value"] == e["value"]
 
 
 # ----------------------------------------------------------------------------- against the text

@@ -107,7 +107,34 @@ def _main(argv: list[str] | None = None) -> int:
     prn.add_argument("--force", action="store_true",
                      help="remove finished jobs even while a cmkd reproduce runs or a job is "
                           "being written")
+    dia = sub.add_parser(
+        "diagnose", help="will crossmodal KD help? a pre-flight check on a pair of modalities",
+        description="Train unimodal models only (cached jobs) and measure modality imbalance, "
+                    "soft-label alignment (KRC, C2KD's filter), feature CKA and MFH Algorithm "
+                    "1's modality-general share; write a verdict for KD and for C2KD (help / "
+                    "hurt / unclear) with the numbers and figures behind it to DIR.")
+    dia.add_argument("source", metavar="FILE_OR_DATASET",
+                     help="a pairs file (.npz / .pt with arrays a, b, y and optional split) or "
+                          "a dataset name (avdigits, mfeat, ave, ...)")
+    dia.add_argument("--teacher", help="the modality that teaches (a / b for a file; audio / "
+                                       "visual; an mfeat view); default: both directions")
+    dia.add_argument("--student", help="the modality that learns (default: the other one)")
+    dia.add_argument("--root", help="folder of a real dataset (not for files or embedded sets)")
+    dia.add_argument("--out", required=True, metavar="DIR",
+                     help="output folder: REPORT.md, report.html, figures, diagnosis.json")
+    dia.add_argument("--seeds", type=int, default=2, help="models per modality (default 2)")
+    dia.add_argument("--epochs", type=int, default=20,
+                     help="most epochs of each model (early stopping, patience 3; default 20)")
+    dia.add_argument("--pilot", action="store_true",
+                     help="also train no-KD / KD / C2KD students on the student modality, "
+                          "--seeds each, and give the measured verdicts beside the predicted")
+    dia.add_argument("--pilot-epochs", type=int, help="epochs of the pilot's students "
+                                                      "(default: --epochs)")
+    dia.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+    dia.add_argument("--cache", help=where)
     args = parser.parse_args(argv)
+    if args.command == "diagnose":
+        return diagnose_command(args)
     if args.command == "reproduce":
         from cmkd.reproduce import reproduce
 
@@ -126,6 +153,32 @@ def _main(argv: list[str] | None = None) -> int:
             return cache_verify(args.cache, args.fix, args.strict, args.seal)
         return cache_prune(args.cache, args.older_than, args.all, args.dry_run, args.force)
     return 2  # pragma: no cover
+
+
+def diagnose_command(args) -> int:
+    """`cmkd diagnose`: run :func:`cmkd.diagnose.diagnose`, print the verdicts; bad input is one
+    message on stderr (status 2) before any training."""
+    from cmkd.data.files import DatasetError
+    from cmkd.diagnose import WORDS, DiagnoseError, Settings, diagnose
+
+    settings = Settings(seeds=args.seeds, epochs=args.epochs, pilot=args.pilot,
+                        pilot_epochs=args.pilot_epochs, device=args.device, cache=args.cache)
+    try:
+        result = diagnose(args.source, args.teacher, args.student, root=args.root,
+                          out=args.out, settings=settings)
+    except (DiagnoseError, DatasetError, NotADirectoryError) as err:
+        print(f"{err}" if str(err).startswith("cmkd") else f"cmkd diagnose: {err}",
+              file=sys.stderr)
+        return 2
+    for d in result["directions"]:
+        print(f"{d['teacher']} -> {d['student']}: KD {WORDS[d['kd']['verdict']]}, C2KD "
+              f"{WORDS[d['c2kd']['verdict']]} ({d['kd']['reason']})")
+        if "pilot" in d:
+            p = d["pilot"]
+            print(f"  pilot: KD - no KD {p['kd']['text']} ({p['kd']['verdict']}); C2KD - no KD "
+                  f"{p['c2kd']['text']} ({p['c2kd']['verdict']})")
+    print(f"report: {args.out}/REPORT.md, {args.out}/report.html, {args.out}/diagnosis.json")
+    return 0
 
 
 def datasets_status(root: str) -> int:
