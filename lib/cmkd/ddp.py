@@ -7,7 +7,9 @@ process builds the same student, method and optimiser as :func:`cmkd.jobs.run.ru
 by the job), reads its own shard of each epoch's shuffled training set (a
 ``DistributedSampler``), and the gradients are averaged over the processes after every
 backward pass, before the method's own gradient hook and the optimiser step: the arithmetic of
-``DistributedDataParallel``.  Rank 0 evaluates and writes the result.
+``DistributedDataParallel``.  Every rank evaluates the whole validation and test splits (the
+engine's torchmetrics scores synchronise over the process group); rank 0 writes the result (the
+loss terms of its history are rank 0's shard's).
 
 Why not the ``DistributedDataParallel`` wrapper itself: the methods call their student's
 ``features`` and ``blocks`` directly (feature distillation, C2KD's proxies), which bypass a
@@ -133,9 +135,10 @@ def train(job, out: str | Path | None = None, cache: str | Path | None = None,
         train_loader = _EpochLoader(make_loader(sets["train"], per_process,
                                                 num_workers=job.workers, batch_sampler=batches),
                                     sampler)
-        # every rank validates (the same model everywhere: early stopping stops them alike);
-        # rank 0 alone tests
-        loaders = {s: None if len(sets[s]) == 0 or (s == "test" and rank != 0) else
+        # every rank validates and tests the whole splits (the same model everywhere: early
+        # stopping stops them alike), in step: the engine's torchmetrics scores synchronise
+        # over the process group when they are computed
+        loaders = {s: None if len(sets[s]) == 0 else
                    make_loader(sets[s], job.batch_size, seed=job.seed,
                                num_workers=job.workers) for s in ("val", "test")}
         start = time.perf_counter()
