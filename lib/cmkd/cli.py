@@ -75,6 +75,23 @@ def _main(argv: list[str] | None = None) -> int:
                      help="override one parameter of notebook NN for this run, the value read "
                           "as YAML (e.g. --set 06.epochs=3); repeatable; checked like the "
                           "params file and shown in REPORT.md")
+    ex = rep.add_argument_group("scale out (the job grids of notebooks 06, 08 on Dask; README "
+                                "'Scale out')")
+    ex.add_argument("--executor", choices=("serial", "local", "dask"),
+                    help="what trains the job grids: serial (in the notebook's process), local "
+                         "(a Dask cluster on this machine: one worker per GPU, else --workers "
+                         "CPU workers) or dask (--scheduler or --cluster); default: each "
+                         "notebook's own choice.  Never changes a result")
+    ex.add_argument("--workers", type=int, metavar="N",
+                    help="local: worker processes (default: one per visible GPU, else 2)")
+    where_ = ex.add_mutually_exclusive_group()
+    where_.add_argument("--scheduler", metavar="ADDRESS",
+                        help="dask: a running Dask scheduler (tcp://host:8786)")
+    where_.add_argument("--cluster", metavar="FILE",
+                        help="dask: a cluster file (YAML: kind: slurm, jobs: N, queue, cores, "
+                             "memory, walltime, job_extra_directives, job_script_prologue)")
+    ex.add_argument("--retries", type=int, default=2, metavar="N",
+                    help="local, dask: extra tries of a job that raised (default 2)")
     ref = sub.add_parser("refresh-notebooks",
                          help="regenerate stored notebook outputs (nbval baseline) from smoke")
     ref.add_argument("--only", nargs="+", metavar="NN")
@@ -139,7 +156,7 @@ def _main(argv: list[str] | None = None) -> int:
         from cmkd.reproduce import reproduce
 
         return reproduce(args.profile, args.only, args.force, overrides=args.overrides,
-                         refresh_jobs=args.refresh_jobs)
+                         refresh_jobs=args.refresh_jobs, executor=_executor_choice(args))
     if args.command == "refresh-notebooks":
         from cmkd.reproduce import refresh_notebooks
 
@@ -179,6 +196,18 @@ def diagnose_command(args) -> int:
                   f"{p['c2kd']['text']} ({p['c2kd']['verdict']})")
     print(f"report: {args.out}/REPORT.md, {args.out}/report.html, {args.out}/diagnosis.json")
     return 0
+
+
+def _executor_choice(args):
+    """The --executor options as a :class:`cmkd.jobs.cluster.ExecutorChoice` (None: none
+    given); checked by ``reproduce`` before anything runs."""
+    from cmkd.jobs.cluster import ExecutorChoice
+
+    given = (args.executor, args.workers, args.scheduler, args.cluster)
+    if all(v is None for v in given):
+        return None
+    return ExecutorChoice(kind=args.executor or "serial", workers=args.workers,
+                          scheduler=args.scheduler, cluster=args.cluster, retries=args.retries)
 
 
 def datasets_status(root: str) -> int:

@@ -583,7 +583,7 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def reproduce(profile: str = "default", only: list[str] | None = None, force: bool = False,
               root: Path | None = None, overrides: list[str] | None = None,
-              refresh_jobs: bool = False) -> int:
+              refresh_jobs: bool = False, executor=None) -> int:
     """Run the selected notebooks on ``profile`` (a folder of params/) with the ``--set``
     ``overrides`` ('NN.param=value'); returns 0 when every one succeeded, 1 when one failed or
     a file could not be written, and 130 when interrupted.
@@ -592,8 +592,17 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
     cached: ``$CMKD_REFRESH_JOBS`` (:data:`cmkd.jobs.run.REFRESH_ENV`) is set to this run's
     start time for the kernels, so a job cached before it is trained again, once (a job shared
     by two notebooks is served to the second); the manifests' provenance says
-    ``refresh_jobs: true``."""
+    ``refresh_jobs: true``.
+    ``executor``: a :class:`cmkd.jobs.cluster.ExecutorChoice` for the notebooks' job grids
+    (None: their own)."""
     root = root or repo_root()
+    if executor is not None:
+        from cmkd.jobs.cluster import ExecutorError
+
+        try:
+            executor.check()
+        except ExecutorError as err:
+            raise SystemExit(f"cmkd reproduce: --executor: {err}") from None
     try:
         check_profile_name(profile)
     except ValueError as err:
@@ -621,11 +630,59 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
     refresh = {REFRESH_ENV: repr(time.time())} if refresh_jobs else {}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with profile_lock(root, profile), _environment(**refresh):
+        with profile_lock(root, profile), _environment(**refresh), \
+                executor_environment(executor):
             return _reproduce(root, profile, chosen, available, params,
                               force or refresh_jobs, sets)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+#: the executor choice of the running ``reproduce`` (for the manifests), see executor_environment
+_EXECUTOR_RECORD: dict | None = None
+
+
+@contextmanager
+def executor_environment(choice):
+    """The notebooks' kernels get ``choice`` (:class:`cmkd.jobs.cluster.ExecutorChoice`) through
+    the environment (``CMKD_EXECUTOR`` ...).  A Dask cluster (local, or from a cluster file) is
+    started once here and every kernel connects to its scheduler; it is closed at the end.
+    None: nothing changes (a ``CMKD_EXECUTOR`` already set is inherited)."""
+    global _EXECUTOR_RECORD
+    if choice is None:
+        yield
+        return
+    from cmkd.jobs.cluster import ENV
+
+    built = None
+    if choice.kind == "serial" or choice.scheduler is not None:
+        env = choice.env()
+    else:
+        built = choice.build()
+        env = dict(choice.env(), **{ENV["executor"]: "dask",
+                                    ENV["scheduler"]: built.client.scheduler.address,
+                                    ENV["workers"]: "", ENV["cluster"]: ""})
+    _EXECUTOR_RECORD = choice.record()
+    try:
+        with _environment(**env):
+            yield
+    finally:
+        _EXECUTOR_RECORD = None
+        if built is not None:
+            built.close()
+
+
+def _executor_record() -> dict | None:
+    """What trained the job grids of this run, for the manifest (not part of any staleness)."""
+    if _EXECUTOR_RECORD is not None:
+        return _EXECUTOR_RECORD
+    from cmkd.jobs.cluster import ExecutorChoice, ExecutorError
+
+    try:
+        choice = ExecutorChoice.from_env()
+    except ExecutorError:
+        return None
+    return None if choice is None else choice.record()
 
 
 def _reproduce(root: Path, profile: str, chosen: list[str], available: list[str],
@@ -719,6 +776,8 @@ def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None
                               wall_seconds=round(seconds, 1), **run)
             if _refreshing():
                 provenance["refresh_jobs"] = True
+            if _executor_record() is not None:
+                provenance["executor"] = _executor_record()
             # no half-published notebook: a signal arriving now is handled after the state
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:

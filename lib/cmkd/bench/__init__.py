@@ -22,6 +22,8 @@ BENCHMARKS = {
     "embedded_data": "embedded data: AV-digits and mfeat file loads, RGB-D scene generation",
     "engine": "the one training loop: a stack of runs against one run at a time (runs per "
               "hour, MLPs and CNNs, KD and C2KD), and where a notebook-06 job spends an epoch",
+    "dask_grid": "notebook 06's smoke grid on a local Dask cluster of 2 CPU workers against "
+                 "serial (issue 21)",
 }
 DEVICE_BENCHMARKS = ("c2kd", "krc")
 

@@ -394,9 +394,12 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     ``n_test``, the items of the test split it is scored on (every seed of a column is scored
     on the same split: the claims' test-sampling term)."""
     from cmkd.jobs import ProcessExecutor, run_jobs
+    from cmkd.jobs.cluster import configured_executor
 
     config.preflight()
     jobs, tags = grid(config)
+    if executor is None:  # cmkd reproduce --executor (CMKD_EXECUTOR)
+        executor = configured_executor()
     if executor is None and config.processes > 1:
         executor = ProcessExecutor(config.processes)
     rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress)

@@ -46,6 +46,7 @@ from cmkd import methods as registry
 from cmkd.data import mvd
 from cmkd.data.arrays import StackedDataset
 from cmkd.jobs import Job, ProcessExecutor, load_model, read_history, run_jobs
+from cmkd.jobs.cluster import configured_executor
 from cmkd.metrics import kendall_tau
 from cmkd.params import ParamError, check_each, spec
 from cmkd.reporting import new_figure
@@ -157,6 +158,8 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     device = select_device(config.device)
     names = list(dict.fromkeys(["nokd", *config.methods]))
     jobs = {m: student_job(config, m) for m in names}
+    if executor is None:  # cmkd reproduce --executor (CMKD_EXECUTOR)
+        executor = configured_executor()
     if executor is None and device.type == "cuda":
         executor = ProcessExecutor(max(1, min(len(jobs), os.cpu_count() or 1)))
     with torch_threads(1 if device.type == "cpu" else None):

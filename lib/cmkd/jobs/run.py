@@ -265,7 +265,9 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
     Parameters
     ----------
     jobs : :class:`Job` objects, in the order of the returned rows.
-    executor : runs ``run_job`` over a list of jobs (:class:`SerialExecutor` by default).
+    executor : runs ``run_job`` over a list of jobs; by default the one the environment names
+        (``CMKD_EXECUTOR``, :func:`cmkd.jobs.cluster.configured_executor`), else
+        :class:`SerialExecutor`.
     cache : the cache folder (default :func:`cmkd.jobs.cache.cache_dir`).
     progress : a tqdm bar over the jobs to run (TQDM_DISABLE=1 switches it off).
     refresh : run the jobs (and teacher jobs) again although they are cached: True (those
@@ -289,7 +291,10 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
     since = refresh_since(refresh)
     jc.remove_incomplete(cache)
     todo = [j for j in everything if _stale(cache, j.key, since) or not jc.has(cache, j.key)]
-    executor = SerialExecutor() if executor is None else executor
+    if executor is None:  # CMKD_EXECUTOR (cmkd reproduce --executor), else in this process
+        from cmkd.jobs.cluster import configured_executor
+
+        executor = configured_executor() or SerialExecutor()
     run = functools.partial(run_job, cache=str(cache), progress=False, refresh_since=since)
     with tqdm(total=len(todo), desc="jobs", unit="job",
               **({} if progress else {"disable": True})) as bar:
