@@ -19,7 +19,8 @@ SIZES = {"shared": {"train": 240, "val": 30, "test": 30},
 def test_registered_embedded_and_small():
     assert "avmnist_mini" in data.EMBEDDED and "avmnist_mini" not in data.REAL
     assert data.classes("avmnist_mini") == 10
-    assert data.option_names("avmnist_mini") == ("speakers", "energy_removed", "standardize")
+    assert data.option_names("avmnist_mini") == ("speakers", "energy_removed", "standardize",
+                                                   "per_class")
     assert avmnist_mini.PATH.stat().st_size <= 10 * 2**20
 
 
@@ -34,6 +35,11 @@ def test_shapes_dtypes_and_balance(speakers):
         assert t["label"].dtype == torch.int64
         assert torch.bincount(t["label"], minlength=10).tolist() == [per_class] * 10
         assert set(ds[0]) == {"image", "audio", "label", "speaker"}
+    small = data.load("avmnist_mini", None, "val", speakers=speakers, per_class=3).tensors
+    assert torch.bincount(small["label"], minlength=10).tolist() == [3] * 10
+    full = data.load("avmnist_mini", None, "val", speakers=speakers).tensors
+    first = torch.cat([torch.nonzero(full["label"] == c)[:3, 0] for c in range(10)]).sort()[0]
+    assert torch.equal(small["audio"], full["audio"][first])
     with pytest.raises(ValueError, match="split must be one of"):
         data.load("avmnist_mini", None, "validation")
     with pytest.raises(ValueError, match="speakers must be one of"):

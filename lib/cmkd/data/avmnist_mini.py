@@ -78,9 +78,12 @@ def _prepared(path: str, speakers: str, energy_removed: float, standardize: bool
 
 
 def arrays(split: str, speakers: str = "shared", energy_removed: float = 0.75,
-           standardize: bool = True, path: Path | str = PATH) -> dict[str, torch.Tensor]:
+           standardize: bool = True, per_class: int = 0,
+           path: Path | str = PATH) -> dict[str, torch.Tensor]:
     """Whole-split tensors: image (n, 1, 28, 28), audio (n, 1, 64, 64) float32, label (n,)
-    int64, speaker (n,) int64 (index into the file's ``speakers``)."""
+    int64, speaker (n,) int64 (index into the file's ``speakers``).  ``per_class`` > 0 keeps
+    the first that many pairs of each class of the split (quick checks; the preprocessing is
+    still fit on the whole training split)."""
     if split not in SPLITS:
         raise ValueError(f"dataset 'avmnist_mini': split must be one of {SPLITS}, got {split!r}")
     if speakers not in SPEAKER_SPLITS:
@@ -88,7 +91,17 @@ def arrays(split: str, speakers: str = "shared", energy_removed: float = 0.75,
                          f"got {speakers!r}")
     raw = raw_arrays(path)
     prep = _prepared(str(path), speakers, float(energy_removed), bool(standardize))
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 0:
+        raise ValueError(f"dataset 'avmnist_mini': per_class must be an int >= 0, got "
+                         f"{per_class!r}")
     rows = prep["split"] == SPLITS.index(split)
+    if per_class:
+        label = raw["label"]
+        rank = np.zeros(len(label), np.int64)
+        for c in range(CLASSES):
+            idx = np.flatnonzero(rows & (label == c))
+            rank[idx] = np.arange(len(idx))
+        rows &= rank < per_class
     return {"image": torch.from_numpy(np.ascontiguousarray(prep["image"][rows])),
             "audio": torch.from_numpy(np.ascontiguousarray(prep["audio"][rows])),
             "label": torch.from_numpy(raw["label"][rows].astype(np.int64)),
@@ -101,13 +114,14 @@ class AVMNISTMini(ArrayDataset):
     modalities = ("image", "audio")
 
     def __init__(self, split: str = "train", speakers: str = "shared",
-                 energy_removed: float = 0.75, standardize: bool = True,
+                 energy_removed: float = 0.75, standardize: bool = True, per_class: int = 0,
                  path: Path | str = PATH):
         self.split, self.speakers = split, speakers
-        super().__init__(arrays(split, speakers, energy_removed, standardize, path))
+        super().__init__(arrays(split, speakers, energy_removed, standardize, per_class, path))
 
 
 def load(root=None, split: str = "train", speakers: str = "shared",
-         energy_removed: float = 0.75, standardize: bool = True) -> AVMNISTMini:
+         energy_removed: float = 0.75, standardize: bool = True,
+         per_class: int = 0) -> AVMNISTMini:
     """Registry entry: the embedded set ignores ``root`` (it ships with the package)."""
-    return AVMNISTMini(split, speakers, energy_removed, standardize)
+    return AVMNISTMini(split, speakers, energy_removed, standardize, per_class)
