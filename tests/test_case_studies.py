@@ -79,7 +79,7 @@ def _planted(runs: int = 6, n: int = 400, seed: int = 0) -> pd.DataFrame:
 
 def test_tables_and_paper_ids_on_planted_results():
     df = _planted()
-    t5 = cs.table5(df).set_index("")
+    t5 = cs.table5(df).set_index("KD")
     assert list(t5.index) == ["No-KD", "UM-KD", "CM-KD"]
     assert abs(t5.loc["CM-KD", "teacher acc mean"] - 95) < 3
     assert abs(t5.loc["UM-KD", "rho=0.5 mean"] - 66) < 3
@@ -143,7 +143,7 @@ def test_paper_profile_path_runs_end_to_end_on_a_fixture(tmp_path):
     df = cs.run(config, cache=tmp_path / "cache", progress=False)
     assert len(df) == 2 * (4 + 2 * len(config.rhos)) and df.attrs["n_test"] == 30
     assert df.acc.between(0, 100).all()
-    assert set(cs.table5(df)[""]) == {"No-KD", "UM-KD", "CM-KD"}
+    assert set(cs.table5(df)["KD"]) == {"No-KD", "UM-KD", "CM-KD"}
     curves = cs.histories(config, tmp_path / "cache")
     assert set(curves.role) == set(cs.ROLES)
     out = cs.claims(df, curves)

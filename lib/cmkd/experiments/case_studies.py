@@ -206,7 +206,7 @@ def table5(df: pd.DataFrame) -> pd.DataFrame:
     for label, role, teacher, mod in (("No-KD", "nokd", None, "-"),
                                       ("UM-KD", "umkd", "audio_teacher", "A"),
                                       ("CM-KD", "cmkd", "fusion_teacher", "I + A")):
-        row = {"": label, "teacher": mod}
+        row = {"KD": label, "teacher": mod}
         if teacher is None:
             row["teacher acc mean"] = row["teacher acc std"] = np.nan
         else:
