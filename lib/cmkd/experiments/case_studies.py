@@ -316,9 +316,9 @@ def plot_curves(curves: pd.DataFrame):
         a.fill_between(x, mu - sd, mu + sd, color=COLORS[role], alpha=0.1, linewidth=0)
     ax.set_title("teachers and the image network")
     ax2.set_title("audio students")
-    for a in (ax, ax2):
+    for a, where in ((ax, "lower right"), (ax2, "upper left")):
         a.set_xlabel("epoch")
-        a.legend(fontsize=7, frameon=False, loc="lower right")
+        a.legend(fontsize=7, frameon=False, loc=where)
     ax.set_ylabel("validation accuracy (%)")
     return fig
 
