@@ -21,6 +21,7 @@ DATASETS = {
     "avdigits": "avdigits",          # embedded: AV-MNIST stand-in
     "rgbd_scenes": "rgbd_scenes",    # procedural: NYU Depth V2 stand-in
     "mfeat": "mfeat",                # embedded: UCI Multiple Features (six views of digits)
+    "avmnist_mini": "avmnist_mini",  # embedded: AV-MNIST from real MNIST digits and FSDD speech
     "avmnist": "avmnist",
     "ravdess": "ravdess",
     "cremad": "cremad",
@@ -32,7 +33,7 @@ DATASETS = {
     "crisismmd": "crisismmd",
     "pairs": "pairs",                # your own paired data: one .npz / .pt file (root: the file)
 }
-EMBEDDED = ("mvd", "avdigits", "rgbd_scenes", "mfeat")
+EMBEDDED = ("mvd", "avdigits", "rgbd_scenes", "mfeat", "avmnist_mini")
 #: datasets read from one file named by ``root`` (their module's PARAM, LAYOUT, check(root))
 FILES = ("pairs",)
 #: datasets read from a folder (their module's PARAM, DIRNAME, LAYOUT, check(root))

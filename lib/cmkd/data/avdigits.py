@@ -68,10 +68,14 @@ def remove_energy(images: np.ndarray, train: np.ndarray, energy_removed: float) 
         raise ValueError(f"energy_removed must be in [0, 1), got {energy_removed!r}")
     x = images.astype(np.float64)
     mean = x[train].mean(axis=0)
-    _, s, vt = np.linalg.svd(x[train] - mean, full_matrices=False)
-    ratio = np.cumsum(s ** 2) / np.sum(s ** 2)
+    # principal axes from the d x d scatter matrix (eigh: several times faster than an SVD of
+    # the n x d rows for MNIST's 784 pixels, the same axes)
+    centred = x[train] - mean
+    var, axes = np.linalg.eigh(centred.T @ centred)
+    var, axes = np.clip(var[::-1], 0, None), axes[:, ::-1]
+    ratio = np.cumsum(var) / np.sum(var)
     k = int(np.searchsorted(ratio, 1 - energy_removed - 1e-12) + 1)
-    v = vt[:k].T
+    v = axes[:, :k]
     return (mean + (x - mean) @ v @ v.T).astype(np.float32)
 
 

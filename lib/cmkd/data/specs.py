@@ -141,6 +141,15 @@ SPECS: dict[str, DataSpec] = {
                                   "image_encoder": "crisismmd_image_encoder"},
                           encoders=("text_encoder", "image_encoder"),
                           dims={"text": "crisismmd_text_dim", "image": "crisismmd_image_dim"}),
+    # MFH B.1's networks: LeNet-5 on the images, the 3-layer audio CNN (its student) on the
+    # spectrograms (its audio teacher and the fusion teacher's audio branch are deeper; a grid
+    # names them, :class:`cmkd.jobs.builders.Builder`'s ``model`` / ``encoders``)
+    "avmnist_mini": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
+                             {"audio": ("audio_cnn3", {}), "visual": ("lenet5", {})},
+                             params={"speakers": "speakers", "per_class": "per_class"}),
+    "avmnist": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
+                        {"audio": ("audio_cnn3", {}), "visual": ("lenet5", {})},
+                        params={"n_valid": "avmnist_n_valid"}),
     "mfeat": mfeat_spec(),
     "pairs": pairs_spec(),
 }
@@ -184,9 +193,10 @@ def root(dataset: str, params: Mapping[str, Any]) -> str | None:
 
 def loader_options(dataset: str, params: Mapping[str, Any]) -> dict:
     """The loader options of ``dataset`` in a grid: the spec's fixed ones and those its params
-    set."""
+    set (an option whose parameter the grid lacks keeps the loader's default)."""
     s = spec(dataset)
-    return {**s.options, **{option: params[param] for option, param in s.params.items()}}
+    return {**s.options, **{option: params[param] for option, param in s.params.items()
+                            if param in params}}
 
 
 def model(dataset: str, modality: str, params: Mapping[str, Any]) -> tuple[str, dict]:

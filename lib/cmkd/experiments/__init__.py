@@ -12,6 +12,7 @@ NOTEBOOKS = {
     "01_mvd_synthetic_sweeps": "cmkd.experiments.mvd_sweeps",
     "02_modality_general_teacher": "cmkd.experiments.modality_general",
     "03_theorem_4_1": "cmkd.experiments.theorem41",
+    "04_case_studies": "cmkd.experiments.case_studies",
     "06_c2kd": "cmkd.experiments.c2kd_benchmark",
     "08_gamma_meets_c2kd": "cmkd.experiments.gamma_c2kd",
     "10_rgbd_segmentation": "cmkd.experiments.rgbd_segmentation",

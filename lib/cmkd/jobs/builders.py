@@ -58,24 +58,42 @@ class Builder:
                     batch_size=t.batch_size, device=t.device, workers=t.workers,
                     patience=t.patience)
 
-    def teacher(self, dataset: str, modality: str, seed: int) -> Job:
-        """The unimodal teacher of ``modality`` (trained alone; its best-validation weights)."""
-        name, opts = specs.model(dataset, modality, self.params)
+    def _model(self, dataset: str, modality: str, model) -> tuple[str, dict]:
+        """The spec's (registry model, options) of ``modality``, or ``model`` = (name, options)
+        in its place (``classes`` added from the dataset, ``modality`` from the spec's key)."""
+        if model is None:
+            return specs.model(dataset, modality, self.params)
+        from cmkd import data
+
+        name, opts = model
+        return name, {"classes": data.classes(dataset), **dict(opts)}
+
+    def teacher(self, dataset: str, modality: str, seed: int,
+                model: tuple[str, Mapping] | None = None) -> Job:
+        """The unimodal teacher of ``modality`` (trained alone; its best-validation weights);
+        ``model`` = (registry name, options) replaces the spec's network (MFH B.1's audio
+        teacher is deeper than its student)."""
+        name, opts = self._model(dataset, modality, model)
         return Job(dataset=dataset, model=name, model_options=opts,
                    inputs=(specs.spec(dataset).keys[modality],), kind="teacher",
                    epochs=self.training.teacher_epochs, seed=seed, **self._common(dataset))
 
-    def fusion_teacher(self, dataset: str, fusion: str, direction: str, seed: int) -> Job:
+    def fusion_teacher(self, dataset: str, fusion: str, direction: str, seed: int,
+                       encoders: tuple | None = None) -> Job:
         """A late-fusion teacher (``fusion_concat``, ``fusion_film``, ``fusion_ogm_ge``) on both
         modalities of ``direction`` (teacher's first), trained with OGM-GE for
-        ``fusion_ogm_ge`` (C2KD Table 7)."""
+        ``fusion_ogm_ge`` (C2KD Table 7); ``encoders``: two (registry name, options) in place of
+        the spec's networks, in the same order (MFH B.1: LeNet-5 and a 5-layer audio CNN)."""
         from cmkd import data
 
         s = specs.spec(dataset)
         t_mod, s_mod = specs.modalities(dataset, direction)
+        given = (None, None) if encoders is None else tuple(encoders)
+        if len(given) != 2:
+            raise ValueError(f"encoders must be two (model, options) pairs, got {encoders!r}")
         encoders, options = [], []
-        for mod in (t_mod, s_mod):
-            name, opts = specs.model(dataset, mod, self.params)
+        for mod, model in zip((t_mod, s_mod), given):
+            name, opts = self._model(dataset, mod, model)
             encoders.append(name)
             options.append({k: v for k, v in opts.items() if k not in ("classes", "modality")})
         return Job(dataset=dataset, model=fusion,
@@ -87,11 +105,13 @@ class Builder:
                    epochs=self.training.teacher_epochs, seed=seed, **self._common(dataset))
 
     def student(self, dataset: str, direction: str, seed: int, method: str,
-                row: Mapping[str, Any] | None = None, teacher: Job | None = None) -> Job:
+                row: Mapping[str, Any] | None = None, teacher: Job | None = None,
+                model: tuple[str, Mapping] | None = None) -> Job:
         """A student of ``direction``'s student modality trained by ``method`` (a registry name
         or preset) with the grid's ``method_hparams`` and the row's own hyperparameters
         (:func:`cmkd.methods.hparams_for`); its teacher is ``teacher`` or the unimodal teacher
-        of the same seed (none for methods that need none)."""
+        of the same seed (none for methods that need none); ``model`` = (registry name,
+        options) replaces the spec's network."""
         from cmkd import methods
 
         name, hp = methods.hparams_for(method, self.training.method_hparams, row)
@@ -99,8 +119,8 @@ class Builder:
         needs = methods.get(name).needs_teacher
         if needs and teacher is None:
             teacher = self.teacher(dataset, t_mod, seed)
-        model, opts = specs.model(dataset, s_mod, self.params)
-        return Job(dataset=dataset, model=model, model_options=opts,
+        name_, opts = self._model(dataset, s_mod, model)
+        return Job(dataset=dataset, model=name_, model_options=opts,
                    inputs=(specs.spec(dataset).keys[s_mod],), method=name, hparams=hp,
                    teacher=teacher if needs else None, epochs=self.training.epochs, seed=seed,
                    **self._common(dataset))

@@ -1,0 +1,343 @@
+"""Notebook 04: MFH's case study on AV-MNIST (Section 3, Table 1 and Table 5; Appendix B.1).
+
+Does a more accurate multimodal teacher make a better crossmodal student?  MFH trains an audio
+student (3-layer CNN) three ways: without KD, by unimodal KD from an audio teacher (6-layer CNN)
+and by crossmodal KD from an image + audio late-fusion teacher (LeNet-5 + 5-layer audio CNN,
+features concatenated, a linear classifier), with the student loss of MFH Eq. (1),
+``rho * CE + (1 - rho) * KL`` (the registry's ``kd`` with ``ce_weight = rho``,
+``kd_weight = 1 - rho``), for rho = 0 and 0.5, 10 runs.
+
+Data: ``avmnist_mini`` (default; AV-MNIST rebuilt from real MNIST digits and real FSDD speech,
+:mod:`cmkd.data.avmnist_mini`) or AV-MNIST itself in the MultiBench layout (``avmnist``, the
+paper profile; ``avmnist_root``).  A LeNet-5 on the images alone is trained too, for the
+unimodal accuracies of the dataset.
+
+Jobs (:mod:`cmkd.jobs`, built by :class:`cmkd.jobs.builders.Builder`): per run, the audio
+teacher, the fusion teacher, the image network and the students; run r of every job has the
+same seed, so the rows are paired by run.  Every job keeps its best-validation weights and is
+scored on the test split there (``test_at_best_val``); ``patience`` stops a job once validation
+has not improved for that many epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cmkd.jobs import Job, read_history, run_jobs
+from cmkd.jobs.builders import Builder, Training
+from cmkd.params import spec
+from cmkd.reporting import new_figure
+from cmkd.runtime import DEVICES, device_available, seed_for, torch_threads
+from cmkd.verdicts import claim_row, claims_frame, combine, verdict_difference, verdict_slope
+
+DATASETS = ("avmnist_mini", "avmnist")
+#: MFH B.1's networks (registry name, options)
+AUDIO_TEACHER = ("audio_cnn6", {})
+AUDIO_STUDENT = ("audio_cnn3", {})
+FUSION_ENCODERS = (("lenet5", {}), ("audio_cnn5", {}))   # image, audio
+IMAGE_NET = ("lenet5", {})
+#: direction whose student modality is the audio (visual -> audio): the fusion teacher's inputs
+#: are (image, audio)
+DIRECTION = "v2a"
+ROLES = {"image": "image network (LeNet-5, I)", "audio_teacher": "audio teacher (6-layer CNN, A)",
+         "fusion_teacher": "multimodal teacher (LeNet-5 + 5-layer CNN, I + A)",
+         "nokd": "no-KD student (3-layer CNN, A)", "umkd": "UM-KD student (A teacher)",
+         "cmkd": "CM-KD student (I + A teacher)"}
+#: "not better": an effect within this many points counts as none (MFH Table 1's crossmodal
+#: student is 0.37 points below the unimodal-KD one)
+NOT_BETTER_MARGIN = 1.0
+#: a learning curve has reached its plateau when its validation accuracy over the last
+#: ``PLATEAU_EPOCHS`` epochs rises by less than this many points per epoch
+PLATEAU_SLOPE = 0.5
+PLATEAU_EPOCHS = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = field(metadata=spec("base seed of every run", low=0))
+    n_runs: int = field(metadata=spec("runs (seeds) of every job", low=1, high=100))
+    dataset: str = field(metadata=spec("'avmnist_mini' (embedded) or 'avmnist' (MultiBench "
+                                       "layout, avmnist_root)", choices=DATASETS))
+    avmnist_root: str = field(metadata=spec("folder of AV-MNIST (dataset 'avmnist' only)"))
+    speakers: str = field(metadata=spec("avmnist_mini: speakers 'shared' across splits or "
+                                        "'disjoint'", choices=("shared", "disjoint")))
+    avmnist_n_valid: int = field(metadata=spec("AV-MNIST: last training rows kept for "
+                                               "validation (MultiBench: 5000)", low=1,
+                                               high=1_000_000))
+    per_class: int = field(metadata=spec("avmnist_mini: the first pairs of each class of "
+                                         "each split kept (0: all; quick checks)", low=0,
+                                         high=10_000))
+    rhos: list[float] = field(metadata=spec("rho of MFH Eq. (1): weight of the cross entropy, "
+                                            "1 - rho that of the KL", low=0, high=1,
+                                            min_items=1))
+    temperature: float = field(metadata=spec("KD softening temperature", low=0, high=100,
+                                             low_open=True))
+    teacher_epochs: int = field(metadata=spec("most epochs of every teacher", low=1,
+                                              high=10_000))
+    epochs: int = field(metadata=spec("most epochs of every student", low=1, high=10_000))
+    patience: int = field(metadata=spec("early stopping: epochs without validation gain "
+                                        "(0: none)", low=0, high=10_000))
+    batch_size: int = field(metadata=spec("mini-batch size", low=2, high=100_000))
+    lr: float = field(metadata=spec("AdamW learning rate (constant)", low=0, high=10,
+                                    low_open=True))
+    weight_decay: float = field(metadata=spec("AdamW weight decay", low=0, high=1))
+    device: str = field(metadata=spec("compute device", choices=DEVICES,
+                                       validate=device_available))
+
+    def preflight(self) -> None:
+        """AV-MNIST (dataset 'avmnist') must be found in its layout (:func:`cmkd.data.specs.
+        preflight`): checked by ``cmkd reproduce`` with the other parameters and by :func:`run`,
+        before any compute (not by plain validation, so a params file can name a folder of
+        another machine)."""
+        if self.dataset == "avmnist":
+            from cmkd.data import specs
+
+            specs.preflight(["avmnist"], self.params())
+
+    def params(self) -> dict:
+        """The grid parameters the builder reads (the dataset's root and loader options)."""
+        out = {"avmnist_root": self.avmnist_root, "avmnist_n_valid": self.avmnist_n_valid}
+        if self.dataset == "avmnist_mini":
+            out["speakers"] = self.speakers
+            out["per_class"] = self.per_class
+        return out
+
+
+# ----------------------------------------------------------------------------- the jobs
+def builder(config: Config) -> Builder:
+    patience = config.patience or None
+    training = Training(optim={"optimizer": "adamw", "lr": config.lr,
+                               "weight_decay": config.weight_decay},
+                        epochs=config.epochs, teacher_epochs=config.teacher_epochs,
+                        batch_size=config.batch_size, device=config.device, patience=patience)
+    return Builder(config.params(), training)
+
+
+def run_seed(config: Config, run: int) -> int:
+    return seed_for(config.seed, run) % 2**31
+
+
+def jobs(config: Config) -> dict[tuple[str, float | None, int], Job]:
+    """(role, rho, run) -> job: the teachers and the image network (rho None), the no-KD student
+    (rho None) and the KD students of every rho."""
+    b, d = builder(config), config.dataset
+    out = {}
+    for r in range(config.n_runs):
+        seed = run_seed(config, r)
+        audio_t = b.teacher(d, "audio", seed, model=AUDIO_TEACHER)
+        fusion_t = b.fusion_teacher(d, "fusion_concat", DIRECTION, seed, encoders=FUSION_ENCODERS)
+        out["image", None, r] = b.teacher(d, "visual", seed, model=IMAGE_NET)
+        out["audio_teacher", None, r] = audio_t
+        out["fusion_teacher", None, r] = fusion_t
+        out["nokd", None, r] = b.student(d, DIRECTION, seed, "nokd", model=AUDIO_STUDENT)
+        for rho in config.rhos:
+            row = {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho}
+            for role, teacher in (("umkd", audio_t), ("cmkd", fusion_t)):
+                out[role, rho, r] = b.student(d, DIRECTION, seed, "kd", row=row,
+                                              teacher=teacher, model=AUDIO_STUDENT)
+    return out
+
+
+def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
+    """Every job (cached ones are not rerun).
+
+    Returns
+    -------
+    DataFrame, one row per (role, rho, run): role, rho (NaN for teachers and no KD), run, acc
+    (test accuracy at the best validation epoch, %), val (best validation accuracy, %),
+    best_epoch, epochs_run, test_correct (per-item 0/1 string), key.  ``attrs``: seconds,
+    jobs, n_test.
+    """
+    start = time.perf_counter()
+    config.preflight()
+    grid = jobs(config)
+    with torch_threads(1):
+        rows = run_jobs(list(grid.values()), executor=executor, cache=cache, progress=progress)
+    out = pd.DataFrame({
+        "role": [k[0] for k in grid], "rho": [np.nan if k[1] is None else k[1] for k in grid],
+        "run": [k[2] for k in grid],
+        "acc": 100 * rows.test_at_best_val.astype(float).to_numpy(),
+        "val": 100 * rows.best_val.astype(float).to_numpy(),
+        "best_epoch": rows.best_epoch.to_numpy(), "epochs_run": rows.epochs_run.to_numpy(),
+        "test_correct": rows.test_correct.to_numpy(), "key": rows.key.to_numpy()})
+    out.attrs.update(seconds=time.perf_counter() - start, jobs=len(set(out.key)),
+                     n_test=len(str(out.test_correct.iloc[0])))
+    return out
+
+
+def histories(config: Config, cache=None) -> pd.DataFrame:
+    """Per-epoch validation and test accuracy (%) of every job: role, rho, run, epoch, val,
+    test."""
+    frames = []
+    for (role, rho, r), job in jobs(config).items():
+        h = read_history(job, cache)
+        frames.append(pd.DataFrame({"role": role, "rho": np.nan if rho is None else rho,
+                                    "run": r, "epoch": h.epoch + 1,
+                                    "val": 100 * h.val_accuracy,
+                                    "test": 100 * h.get("test_accuracy", np.nan)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- summaries
+def _acc(df: pd.DataFrame, role: str, rho: float | None = None) -> pd.Series:
+    d = df[df.role == role]
+    if rho is not None:
+        d = d[d.rho == rho]
+    return d.set_index("run").acc
+
+
+def _correct(df: pd.DataFrame, role: str, rho: float | None = None) -> np.ndarray:
+    d = df[df.role == role]
+    if rho is not None:
+        d = d[d.rho == rho]
+    d = d.sort_values("run")
+    return np.array([[c == "1" for c in s] for s in d.test_correct], dtype=float)
+
+
+def table5(df: pd.DataFrame) -> pd.DataFrame:
+    """MFH Table 5's layout: teacher (modality, accuracy) and student accuracy per rho, mean and
+    std over runs."""
+    rhos = sorted(df.rho.dropna().unique())
+    rows = []
+    for label, role, teacher, mod in (("No-KD", "nokd", None, "-"),
+                                      ("UM-KD", "umkd", "audio_teacher", "A"),
+                                      ("CM-KD", "cmkd", "fusion_teacher", "I + A")):
+        row = {"KD": label, "teacher": mod}
+        if teacher is None:
+            row["teacher acc mean"] = row["teacher acc std"] = np.nan
+        else:
+            t = _acc(df, teacher)
+            row["teacher acc mean"], row["teacher acc std"] = t.mean(), t.std(ddof=0)
+        row["student"] = "A"
+        for rho in rhos:
+            s = _acc(df, role) if role == "nokd" else _acc(df, role, rho)
+            row[f"rho={rho:g} mean"], row[f"rho={rho:g} std"] = s.mean(), s.std(ddof=0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def unimodal(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy of each network trained on its own (mean, std, min, max over runs)."""
+    rows = []
+    for role in ("image", "nokd", "audio_teacher", "fusion_teacher"):
+        a = _acc(df, role)
+        rows.append({"network": ROLES[role], "mean": a.mean(), "std": a.std(ddof=0),
+                     "min": a.min(), "max": a.max(), "runs": len(a)})
+    return pd.DataFrame(rows)
+
+
+#: reference ids of MFH Table 5 (AV-MNIST) in cmkd/reference/mfh.yaml
+PAPER_IDS = {("nokd", None): "mfh.table5.nokd_acc",
+             ("audio_teacher", None): "mfh.table5.umkd_teacher_acc",
+             ("fusion_teacher", None): "mfh.table5.cmkd_teacher_acc",
+             ("umkd", 0.0): "mfh.table5.rho_0.umkd_acc",
+             ("umkd", 0.5): "mfh.table5.rho_0.5.umkd_acc",
+             ("cmkd", 0.0): "mfh.table5.rho_0.cmkd_acc",
+             ("cmkd", 0.5): "mfh.table5.rho_0.5.cmkd_acc"}
+
+
+def measured(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Reference id -> (mean, std over runs) of ours, for :meth:`cmkd.reporting.Report.compare`."""
+    out = {}
+    for (role, rho), key in PAPER_IDS.items():
+        if rho is not None and rho not in set(df.rho):
+            continue
+        a = _acc(df, role) if rho is None else _acc(df, role, rho)
+        out[key] = (float(a.mean()), float(a.std(ddof=0)))
+    return out
+
+
+def claims(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+    """MFH Section 3's claim, scored by the verdict rule (:mod:`cmkd.verdicts`): paired by run,
+    with the test term of the one shared test set from the per-item correctness."""
+    n_test = df.attrs.get("n_test") or len(str(df.test_correct.iloc[0]))
+    out = []
+    mm, um = _acc(df, "fusion_teacher"), _acc(df, "audio_teacher")
+    v = verdict_difference(mm, um, alternative="greater", n_test=n_test,
+                           correct_a=_correct(df, "fusion_teacher"),
+                           correct_b=_correct(df, "audio_teacher"))
+    out.append(claim_row("MFH Table 1 / 5", "the multimodal (I + A) teacher is more accurate "
+                         "than the unimodal (A) teacher",
+                         f"I + A - A teacher {v.text} points, paired over {len(mm)} runs", v))
+    parts = []
+    for rho in sorted(df.rho.dropna().unique()):
+        parts.append(verdict_difference(
+            _acc(df, "cmkd", rho), _acc(df, "umkd", rho), alternative="not_greater",
+            margin=NOT_BETTER_MARGIN, n_test=n_test, correct_a=_correct(df, "cmkd", rho),
+            correct_b=_correct(df, "umkd", rho), label=f"rho {rho:g}: CM-KD - UM-KD"))
+    c = combine(parts)
+    out.append(claim_row("MFH Table 1 / 5", "yet its student is not better than the UM-KD "
+                         "student (at every rho)",
+                         "; ".join(f"{p.label} {p.text}" for p in parts)
+                         + f" points (a gain counts from {NOT_BETTER_MARGIN:g})", c))
+    if curves is not None:
+        out.append(plateau_claim(curves))
+    return claims_frame(out)
+
+
+def plateau_claim(curves: pd.DataFrame) -> dict:
+    """Every job's validation curve is flat over its last :data:`PLATEAU_EPOCHS` epochs (slope
+    of validation accuracy on epoch, runs pooled per role, below :data:`PLATEAU_SLOPE`)."""
+    parts = []
+    for (role, rho), g in curves.groupby(["role", "rho"], dropna=False):
+        last = g[g.epoch > g.groupby("run").epoch.transform("max") - PLATEAU_EPOCHS]
+        label = ROLES[role] + ("" if pd.isna(rho) else f", rho {rho:g}")
+        parts.append(verdict_slope(last.epoch, last.val, alternative="not_greater",
+                                   margin=PLATEAU_SLOPE, label=label, unit="points per epoch"))
+    c = combine(parts)
+    worst = max(parts, key=lambda p: p.estimate if np.isfinite(p.estimate) else -np.inf)
+    return claim_row("setting", "every job trained to a plateau (validation accuracy flat over "
+                     f"its last {PLATEAU_EPOCHS} epochs)",
+                     f"largest slope: {worst.label} {worst.text} points per epoch; a rise "
+                     f"counts from {PLATEAU_SLOPE:g} per epoch", c)
+
+
+# ----------------------------------------------------------------------------- figures
+COLORS = {"image": "#2ca02c", "audio_teacher": "#1f77b4", "fusion_teacher": "#d62728",
+          "nokd": "#7f7f7f", "umkd": "#1f77b4", "cmkd": "#d62728"}
+
+
+def plot_curves(curves: pd.DataFrame):
+    """Validation accuracy per epoch (mean over runs, +-1 std): left the teachers and the image
+    network, right the students (dashed: rho = 0)."""
+    fig, (ax, ax2) = new_figure(ncols=2, width=10.5, height=3.8, sharey=True)
+    for (role, rho), g in curves.groupby(["role", "rho"], dropna=False):
+        s = g.groupby("epoch").val.agg(["mean", "std"])
+        student = role in ("nokd", "umkd", "cmkd")
+        a = ax2 if student else ax
+        style = "--" if rho == 0 else "-"
+        label = ROLES[role] + ("" if pd.isna(rho) else f", rho {rho:g}")
+        x, mu, sd = s.index.to_numpy(), s["mean"].to_numpy(), np.nan_to_num(s["std"].to_numpy())
+        a.plot(x, mu, style, color=COLORS[role], label=label)
+        a.fill_between(x, mu - sd, mu + sd, color=COLORS[role], alpha=0.1, linewidth=0)
+    ax.set_title("teachers and the image network")
+    ax2.set_title("audio students")
+    for a, where in ((ax, "lower right"), (ax2, "upper left")):
+        a.set_xlabel("epoch")
+        a.legend(fontsize=7, frameon=False, loc=where)
+    ax.set_ylabel("validation accuracy (%)")
+    return fig
+
+
+def plot_table5(df: pd.DataFrame):
+    """Teacher accuracy against student accuracy per rho (mean +-1 std over runs)."""
+    rhos = sorted(df.rho.dropna().unique())
+    fig, axes = new_figure(ncols=len(rhos), width=4.2 * len(rhos), height=3.6, sharey=True)
+    axes = np.atleast_1d(axes)
+    nokd = _acc(df, "nokd")
+    for ax, rho in zip(axes, rhos):
+        ax.axhspan(nokd.mean() - nokd.std(ddof=0), nokd.mean() + nokd.std(ddof=0),
+                   color="0.85", label="no-KD student $\\pm$ 1 std")
+        for role, teacher in (("umkd", "audio_teacher"), ("cmkd", "fusion_teacher")):
+            t, s = _acc(df, teacher), _acc(df, role, rho)
+            ax.errorbar(t.mean(), s.mean(), xerr=t.std(ddof=0), yerr=s.std(ddof=0), fmt="o",
+                        color=COLORS[role], capsize=3, label=ROLES[role])
+        ax.set_title(f"rho = {rho:g}")
+        ax.set_xlabel("teacher test accuracy (%)")
+        ax.legend(fontsize=7, frameon=False)
+    axes[0].set_ylabel("student test accuracy (%)")
+    return fig

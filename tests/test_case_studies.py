@@ -1,0 +1,161 @@
+"""Notebook 04 (MFH case study): the job grid, the builder's model overrides, the summaries and
+claims on planted results, and the paper-profile path end to end on an AV-MNIST fixture in the
+MultiBench layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cmkd import params
+from cmkd.experiments import NOTEBOOKS
+from cmkd.experiments import case_studies as cs
+from cmkd.params import ParamError
+from cmkd.reporting import paper_value
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(**over) -> cs.Config:
+    base = yaml.safe_load((ROOT / "params/smoke/04_case_studies.yaml").read_text())
+    return params.from_mapping(cs.Config, {**base, **over}, source="test")
+
+
+def test_registered_and_every_profile_validates():
+    assert NOTEBOOKS["04_case_studies"] == "cmkd.experiments.case_studies"
+    for profile in ("smoke", "default", "paper"):
+        raw = yaml.safe_load((ROOT / f"params/{profile}/04_case_studies.yaml").read_text())
+        params.from_mapping(cs.Config, raw, source=profile)
+    with pytest.raises(ParamError, match="rhos"):
+        _config(rhos=[1.5])
+
+
+def test_grid_uses_mfh_b1_networks_and_eq1_weights():
+    config = _config(n_runs=2, rhos=[0.0, 0.5])
+    grid = cs.jobs(config)
+    assert len(grid) == 2 * (4 + 2 * 2)
+    audio_t = grid["audio_teacher", None, 0]
+    fusion_t = grid["fusion_teacher", None, 0]
+    assert audio_t.model == "audio_cnn6" and audio_t.inputs == ("audio",)
+    assert grid["image", None, 0].model == "lenet5" and grid["image", None, 0].inputs == ("image",)
+    assert fusion_t.model == "fusion_concat" and fusion_t.inputs == ("image", "audio")
+    assert tuple(fusion_t.model_options["encoders"]) == ("lenet5", "audio_cnn5")
+    for rho in (0.0, 0.5):
+        um, cm = grid["umkd", rho, 1], grid["cmkd", rho, 1]
+        assert um.model == cm.model == "audio_cnn3" and um.method == "kd"
+        assert um.teacher == grid["audio_teacher", None, 1]
+        assert cm.teacher == grid["fusion_teacher", None, 1]
+        # MFH Eq. (1): rho * CE + (1 - rho) * KL
+        assert um.hparams["ce_weight"] == rho and um.hparams["kd_weight"] == 1 - rho
+    assert grid["nokd", None, 0].teacher is None
+    # runs differ in seed; the roles of one run share it
+    assert audio_t.seed == fusion_t.seed != grid["audio_teacher", None, 1].seed
+    assert audio_t.dataset_options["per_class"] == 10
+
+
+def _planted(runs: int = 6, n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Results with known accuracies: teachers 80 / 95, students 60 (no KD), UM-KD 66 and CM-KD
+    62 (rho 0.5), 65 / 65 (rho 0)."""
+    rng = np.random.default_rng(seed)
+    truth = {("image", None): 70, ("audio_teacher", None): 80, ("fusion_teacher", None): 95,
+             ("nokd", None): 60, ("umkd", 0.5): 66, ("cmkd", 0.5): 62, ("umkd", 0.0): 65,
+             ("cmkd", 0.0): 65}
+    rows = []
+    for (role, rho), p in truth.items():
+        for r in range(runs):
+            correct = rng.random(n) < p / 100
+            rows.append({"role": role, "rho": np.nan if rho is None else rho, "run": r,
+                         "acc": 100 * correct.mean(), "val": np.nan, "best_epoch": 3,
+                         "epochs_run": 5, "test_correct": "".join("1" if c else "0"
+                                                                  for c in correct),
+                         "key": f"{role}{rho}{r}"})
+    df = pd.DataFrame(rows)
+    df.attrs["n_test"] = n
+    return df
+
+
+def test_tables_and_paper_ids_on_planted_results():
+    df = _planted()
+    t5 = cs.table5(df).set_index("KD")
+    assert list(t5.index) == ["No-KD", "UM-KD", "CM-KD"]
+    assert abs(t5.loc["CM-KD", "teacher acc mean"] - 95) < 3
+    assert abs(t5.loc["UM-KD", "rho=0.5 mean"] - 66) < 3
+    assert t5.loc["No-KD", "rho=0 mean"] == t5.loc["No-KD", "rho=0.5 mean"]
+    uni = cs.unimodal(df).set_index("network")
+    assert abs(uni.loc[cs.ROLES["image"], "mean"] - 70) < 3
+    m = cs.measured(df)
+    assert set(m) == set(cs.PAPER_IDS.values())
+    for key in m:
+        assert paper_value(key)["artefact"] == "MFH Table 5"
+    assert paper_value("mfh.table5.rho_0.5.cmkd_acc")["value"] == 69.73
+
+
+def test_claims_follow_the_planted_truth():
+    out = cs.claims(_planted(runs=8, n=2000)).set_index("claim")
+    assert out.verdict.iloc[0] == "held"          # 95 vs 80
+    assert out.verdict.iloc[1] == "held"          # CM-KD 62 < UM-KD 66, 65 = 65
+    # a crossmodal student clearly better than the unimodal one is NOT held
+    df = _planted(runs=8, n=2000)
+    swap = df.role.isin(["umkd", "cmkd"]) & (df.rho == 0.5)
+    df.loc[swap, "role"] = df.loc[swap, "role"].map({"umkd": "cmkd", "cmkd": "umkd"})
+    assert cs.claims(df).verdict.iloc[1] == "NOT held"
+
+
+def test_plateau_claim_on_planted_curves():
+    epochs = np.arange(1, 21)
+    flat = 80 - 30 * np.exp(-epochs / 2)
+    rows = [{"role": "nokd", "rho": np.nan, "run": r, "epoch": e, "val": v + 0.1 * r, "test": v}
+            for r in range(3) for e, v in zip(epochs, flat)]
+    curves = pd.DataFrame(rows)
+    assert cs.plateau_claim(curves)["verdict"] == "held"
+    rising = curves.assign(val=curves.epoch * 2.0 + curves.run)
+    assert cs.plateau_claim(rising)["verdict"] == "NOT held"
+
+
+def _avmnist_fixture(root: Path, n_train: int = 60, n_test: int = 30) -> Path:
+    """AV-MNIST in the MultiBench layout (image rows 784, audio 112 x 112, labels), class-
+    dependent so the networks have something to learn."""
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % 10
+        image = rng.integers(0, 60, (n, 784)).astype(np.float32)
+        image[np.arange(n), y * 70] = 255
+        audio = rng.integers(0, 60, (n, 112, 112)).astype(np.float32)
+        audio[np.arange(n), y * 10, :] = 255
+        (root / "image").mkdir(parents=True, exist_ok=True)
+        (root / "audio").mkdir(parents=True, exist_ok=True)
+        np.save(root / "image" / f"{part}_data.npy", image)
+        np.save(root / "audio" / f"{part}_data.npy", audio)
+        np.save(root / f"{part}_labels.npy", y)
+    return root
+
+
+def test_paper_profile_path_runs_end_to_end_on_a_fixture(tmp_path):
+    root = _avmnist_fixture(tmp_path / "avmnist")
+    paper = yaml.safe_load((ROOT / "params/paper/04_case_studies.yaml").read_text())
+    over = dict(avmnist_root=str(root), avmnist_n_valid=20, n_runs=2, teacher_epochs=1,
+                epochs=1, patience=0, batch_size=32, device="cpu")
+    config = params.from_mapping(cs.Config, {**paper, **over}, source="test")
+    assert config.dataset == "avmnist"
+    df = cs.run(config, cache=tmp_path / "cache", progress=False)
+    assert len(df) == 2 * (4 + 2 * len(config.rhos)) and df.attrs["n_test"] == 30
+    assert df.acc.between(0, 100).all()
+    assert set(cs.table5(df)["KD"]) == {"No-KD", "UM-KD", "CM-KD"}
+    curves = cs.histories(config, tmp_path / "cache")
+    assert set(curves.role) == set(cs.ROLES)
+    out = cs.claims(df, curves)
+    assert len(out) == 3 and set(out.verdict) <= {"held", "NOT held", "undecided"}
+    assert set(cs.measured(df)) == set(cs.PAPER_IDS.values())
+    cs.plot_table5(df)
+    cs.plot_curves(curves)
+
+
+def test_paper_profile_names_a_missing_folder_before_any_compute(tmp_path):
+    paper = yaml.safe_load((ROOT / "params/paper/04_case_studies.yaml").read_text())
+    config = params.from_mapping(cs.Config, {**paper, "avmnist_root": str(tmp_path / "none")},
+                                 source="test")
+    with pytest.raises(ParamError, match="avmnist_root"):
+        cs.run(config, cache=tmp_path / "cache", progress=False)
