@@ -6,7 +6,6 @@ user module and a hyperparameter from a params file -> a table."""
 import importlib.metadata
 import json
 import sys
-import textwrap
 import uuid
 
 import numpy as np

@@ -72,6 +72,10 @@ def _main(argv: list[str] | None = None) -> int:
                      help="override one parameter of notebook NN for this run, the value read "
                           "as YAML (e.g. --set 06.epochs=3); repeatable; checked like the "
                           "params file and shown in REPORT.md")
+    rep.add_argument("--tensorboard", action="store_true",
+                     help="every job the notebooks train writes TensorBoard event files under "
+                          ".cache/tb/<job key>/ (open with: tensorboard --logdir .cache/tb); "
+                          "keys and results unchanged, cached jobs write none")
     ref = sub.add_parser("refresh-notebooks",
                          help="regenerate stored notebook outputs (nbval baseline) from smoke")
     ref.add_argument("--only", nargs="+", metavar="NN")
@@ -108,7 +112,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         from cmkd.reproduce import reproduce
 
-        return reproduce(args.profile, args.only, args.force, overrides=args.overrides)
+        return reproduce(args.profile, args.only, args.force, overrides=args.overrides,
+                         tensorboard=args.tensorboard)
     if args.command == "refresh-notebooks":
         from cmkd.reproduce import refresh_notebooks
 
