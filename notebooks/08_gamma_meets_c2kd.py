@@ -74,8 +74,6 @@ epochs: int = 15  # epochs of each student's training
 batch_size: int = 128  # mini-batch size
 lr: float = 0.05  # SGD learning rate (momentum 0.9, poly decay)
 method_hparams: dict = {"kd": {"temperature": 1.0}, "dml": {"temperature": 1.0}, "dkd": {"warmup_epochs": 1}, "fitnet": {"feat_weight": 1.0}, "c2kd": {"omega": 0.0}}  # hyperparameters per method or preset over the registry's defaults
-method_modules: list = []  # modules of yours that register methods (cmkd.methods.register), by import path, imported when the jobs are built
-tensorboard: bool = False  # write each trained job's history as TensorBoard event files under .cache/tb/<job key>/ (cmkd reproduce --tensorboard: every notebook)
 methods: list = ["nokd", "kd", "dkd", "dist", "nkd", "fitnet", "dml", "c2kd", "c2kd_top1", "c2kd_official", "c2kd_noproxy", "c2kd_bd_nt", "c2kd_bd_ofs", "c2kd_bd"]  # methods to train
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda or mps
 

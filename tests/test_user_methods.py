@@ -204,3 +204,15 @@ def test_worker_processes_import_the_user_module(tmp_path, user_module):
     rows = run_jobs([student], executor=ProcessExecutor(1), cache=tmp_path / "cache",
                     progress=False)
     assert rows.method.tolist() == [name] and rows.hp_temperature.tolist() == [2.0]
+
+
+def test_optional_parameters_may_be_left_out_of_a_params_file(root, tmp_path):
+    values = yaml.safe_load((root / "params" / "smoke" / "06_c2kd.yaml").read_text())
+    assert "method_modules" not in values                   # the stored smoke file omits them
+    path = params_file(root, tmp_path, "06_c2kd")
+    config = load_params(path, c2.Config)
+    assert (config.method_modules, config.extra_methods, config.tensorboard) == ([], [], False)
+    del values["epochs"]                                    # a required one may not be
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ParamError, match=rf"{path}: missing parameter\(s\): epochs"):
+        load_params(path, c2.Config)
