@@ -25,8 +25,9 @@ only: bidirectional KD).  Every method takes the registry's defaults and the pre
 then the params file's ``method_hparams`` (:func:`cmkd.methods.hparams_for`): the KD temperature
 of KD and DML, C2KD's omega, DKD's warm-up epochs, FitNet's hint weight.  ``methods`` may also
 name a method of your own, registered by a module of ``method_modules`` (imported when the jobs
-are built; validation only finds it), or any other method of the registry; such a method is
-labelled by its name and drawn among the baselines.
+are built; validation only finds it) or by an installed package's entry point; such a method is
+labelled by its name and drawn among the baselines (cmkd's methods outside :data:`METHODS` are
+refused).
 
 On a CUDA device the student jobs train in parallel worker processes
 (:class:`cmkd.jobs.ProcessExecutor`, one per method up to the number of CPU cores): these small
@@ -71,6 +72,22 @@ LABELS = {"nokd": "no KD", "kd": "KD", "dkd": "DKD", "dist": "DIST", "nkd": "NKD
 TEACHER_INPUT, STUDENT_INPUT = "xa", "xb"
 
 
+def _not_allowed(name: str) -> str:
+    return (f"{name!r} is not allowed; choose one of {', '.join(map(repr, METHODS))}, or a "
+            f"method of your own (its module in method_modules)")
+
+
+def _check_method(name: str) -> None:
+    """A ``methods`` item: one of :data:`METHODS`, or a method from outside cmkd (registered by
+    the user's module, or not registered yet: :meth:`Config.check` decides).  cmkd's other
+    methods are not offered here (DLB, for one, needs its own batch order)."""
+    if name in METHODS:
+        return
+    if (name in registry.PRESETS or name in registry.REGISTRY) and \
+            registry.user_module(name) is None:
+        raise ValueError(_not_allowed(name))
+
+
 @dataclass(frozen=True)
 class Config:
     seed: int = field(metadata=spec("base seed of every draw", low=0))
@@ -100,13 +117,15 @@ class Config:
         "(cmkd reproduce --tensorboard does it for every notebook)"))
     methods: list[str] = field(metadata=spec(
         "methods to train: names of the method registry cmkd.methods or its presets (one of "
-        "method_modules' too)", min_items=1))
+        "method_modules' too)", min_items=1, validate=_check_method))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                        validate=device_available))
 
     def check(self) -> None:
         check_each("gammas", self.gammas, mvd.gamma_to_overlap)
-        registry.check_names(self.methods, "methods", self.method_modules)
+        unknown = [m for m in self.methods if not registry.known(m)]
+        if unknown and not self.method_modules:
+            raise ParamError("methods", _not_allowed(unknown[0]))
         registry.check_names(self.method_hparams, "method_hparams", self.method_modules)
         if "nokd" not in self.methods or "kd" not in self.methods:
             raise ParamError("methods", "must include 'nokd' and 'kd' (the references)")
