@@ -75,6 +75,10 @@ def _main(argv: list[str] | None = None) -> int:
                      help="override one parameter of notebook NN for this run, the value read "
                           "as YAML (e.g. --set 06.epochs=3); repeatable; checked like the "
                           "params file and shown in REPORT.md")
+    rep.add_argument("--tensorboard", action="store_true",
+                     help="every job the notebooks train writes TensorBoard event files under "
+                          ".cache/tb/<job key>/ (open with: tensorboard --logdir .cache/tb); "
+                          "keys and results unchanged, cached jobs write none")
     ex = rep.add_argument_group("scale out (the job grids of notebooks 06, 08 on Dask; README "
                                 "'Scale out')")
     ex.add_argument("--executor", choices=("serial", "local", "dask"),
@@ -156,7 +160,8 @@ def _main(argv: list[str] | None = None) -> int:
         from cmkd.reproduce import reproduce
 
         return reproduce(args.profile, args.only, args.force, overrides=args.overrides,
-                         refresh_jobs=args.refresh_jobs, executor=_executor_choice(args))
+                         refresh_jobs=args.refresh_jobs, executor=_executor_choice(args),
+                         tensorboard=args.tensorboard)
     if args.command == "refresh-notebooks":
         from cmkd.reproduce import refresh_notebooks
 

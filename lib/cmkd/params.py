@@ -225,7 +225,8 @@ def from_mapping(config_cls, values: Mapping[str, Any], source: str = "<paramete
     Parameters
     ----------
     config_cls : a dataclass whose fields carry :func:`spec` metadata.
-    values : mapping of parameter name to value (reserved names such as 'profile' are ignored).
+    values : mapping of parameter name to value (reserved names such as 'profile' are ignored;
+        a parameter whose field has a default may be left out).
     source : where the values come from, for error messages (a params file path).
     partial : if True, missing names are allowed and only the given ones are checked; the
         result is then the dict of checked values rather than a Config.
@@ -253,7 +254,9 @@ def from_mapping(config_cls, values: Mapping[str, Any], source: str = "<paramete
         if bound is not None and bound in out and value > out[bound]:
             raise ParamError(name, f"{quote(value)} must not exceed {bound} ({quote(out[bound])})",
                              source)
-    missing = [n for n in known if n not in out]
+    # a field with a default (a later addition, such as method_modules) may be left out
+    missing = [n for n, f in known.items() if n not in out and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
     if partial:
         return out
     if missing:

@@ -7,8 +7,13 @@ overrides, the cmkd package with its data files, requirements.lock) are unchange
 successful run and its published files still have the sha256 recorded when they were published,
 else execute it with papermill into reports/<profile>/notebooks/.  A failing notebook is reported
 by name, cell and failing statement while the others still run; the exit code says whether all
-succeeded.  While a notebook runs, each step of a progress bar in its kernel (the job runner's
-"jobs" bar: done / total, elapsed < remaining) is printed as one line.
+succeeded.  While a notebook runs, its job counts (done / running / failed / cached of the job
+runner's current call, and an estimate of the time left) are printed as one line whenever they
+change: the job runner keeps them in a small JSON file (:class:`cmkd.jobs.run.Progress`, named by
+the environment variable ``CMKD_PROGRESS``) that this process reads while it waits for papermill
+(no thread reads the kernel's output, which goes to a log file).  ``--tensorboard`` sets
+``CMKD_TENSORBOARD=1`` for the notebooks: every job they train writes TensorBoard event files
+under .cache/tb/<job key>/.
 
 A run survives interruption: one reproduce per profile at a time (a lock file); the notebook's
 state is invalidated before it starts; its figures, tables and manifest are staged in
@@ -41,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from cmkd.jobs.executors import die_with_parent
+from cmkd.jobs.run import PROGRESS_ENV, TENSORBOARD_ENV
 from cmkd.params import RESERVED, ParamError, from_mapping
 from cmkd.reporting import (
     RUN_FILE,
@@ -388,17 +394,19 @@ def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> 
     cmd = [sys.executable, "-m", "papermill", str(root / "notebooks" / f"{nb}.ipynb"), str(tmp),
            "-f", str(params_file), "-k", KERNEL, "--cwd", str(root / "notebooks"),
            "--no-progress-bar", "--no-log-output"]
+    progress = staging.parent / f"{nb}.progress.json"
+    progress.unlink(missing_ok=True)
     env = dict(os.environ, CMKD_ROOT=str(root), **{STAGING_ENV: str(staging)},
-               PYTHONWARNINGS="ignore")
-    # the kernel's output goes to the log only: a relay thread forwarding progress lines made
-    # the interruption test hang once on a loaded machine (not understood yet), so progress
-    # lines are off until that is found
+               PYTHONWARNINGS="ignore", **{PROGRESS_ENV: str(progress)})
+    # the kernel's output goes to the log only (a relay thread forwarding it made the
+    # interruption test hang once on a loaded machine); the job counts come through the
+    # progress file, read here between waits
     with open(log, "wb") as log_fh:
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True,
                                 preexec_fn=die_with_parent)
         try:
-            code = proc.wait()
+            code = _wait(proc, nb, progress)
         except KeyboardInterrupt:
             _stop_group(proc)
             tmp.unlink(missing_ok=True)
@@ -414,6 +422,59 @@ def _run_one(root: Path, profile: str, nb: str, params: dict, staging: Path) -> 
     stale = out_dir / f"{nb}.failed.ipynb"
     if stale.exists():
         stale.unlink()
+
+
+#: Seconds between two reads of the progress file while a notebook runs.
+POLL_SECONDS = 1.0
+
+
+def progress_line(nb: str, state: dict) -> str:
+    """One line of a notebook's job counts (:class:`cmkd.jobs.run.Progress`'s state)."""
+    eta = state.get("eta_seconds")
+    left = "" if eta is None else f", about {_duration(eta)} left"
+    failed = f", {state['failed']} FAILED" if state.get("failed") else ""
+    return (f"  {nb}: jobs {state['done']}/{state['todo']} done, {state['running']} running"
+            f"{failed}, {state['cached']} cached (of {state['total']}){left}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _read_progress(path: Path) -> dict | None:
+    """The progress file's state, or None (not written yet, or unreadable)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and "done" in state else None
+
+
+def _wait(proc: subprocess.Popen, nb: str, progress: Path) -> int:
+    """Wait for papermill in steps of :data:`POLL_SECONDS`, printing the job counts whenever
+    they change (Ctrl-C arrives between steps as KeyboardInterrupt)."""
+    from tqdm.auto import tqdm
+
+    shown = None
+    while True:
+        try:
+            return proc.wait(POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        state = _read_progress(progress)
+        if state is None:
+            continue
+        counts = {k: state.get(k) for k in ("total", "cached", "todo", "done", "running",
+                                            "failed")}
+        if counts != shown:
+            shown = counts
+            tqdm.write(progress_line(nb, state), file=sys.stdout)
+            sys.stdout.flush()
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -583,7 +644,8 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def reproduce(profile: str = "default", only: list[str] | None = None, force: bool = False,
               root: Path | None = None, overrides: list[str] | None = None,
-              refresh_jobs: bool = False, executor=None) -> int:
+              refresh_jobs: bool = False, executor=None,
+              tensorboard: bool = False) -> int:
     """Run the selected notebooks on ``profile`` (a folder of params/) with the ``--set``
     ``overrides`` ('NN.param=value'); returns 0 when every one succeeded, 1 when one failed or
     a file could not be written, and 130 when interrupted.
@@ -594,7 +656,9 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
     by two notebooks is served to the second); the manifests' provenance says
     ``refresh_jobs: true``.
     ``executor``: a :class:`cmkd.jobs.cluster.ExecutorChoice` for the notebooks' job grids
-    (None: their own)."""
+    (None: their own).
+    ``tensorboard``: the jobs the notebooks train write TensorBoard event files
+    (:func:`cmkd.jobs.run.run_jobs`)."""
     root = root or repo_root()
     if executor is not None:
         from cmkd.jobs.cluster import ExecutorError
@@ -631,6 +695,7 @@ def reproduce(profile: str = "default", only: list[str] | None = None, force: bo
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with profile_lock(root, profile), _environment(**refresh), \
+                _environment(**({TENSORBOARD_ENV: "1"} if tensorboard else {})), \
                 executor_environment(executor):
             return _reproduce(root, profile, chosen, available, params,
                               force or refresh_jobs, sets)

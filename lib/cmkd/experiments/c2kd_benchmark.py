@@ -47,6 +47,12 @@ hyperparameters come from the registry's defaults, the preset and the params fil
 ``method_hparams`` (:func:`cmkd.methods.hparams_for`; a row adds only what it varies, Fig. 4's
 threshold).  The jobs are made by :class:`cmkd.jobs.builders.Builder`; a row names the published
 number it stands beside by the reference's fields (table, dataset, direction, method, variant).
+
+Your own methods: ``method_modules`` names modules of yours that register methods
+(:mod:`cmkd.methods`: ``@register`` on a :class:`cmkd.methods.Method` subclass), imported when the
+grid is built (validation only finds them); ``extra_methods`` adds a Table 3 row per method (its
+label is its name; beside the paper's rows, not ranked by the claims, which are the paper's), and
+``method_hparams`` sets their hyperparameters like any method's.
 """
 
 from __future__ import annotations
@@ -258,7 +264,16 @@ class Config:
     method_hparams: dict = field(metadata=spec(
         "hyperparameters per method or preset over the registry's defaults (C2KD: omega 0; "
         "Ours-dagger, preset c2kd_partial: teacher_top_k 2)",
-        validate=methods.check_method_hparams))
+        validate=methods.check_method_hparams_deferred))
+    method_modules: list[str] = field(kw_only=True, default_factory=list, metadata=spec(
+        "modules of yours that register methods (cmkd.methods.register), by import path, "
+        "imported when the grid is built", validate=methods.check_module))
+    extra_methods: list[str] = field(kw_only=True, default_factory=list, metadata=spec(
+        "methods (or presets) added as Table 3 rows beside the paper's, e.g. one of "
+        "method_modules"))
+    tensorboard: bool = field(kw_only=True, default=False, metadata=spec(
+        "write each trained job's history as TensorBoard event files under .cache/tb/<job key>/ "
+        "(cmkd reproduce --tensorboard does it for every notebook)"))
     fig4_omegas: list[float] = field(metadata=spec("thresholds of the Fig. 4 sweep", low=-1,
                                                    high=1, min_items=1))
     fig4_filters: list[str] = field(metadata=spec("filters of the Fig. 4 sweep", choices=FILTERS,
@@ -293,6 +308,18 @@ class Config:
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                       validate=device_available))
 
+    def check(self) -> None:
+        """Method names (``extra_methods``, ``method_hparams``) are methods or presets, or left
+        to ``method_modules`` (imported by :func:`grid`, which checks them again)."""
+        from cmkd.params import ParamError
+
+        methods.check_names(self.extra_methods, "extra_methods", self.method_modules)
+        methods.check_names(self.method_hparams, "method_hparams", self.method_modules)
+        rows = {r.preset for r in TABLE3} | {r.label for r in TABLE3}
+        twice = [m for m in self.extra_methods if m in rows]
+        if twice:
+            raise ParamError("extra_methods", f"{twice[0]!r} is already a row of Table 3")
+
     def sections_of(self, dataset: str) -> set[str]:
         """The sections to produce on ``dataset``."""
         return set(self.dataset_sections.get(dataset, self.sections))
@@ -308,11 +335,18 @@ class Config:
         parameters and by :func:`run`, before any compute (not by plain validation, so a params
         file can name folders and modules of another machine)."""
         specs.preflight(self.datasets, dataclasses.asdict(self))
+        methods.find_modules(self.method_modules)
 
     def user_code(self) -> list[tuple[str, str]]:
         """(parameter, import path) of the user's encoders that the jobs will import and run
-        (:func:`cmkd.data.specs.user_code`); ``cmkd reproduce`` lists them before it starts."""
-        return specs.user_code(self.datasets, dataclasses.asdict(self))
+        (:func:`cmkd.data.specs.user_code`) and of the method modules the grid imports;
+        ``cmkd reproduce`` lists them before it starts."""
+        return (specs.user_code(self.datasets, dataclasses.asdict(self))
+                + [("method_modules", m) for m in self.method_modules])
+
+    def table3_rows(self) -> tuple[Row, ...]:
+        """Table 3's rows: the paper's and ours, then one per ``extra_methods``."""
+        return TABLE3 + tuple(Row(m, m, m) for m in self.extra_methods)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -333,8 +367,11 @@ def builder(config: Config):
 def grid(config: Config) -> tuple[list, pd.DataFrame]:
     """Every job of the selected sections, and a table tagging each (section, dataset,
     direction, seed, label, job index): one job can serve several artefacts."""
+    methods.activate(config.method_modules, config.method_hparams, config.extra_methods,
+                     "extra_methods")
     jobs, tags, index = [], [], {}
     make = builder(config)
+    table3_rows = config.table3_rows()
 
     def add(section, dataset, direction, seed, label, job, **extra):
         if job.key not in index:
@@ -352,7 +389,7 @@ def grid(config: Config) -> tuple[list, pd.DataFrame]:
                 def student(row, teacher=None, own=None, _d=dataset, _r=direction, _s=seed):
                     return make.student(_d, _r, _s, row.preset, own, teacher)
 
-                for row in TABLE3 if {"table3", "fig3"} & wanted else ():
+                for row in table3_rows if {"table3", "fig3"} & wanted else ():
                     job = student(row)
                     if "table3" in wanted:
                         add("table3", dataset, direction, seed, row.label, job)
@@ -402,7 +439,8 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
         executor = configured_executor()
     if executor is None and config.processes > 1:
         executor = ProcessExecutor(config.processes)
-    rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress)
+    rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress,
+                        tensorboard=config.tensorboard or None)
     sizes: dict[str, int] = {}
     res = pd.DataFrame({
         "key": rows["key"].to_numpy(), "method": rows["method"].to_numpy(),
@@ -497,8 +535,11 @@ def _labels(rows) -> list[str]:
 
 
 def table3(df: pd.DataFrame) -> pd.DataFrame:
-    """C2KD Table 3: top-1 accuracy (%, mean and std over seeds) per method and column."""
-    return _wide(df, "table3", _labels(TABLE3))
+    """C2KD Table 3: top-1 accuracy (%, mean and std over seeds) per method and column (the
+    paper's rows and ours, then the config's ``extra_methods``)."""
+    order = _labels(TABLE3)
+    extra = df[(df.section == "table3") & ~df.label.isin(order)].label.unique().tolist()
+    return _wide(df, "table3", order + extra)
 
 
 def table1(df: pd.DataFrame) -> pd.DataFrame:

@@ -23,7 +23,11 @@ rather than removed, masked KL averaged over the whole batch rather than the kep
 'c2kd_noproxy' (OFS + NT + BD), 'c2kd_bd_nt' (NT + BD), 'c2kd_bd_ofs' (OFS + BD), 'c2kd_bd' (BD
 only: bidirectional KD).  Every method takes the registry's defaults and the preset's switches,
 then the params file's ``method_hparams`` (:func:`cmkd.methods.hparams_for`): the KD temperature
-of KD and DML, C2KD's omega, DKD's warm-up epochs, FitNet's hint weight.
+of KD and DML, C2KD's omega, DKD's warm-up epochs, FitNet's hint weight.  ``methods`` may also
+name a method of your own, registered by a module of ``method_modules`` (imported when the jobs
+are built; validation only finds it) or by an installed package's entry point; such a method is
+labelled by its name and drawn among the baselines (cmkd's methods outside :data:`METHODS` are
+refused).
 
 On a CUDA device the student jobs train in parallel worker processes
 (:class:`cmkd.jobs.ProcessExecutor`, one per method up to the number of CPU cores): these small
@@ -69,6 +73,22 @@ LABELS = {"nokd": "no KD", "kd": "KD", "dkd": "DKD", "dist": "DIST", "nkd": "NKD
 TEACHER_INPUT, STUDENT_INPUT = "xa", "xb"
 
 
+def _not_allowed(name: str) -> str:
+    return (f"{name!r} is not allowed; choose one of {', '.join(map(repr, METHODS))}, or a "
+            f"method of your own (its module in method_modules)")
+
+
+def _check_method(name: str) -> None:
+    """A ``methods`` item: one of :data:`METHODS`, or a method from outside cmkd (registered by
+    the user's module, or not registered yet: :meth:`Config.check` decides).  cmkd's other
+    methods are not offered here (DLB, for one, needs its own batch order)."""
+    if name in METHODS:
+        return
+    if (name in registry.PRESETS or name in registry.REGISTRY) and \
+            registry.user_module(name) is None:
+        raise ValueError(_not_allowed(name))
+
+
 @dataclass(frozen=True)
 class Config:
     seed: int = field(metadata=spec("base seed of every draw", low=0))
@@ -88,17 +108,36 @@ class Config:
                                     low=0, high=10, low_open=True))
     method_hparams: dict = field(metadata=spec(
         "hyperparameters per method or preset over the registry's defaults, e.g. {kd: "
-        "{temperature: 1.0}, c2kd: {omega: 0.0}}", validate=registry.check_method_hparams))
+        "{temperature: 1.0}, c2kd: {omega: 0.0}}",
+        validate=registry.check_method_hparams_deferred))
+    method_modules: list[str] = field(kw_only=True, default_factory=list, metadata=spec(
+        "modules of yours that register methods (cmkd.methods.register), by import path, "
+        "imported when the jobs are built", validate=registry.check_module))
+    tensorboard: bool = field(kw_only=True, default=False, metadata=spec(
+        "write each trained job's history as TensorBoard event files under .cache/tb/<job key>/ "
+        "(cmkd reproduce --tensorboard does it for every notebook)"))
     methods: list[str] = field(metadata=spec(
-        "methods to train: names of the method registry cmkd.methods or its presets",
-        choices=METHODS, min_items=1))
+        "methods to train: names of the method registry cmkd.methods or its presets (one of "
+        "method_modules' too)", min_items=1, validate=_check_method))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                        validate=device_available))
 
     def check(self) -> None:
         check_each("gammas", self.gammas, mvd.gamma_to_overlap)
+        unknown = [m for m in self.methods if not registry.known(m)]
+        if unknown and not self.method_modules:
+            raise ParamError("methods", _not_allowed(unknown[0]))
+        registry.check_names(self.method_hparams, "method_hparams", self.method_modules)
         if "nokd" not in self.methods or "kd" not in self.methods:
             raise ParamError("methods", "must include 'nokd' and 'kd' (the references)")
+
+    def preflight(self) -> None:
+        """The method modules are found on sys.path (not imported: :func:`run` does)."""
+        registry.find_modules(self.method_modules)
+
+    def user_code(self) -> list[tuple[str, str]]:
+        """(parameter, import path) of the method modules :func:`run` imports."""
+        return [("method_modules", m) for m in self.method_modules]
 
 
 # ----------------------------------------------------------------------------- the jobs
@@ -134,8 +173,9 @@ def student_job(config: Config, method: str) -> Job:
     """The stack of MLP students on x^b trained by ``method`` (a registry name or preset, with
     the params file's ``method_hparams``); every method but 'nokd' reads the teacher job's
     models."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in METHODS and method not in config.methods:
+        raise ValueError(f"method must be one of {METHODS} or of config.methods, got "
+                         f"{method!r}")
     name, hp = registry.hparams_for(method, config.method_hparams)
     teacher = teacher_job(config) if registry.get(name).needs_teacher else None
     return _job(config, input=STUDENT_INPUT, method=name, hparams=hp, teacher=teacher,
@@ -155,6 +195,7 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     labels are before any distillation).  ``attrs``: seconds, device, processes, jobs.
     """
     start = time.perf_counter()
+    registry.activate(config.method_modules, config.method_hparams, config.methods)
     device = select_device(config.device)
     names = list(dict.fromkeys(["nokd", *config.methods]))
     jobs = {m: student_job(config, m) for m in names}
@@ -164,7 +205,8 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
         executor = ProcessExecutor(max(1, min(len(jobs), os.cpu_count() or 1)))
     with torch_threads(1 if device.type == "cpu" else None):
         rows = run_jobs([teacher_job(config), *jobs.values()], executor=executor, cache=cache,
-                        progress=progress)
+                        progress=progress,
+                        tensorboard=config.tensorboard or None)
         krc, keep_before = _alignment_before(config, jobs["nokd"], cache)
     teacher_acc = 100 * rows[rows.kind == "teacher"].test_at_best_val.astype(float).to_numpy()
     rows = rows[rows.kind == "student"].reset_index(drop=True)
@@ -215,13 +257,20 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby(["method", "gamma"]).student_acc
     mean = g.mean().unstack("gamma")
     std = g.std(ddof=0).unstack("gamma")
-    order = [m for m in METHODS if m in mean.index]
+    order = _order(mean.index)
     out = pd.DataFrame(index=order)
     for gamma in mean.columns:
         out[f"{gamma:.2f} mean"] = mean.loc[order, gamma]
         out[f"{gamma:.2f} std"] = std.loc[order, gamma]
-    out.insert(0, "method", [LABELS[m] for m in order])
+    out.insert(0, "method", [LABELS.get(m, m) for m in order])
     return out.reset_index(drop=True)
+
+
+def _order(present) -> list[str]:
+    """The methods of ``present`` in the notebook's order, other methods (the user's) last in
+    their order of appearance."""
+    present = list(dict.fromkeys(present))
+    return [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
 
 
 def alignment(df: pd.DataFrame) -> pd.DataFrame:
@@ -304,13 +353,13 @@ def per_run(df: pd.DataFrame, value: str = "student_acc") -> pd.DataFrame:
     wide = df.pivot_table(index=["method", "gamma"], columns="run", values=value,
                           aggfunc="first")
     wide.columns = [f"run {r}" for r in wide.columns]
-    order = [m for m in METHODS if m in wide.index.get_level_values("method")]
+    order = _order(wide.index.get_level_values("method"))
     wide = wide.reindex(order, level="method")
     runs = wide.to_numpy()
     wide["mean"] = runs.mean(axis=1)
     wide["std"] = runs.std(axis=1)
     out = wide.reset_index()
-    out["method"] = out.method.map(LABELS)
+    out["method"] = [LABELS.get(m, m) for m in out.method]
     return out
 
 
@@ -328,7 +377,8 @@ def plot_accuracy(df: pd.DataFrame):
     the pairing removes that.  Left: the baselines and C2KD; right: C2KD's ablations."""
     fig, axes = new_figure(nrows=2, ncols=2, width=10.5, height=6.6, sharex=True, sharey="row")
     present = set(df.method)
-    groups = (("baselines", [m for m in BASELINES if m in present] + ["c2kd"]),
+    others = [m for m in _order(df.method) if m not in METHODS]
+    groups = (("baselines", [m for m in BASELINES if m in present] + ["c2kd"] + others),
               ("C2KD and its ablations", ["nokd", "kd", *C2KD_VARIANTS]))
     nokd = df[df.method == "nokd"].set_index(["gamma", "run"]).student_acc
     for col, (title, methods) in enumerate(groups):
@@ -343,8 +393,10 @@ def plot_accuracy(df: pd.DataFrame):
             for a, frame, y in ((ax, d, "student_acc"), (ax_gain, gain, "student_acc")):
                 s = frame.groupby("gamma")[y].agg(["mean", "std"])
                 x, mu, sd = s.index.to_numpy(), s["mean"].to_numpy(), np.nan_to_num(s["std"])
-                a.plot(x, mu, line, marker="o", ms=3, color=COLORS[m], label=LABELS[m])
-                a.fill_between(x, mu - sd, mu + sd, color=COLORS[m], alpha=0.08, linewidth=0)
+                (drawn,) = a.plot(x, mu, line, marker="o", ms=3, color=COLORS.get(m),
+                                  label=LABELS.get(m, m))
+                a.fill_between(x, mu - sd, mu + sd, color=drawn.get_color(), alpha=0.08,
+                               linewidth=0)
         ax.set_title(title)
         ax_gain.axhline(0, color="0.6", linewidth=0.8)
         ax_gain.set_xlabel(r"$\gamma$")

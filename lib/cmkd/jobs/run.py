@@ -9,13 +9,25 @@ the checkpoint atomically (:func:`cmkd.jobs.cache.store`).
 Checkpoints.  A student job stores its final student state (``which: 'final'``); a teacher job
 stores its best-validation model (``which: 'best'``), the one its reported accuracy
 (``test_at_best_val``) belongs to and the one every student of that teacher distils from.
+
+Methods of the user's modules (:mod:`cmkd.methods`, registered outside cmkd) reach the worker
+processes by name: :func:`run_jobs` gives every call the modules that define the jobs' methods
+(``imports``), which :func:`run_job` imports before it builds anything.
+
+Progress and logging, neither of which changes a job's key or results: with the environment
+variable :data:`PROGRESS_ENV` set (``cmkd reproduce`` sets it), :func:`run_jobs` keeps the job
+counts (done, running, failed, cached) and an estimate of the time left in that JSON file,
+rewritten atomically after each event; with ``tensorboard``, each job trained writes TensorBoard
+event files (its history, one scalar per column and epoch) to ``<tensorboard>/<job key>/``.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import json
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -31,6 +43,11 @@ from cmkd.jobs.executors import Executor, SerialExecutor
 from cmkd.jobs.job import Job
 
 SPLITS = ("train", "val", "test")
+#: The environment variable naming the JSON file :func:`run_jobs` keeps its job counts in.
+PROGRESS_ENV = "CMKD_PROGRESS"
+#: The environment variable that switches TensorBoard logging on for every :func:`run_jobs`
+#: call of the process (``cmkd reproduce --tensorboard``, a params file's ``tensorboard``).
+TENSORBOARD_ENV = "CMKD_TENSORBOARD"
 
 #: ``cmkd reproduce --refresh-jobs`` sets it to its start time (a Unix time): the jobs stored
 #: in the cache before it are run again (once: a job stored since is served), by every
@@ -161,12 +178,60 @@ def _split(job: Job, split: str):
                            for r in range(len(job.runs))])
 
 
+def tensorboard_dir(cache: str | Path | None = None) -> Path:
+    """Where TensorBoard event files go: ``tb/`` beside the job cache (``.cache/tb`` for the
+    default cache ``.cache/jobs``), one folder per job key."""
+    return jc.cache_dir(cache).parent / "tb"
+
+
+def _scalars(row: dict) -> dict[str, float]:
+    """The finite numbers of a history row, by column, without its epoch and run."""
+    out = {}
+    for k, v in row.items():
+        if k in ("epoch", "run") or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if math.isfinite(v):
+            out[k] = float(v)
+    return out
+
+
+class _TensorBoard:
+    """``on_epoch`` of :func:`cmkd.engine.fit` writing each history row as scalars (a stack's
+    run r under ``run_<r>/``) to TensorBoard event files in ``folder``."""
+
+    def __init__(self, folder: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def __call__(self, row: dict) -> None:
+        prefix = f"run_{int(row['run'])}/" if "run" in row else ""
+        for name, value in _scalars(row).items():
+            self.writer.add_scalar(prefix + name, value, int(row["epoch"]))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def import_user_modules(modules: Iterable[str]) -> None:
+    """Import the modules that define a job's method (:func:`cmkd.methods.user_module`) in
+    this process, as a worker process must before it builds the method."""
+    for name in modules:
+        importlib.import_module(name)
+
+
 def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False,
-            refresh_since: float | None = None) -> dict | list[dict]:
+            refresh_since: float | None = None, imports: Iterable[str] = (),
+            tensorboard: str | Path | None = None) -> dict | list[dict]:
     """Train ``job`` (its teacher job first, if not cached) and store it in ``cache``; return
     its result row (a list of rows, one per run, for a stack).  A job already in the cache is
     not run again (its result is returned), unless it was stored before ``refresh_since`` (a
     Unix time, :func:`refresh_since`): then it is trained again and replaces it.
+
+    ``imports``: modules to import first (the user's method modules, for a worker process).
+    ``tensorboard``: a folder; the job's history is also written there as TensorBoard event
+    files, in ``<tensorboard>/<key>/`` (nothing is written when the job is cached).
 
     Deterministic: the same job gives the same scores, history and checkpoint on the same
     machine (the model, the method's extra modules, the data order and the training are seeded
@@ -183,6 +248,7 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
     stale = _stale(cache, job.key, refresh_since)
     if not stale and jc.has(cache, job.key):
         return jc.read_result(cache, job.key)
+    import_user_modules(imports)
     teacher, t_rows = _teacher(job, cache, progress, refresh_since)
     device = select_device(job.device)
     sets = {s: _split(job, s) for s in SPLITS}
@@ -199,10 +265,16 @@ def run_job(job: Job, cache: str | Path | None = None, *, progress: bool = False
                            batch_sampler=None if s != "train" else method.train_batch_sampler(
                                len(sets[s]), job.batch_size, seed_for(job.seed, 1)))
                for s in SPLITS}
+    board = None if tensorboard is None else _TensorBoard(Path(tensorboard) / job.key)
     start = time.perf_counter()
-    result = fit(method, loaders["train"], loaders["val"], loaders["test"], optim=job.optim,
-                 epochs=job.epochs, device=device, seed=job.seed, progress=progress,
-                 metrics=(job.metric,), test_every=job.test_every, patience=job.patience)
+    try:
+        result = fit(method, loaders["train"], loaders["val"], loaders["test"], optim=job.optim,
+                     epochs=job.epochs, device=device, seed=job.seed, progress=progress,
+                     metrics=(job.metric,), test_every=job.test_every, patience=job.patience,
+                     on_epoch=board)
+    finally:
+        if board is not None:
+            board.close()
     seconds = time.perf_counter() - start
     if job.stacked:
         out = [result_row(job, result.run(r), None if t_rows is None else t_rows[r], seconds,
@@ -251,9 +323,68 @@ def _closure(jobs: Iterable[Job]) -> list[Job]:
     return sorted(seen.values(), key=_depth)  # stable: first appearance within a depth
 
 
+class Progress:
+    """The job counts of a :func:`run_jobs` call, kept in a JSON file (:data:`PROGRESS_ENV`;
+    nothing without one), rewritten atomically (a temporary file renamed over it) after each
+    event: ``total`` (jobs of the call, teachers included), ``cached`` (found in the cache),
+    ``done``, ``running``, ``failed``, ``todo`` (jobs to train), ``elapsed`` and
+    ``eta_seconds`` (the mean time per finished job times the jobs left, divided among the
+    jobs running at once; None before the first job ends)."""
+
+    def __init__(self, total: int, cached: int, todo: int, parallel: int,
+                 path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else None
+        self.total, self.cached, self.todo, self.parallel = total, cached, todo, max(1, parallel)
+        self.done = self.failed = 0
+        self.start = time.perf_counter()
+        self.write()
+
+    @property
+    def running(self) -> int:
+        return 0 if self.failed else min(self.parallel, self.todo - self.done)
+
+    def state(self) -> dict:
+        elapsed = time.perf_counter() - self.start
+        left = self.todo - self.done
+        eta = (None if not self.done or self.failed else
+               round(elapsed / self.done * left, 1))
+        return {"total": self.total, "cached": self.cached, "todo": self.todo,
+                "done": self.done, "running": self.running, "failed": self.failed,
+                "elapsed": round(elapsed, 1), "eta_seconds": eta}
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.state()) + "\n")
+            os.replace(tmp, self.path)
+        except OSError:  # progress is best effort: a full disk must not stop the jobs
+            tmp.unlink(missing_ok=True)
+
+    def finished(self) -> None:
+        self.done += 1
+        self.write()
+
+    def fail(self) -> None:
+        self.failed += 1
+        self.write()
+
+
+def _tensorboard(tensorboard: bool | str | Path | None, cache: Path) -> Path | None:
+    """The TensorBoard folder of a :func:`run_jobs` call: ``True`` (or the environment's
+    :data:`TENSORBOARD_ENV` set to 1) means :func:`tensorboard_dir`, a path that folder."""
+    if tensorboard is None:
+        tensorboard = os.environ.get(TENSORBOARD_ENV, "") not in ("", "0")
+    if tensorboard is False:
+        return None
+    return tensorboard_dir(cache) if tensorboard is True else Path(tensorboard)
+
+
 def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
              cache: str | Path | None = None, progress: bool = True,
-             refresh: bool | float | None = None) -> pd.DataFrame:
+             refresh: bool | float | None = None,
+             tensorboard: bool | str | Path | None = None) -> pd.DataFrame:
     """Run the jobs not yet in the cache and return the result rows of all of them.
 
     Every job (and teacher job) is checked first (:meth:`Job.check`), so a bad one fails before
@@ -269,7 +400,12 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
         (``CMKD_EXECUTOR``, :func:`cmkd.jobs.cluster.configured_executor`), else
         :class:`SerialExecutor`.
     cache : the cache folder (default :func:`cmkd.jobs.cache.cache_dir`).
-    progress : a tqdm bar over the jobs to run (TQDM_DISABLE=1 switches it off).
+    progress : a tqdm bar over the jobs to run (TQDM_DISABLE=1 switches it off); with
+        :data:`PROGRESS_ENV` set, the counts go to that file too (:class:`Progress`).
+    tensorboard : True: every job trained writes TensorBoard event files to
+        :func:`tensorboard_dir` (a path: to that folder), ``<folder>/<job key>/``; False: none;
+        None (default): as the environment variable :data:`TENSORBOARD_ENV` says (1: on).
+        The job keys and results are the same either way.
     refresh : run the jobs (and teacher jobs) again although they are cached: True (those
         stored before this call), a Unix time (those stored before it), False (never); None
         (default): ``$CMKD_REFRESH_JOBS`` (:data:`REFRESH_ENV`, set by ``cmkd reproduce
@@ -295,15 +431,28 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
         from cmkd.jobs.cluster import configured_executor
 
         executor = configured_executor() or SerialExecutor()
-    run = functools.partial(run_job, cache=str(cache), progress=False, refresh_since=since)
-    with tqdm(total=len(todo), desc="jobs", unit="job",
+    from cmkd import methods
+
+    imports = tuple(sorted({m for j in everything for m in (
+        methods.user_module(j.method),) if m is not None and m != "__main__"}))
+    run = functools.partial(run_job, cache=str(cache), progress=False, refresh_since=since,
+                            imports=imports, tensorboard=_tensorboard(tensorboard, cache))
+    counts = Progress(len(everything), len(everything) - len(todo), len(todo),
+                      getattr(executor, "processes", 1), os.environ.get(PROGRESS_ENV))
+    cached = f" ({counts.cached} of {counts.total} cached)" if counts.cached else ""
+    with tqdm(total=len(todo), desc=f"jobs{cached}", unit="job",
               **({} if progress else {"disable": True})) as bar:
-        for depth in sorted({_depth(j) for j in todo}):
-            for row in executor.map(run, [j for j in todo if _depth(j) == depth]):
-                row = row[0] if isinstance(row, list) else row
-                bar.set_postfix_str(f"{row['kind']} {row['method']} seed {row['seed']}",
-                                    refresh=False)
-                bar.update(1)
+        try:
+            for depth in sorted({_depth(j) for j in todo}):
+                for row in executor.map(run, [j for j in todo if _depth(j) == depth]):
+                    row = row[0] if isinstance(row, list) else row
+                    counts.finished()
+                    bar.set_postfix_str(f"{row['kind']} {row['method']} seed {row['seed']}",
+                                        refresh=False)
+                    bar.update(1)
+        except Exception:
+            counts.fail()
+            raise
     rows = []
     for job in jobs:
         try:

@@ -12,16 +12,28 @@ training).  Named presets (:data:`PRESETS`: C2KD's ablations such as ``c2kd_bd``
 hyperparameters, :func:`hparams_for` adds a notebook's per-method settings (a params file's
 ``method_hparams: {kd: {temperature: 4}, c2kd: {omega: 0.1}}``, checked by
 :func:`check_method_hparams`).
+
+Methods from outside the package.  A module of yours that defines a :class:`Method` subclass
+decorated with ``@register`` (or calls ``register(cls)``) adds it when imported: name the module
+in a params file's ``method_modules`` (notebooks 06 and 08; checked for its form by
+:func:`check_module`, found on sys.path without importing it by :func:`find_modules`, imported by
+:func:`import_modules` when the notebook runs), or install a package that declares it in the entry
+point group ``cmkd.methods`` (``mymethod = "my_pkg.my_methods"``: the name is known without
+importing anything; the module is imported the first time the method is built).  The job runner
+imports a job's method module in its worker processes too (:func:`user_module`).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import importlib
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 from cmkd.methods.base import REGISTRY, TEACHER_UPDATES, Method, register
 from cmkd.params import ParamError
+from cmkd.text import quote, shorten
 
 # the methods register themselves on import
 from cmkd.methods import (  # noqa: E402,F401,I001  isort: skip
@@ -45,13 +57,137 @@ PRESETS: dict[str, tuple[str, dict]] = {
 }
 
 
+#: The entry-point group of methods of installed packages: ``name = "package.module"`` (or
+#: ``"package.module:Class"``); importing the module registers method ``name``.
+ENTRY_POINT_GROUP = "cmkd.methods"
+
+
 def names() -> list[str]:
     """The registered method names, sorted."""
     return sorted(REGISTRY)
 
 
+def _entry_points() -> dict:
+    """name -> entry point of the group :data:`ENTRY_POINT_GROUP` (nothing imported)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known(name: str) -> bool:
+    """Whether ``name`` is a registered method, a preset or the name of an installed package's
+    entry point (:data:`ENTRY_POINT_GROUP`), without importing anything."""
+    return name in REGISTRY or name in PRESETS or name in _entry_points()
+
+
+def _load_entry_point(name: str) -> None:
+    """Import the module of entry point ``name`` (its import registers the method; a Method
+    subclass it points to is registered if its module did not)."""
+    ep = _entry_points().get(name)
+    if ep is None:
+        return
+    obj = ep.load()
+    if isinstance(obj, type) and issubclass(obj, Method) and obj.name not in REGISTRY:
+        register(obj)
+
+
+def check_module(name) -> None:
+    """A ``method_modules`` item, checked for its form only (nothing found or imported): a dotted
+    module path (``'my_pkg.my_methods'``) outside the modules that run commands or code
+    (:data:`cmkd.data.crisismmd.REFUSED_MODULES`: os, subprocess, builtins, ...); ValueError
+    otherwise."""
+    from cmkd.data.crisismmd import REFUSED_MODULES
+
+    if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
+        raise ValueError(f"{quote(name)} is not a module import path (e.g. 'my_pkg.my_methods')")
+    top = name.split(".")[0]
+    if top in REFUSED_MODULES:
+        *first, last = sorted(m for m in REFUSED_MODULES if not m.startswith("_"))
+        raise ValueError(f"{quote(name)} refused: its module is {top!r}; a method module is "
+                         f"code of yours that registers methods, not {', '.join(first)} or "
+                         f"{last}")
+
+
+def find_modules(modules: Iterable[str], param: str = "method_modules") -> None:
+    """Check that every module of ``modules`` is well formed (:func:`check_module`) and found
+    on sys.path, without importing it (the preflight of a params file); a ParamError naming
+    ``param`` otherwise."""
+    from cmkd.data.crisismmd import _module_found
+
+    for name in modules:
+        try:
+            check_module(name)
+        except ValueError as err:
+            raise ParamError(param, str(err)) from None
+        if not _module_found(name):
+            raise ParamError(param, f"cannot find module {quote(name)}: is it on sys.path "
+                                    f"(PYTHONPATH, or the notebook's folder)?")
+
+
+def import_modules(modules: Iterable[str], param: str = "method_modules") -> None:
+    """Import the user's method modules (this runs them: they register their methods), each
+    checked first (:func:`check_module`); a ParamError naming ``param`` when one is refused or
+    cannot be imported."""
+    for name in modules:
+        try:
+            check_module(name)
+        except ValueError as err:
+            raise ParamError(param, str(err)) from None
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # ImportError, or an error raised while importing it
+            raise ParamError(param, f"cannot import module {quote(name)} ({type(err).__name__}: "
+                                    f"{shorten(str(err))}); is it on sys.path (PYTHONPATH)?"
+                             ) from err
+
+
+def user_module(name: str) -> str | None:
+    """The module that defines method (or preset) ``name`` when it is not part of cmkd (a user
+    module, or an installed package's): what a worker process imports before it builds the
+    method.  None for cmkd's own methods."""
+    cls = REGISTRY.get(resolve(name)[0])
+    module = getattr(cls, "__module__", "cmkd")
+    return None if module == "cmkd" or module.startswith("cmkd.") else module
+
+
+def check_names(names: Iterable[str], param: str, modules: Iterable[str] = ()) -> None:
+    """Every name of ``names`` is a method or preset (:func:`known`); with ``modules`` (the
+    params file's ``method_modules``, not imported yet), other names are left to
+    :func:`activate`.  A ParamError naming ``param`` otherwise."""
+    if list(modules):
+        return
+    for name in names:
+        if not known(name):
+            try:
+                get(name)
+            except ParamError as err:
+                raise ParamError(param, f"{err.message} (a method of your own: name the module "
+                                        f"that registers it in method_modules)") from None
+
+
+def activate(modules: Iterable[str], method_hparams: Mapping[str, Any],
+             names: Iterable[str] = (), param: str = "methods") -> None:
+    """What a notebook does before it builds its jobs: import the params file's method
+    ``modules`` (:func:`import_modules`), then check that every name of ``names`` (``param``)
+    and of ``method_hparams`` is a method or preset now, and the hyperparameters
+    (:func:`check_method_hparams`).  ParamError naming the parameter otherwise."""
+    modules = list(modules)
+    import_modules(modules)
+    after = f" (after importing method_modules {', '.join(modules)})" if modules else ""
+    for name in names:
+        try:
+            resolve(name)
+        except ParamError as err:
+            raise ParamError(param, err.message + after) from None
+    try:
+        check_method_hparams(method_hparams)
+    except ParamError as err:
+        raise ParamError("method_hparams", str(err) + after) from None
+
+
 def get(name: str) -> type[Method]:
-    """The Method class registered as ``name``; a ParamError naming the known ones otherwise."""
+    """The Method class registered as ``name`` (an installed package's entry point of that name
+    is imported first); a ParamError naming the known ones otherwise."""
+    if name not in REGISTRY:
+        _load_entry_point(name)
     if name not in REGISTRY:
         close = difflib.get_close_matches(str(name), list(REGISTRY), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -86,18 +222,29 @@ def hparams_for(name: str, overrides: Mapping[str, Mapping] | None = None,
     return method, values
 
 
-def check_method_hparams(overrides: Mapping[str, Any]) -> None:
+def check_method_hparams(overrides: Mapping[str, Any], defer_unknown: bool = False) -> None:
     """Validate a params file's ``method_hparams``: each name a method or preset, each value a
     mapping its method's ``Hparams`` accept (a ParamError naming the method and the parameter
-    otherwise)."""
+    otherwise).  ``defer_unknown``: names not registered yet (methods of the user's modules,
+    imported later; :func:`check_names` decides whether they may be) are checked for their shape
+    only, their hyperparameters by :func:`activate` once registered."""
     for name, values in overrides.items():  # every entry's shape first: a preset's check
-        resolve(name)                        # reads its method's entry too
+        if not (defer_unknown and name not in REGISTRY and name not in PRESETS):
+            resolve(name)                    # reads its method's entry too
         if not isinstance(values, Mapping):
             raise ParamError(None, f"{name!r}: expected a mapping of hyperparameter names to "
                                    f"values, got {values!r}")
     for name in overrides:
+        if defer_unknown and name not in REGISTRY and name not in PRESETS:
+            continue
         method, values = hparams_for(name, overrides)
         get(method).make_hparams(values)
+
+
+def check_method_hparams_deferred(overrides: Mapping[str, Any]) -> None:
+    """A Config field's validator: :func:`check_method_hparams` with the names not registered
+    yet left to the Config's ``check`` (:func:`check_names`) and to :func:`activate`."""
+    check_method_hparams(overrides, defer_unknown=True)
 
 
 def build(name: str, hparams: Mapping[str, Any] | None = None, **kwargs) -> Method:
@@ -115,5 +262,8 @@ def build(name: str, hparams: Mapping[str, Any] | None = None, **kwargs) -> Meth
     return cls(cls.make_hparams(values), **kwargs)
 
 
-__all__ = ["C2KD_PRESETS", "Method", "PRESETS", "REGISTRY", "TEACHER_UPDATES", "build",
-           "check_method_hparams", "get", "hparams_for", "names", "register", "resolve"]
+__all__ = ["C2KD_PRESETS", "ENTRY_POINT_GROUP", "Method", "PRESETS", "REGISTRY",
+           "TEACHER_UPDATES", "activate", "build", "check_method_hparams",
+           "check_method_hparams_deferred", "check_module", "check_names", "find_modules", "get",
+           "hparams_for", "import_modules", "known", "names", "register", "resolve",
+           "user_module"]
