@@ -81,7 +81,7 @@ def test_reproduce_refresh_jobs_reaches_reproduce(monkeypatch):
 
     seen = {}
 
-    def fake(profile, only, force, overrides=None, refresh_jobs=False):
+    def fake(profile, only, force, overrides=None, refresh_jobs=False, **other):
         seen.update(profile=profile, only=only, force=force, refresh_jobs=refresh_jobs)
         return 0
 

@@ -44,8 +44,13 @@ PARAMS = [pytest.param(n, o, x, id=f"{n}-{i}") for n, cases in CASES.items()
           for i, (o, x) in enumerate(cases)]
 
 
+# dense (segmentation) networks return (batch, classes, H, W) logits: their contract is checked
+# in tests/test_models_deeplab.py (the heads through the dense methods in test_dense_distill.py)
+DENSE = ("deeplabv3plus_mobilenet_v2", "deeplabv3plus_resnet18", "dense_proxy_head")
+
+
 def test_every_registered_model_has_a_case():
-    assert sorted(CASES) == names()
+    assert sorted([*CASES, *DENSE]) == names()
 
 
 @pytest.mark.parametrize("name, opts, inputs", PARAMS)
