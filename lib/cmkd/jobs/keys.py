@@ -50,6 +50,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from cmkd.jobs.cache import sha256_file
+
 #: the modules every job runs (with what they import)
 ROOTS = ("cmkd.jobs.run", "cmkd.jobs.job", "cmkd.engine", "cmkd.runtime",
          "cmkd.models.registry", "cmkd.models.stack", "cmkd.models.batched", "cmkd.methods.base",
@@ -86,12 +88,8 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 # ----------------------------------------------------------------------------- files
 @functools.cache
 def file_sha256(path: str) -> str:
-    """sha256 of a file's bytes (once per process)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file's bytes (:func:`cmkd.jobs.cache.sha256_file`, once per process)."""
+    return sha256_file(Path(path))
 
 
 def _not_run(module: str) -> bool:
