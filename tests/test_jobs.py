@@ -275,6 +275,32 @@ def test_deterministic_across_two_caches(tmp_path):
     assert kd_hist["test_accuracy"].notna().all()
 
 
+def test_a_cpu_job_trains_on_one_thread_whatever_the_caller_set(tmp_path, monkeypatch):
+    """A job's result must not follow the caller's (the machine's) torch thread count: the key
+    does not record it, and the order of parallel sums changes the scores."""
+    seen = []
+    real = cmkd.engine.fit
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cmkd.engine, "fit", recording)
+    job = student(method="nokd", hparams={}, teacher=None, epochs=1, device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_job(job, cache=tmp_path / "two")
+        assert torch.get_num_threads() == 2  # the caller's count is given back
+    finally:
+        torch.set_num_threads(before)
+    run_job(job, cache=tmp_path / "one")
+    assert seen == [1, 1]
+    c2 = torch.load(tmp_path / "two" / job.key / jc.CHECKPOINT, weights_only=True)["model"]
+    c1 = torch.load(tmp_path / "one" / job.key / jc.CHECKPOINT, weights_only=True)["model"]
+    assert all(torch.equal(v, c1[k]) for k, v in c2.items())
+
+
 # ----------------------------------------------------------------------------- the cache
 def test_store_is_atomic_on_interrupt(tmp_path):
     def write(tmp):
