@@ -42,14 +42,14 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check lib tests
 	TQDM_DISABLE=1 MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=40
 
 unit: $(STAMP)
 	TQDM_DISABLE=1 MPLBACKEND=Agg $(PY) -m pytest tests -p no:cacheprovider
 
 nbval: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m pytest notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=40
 
 notebooks: $(STAMP)
 	$(VENV)/bin/cmkd refresh-notebooks $(if $(ONLY),--only $(ONLY))
