@@ -110,29 +110,44 @@ def coloured_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray
     return (noise / noise.std()).astype(np.float32)
 
 
-def mix(word: np.ndarray, settings: dict) -> np.ndarray:
-    """Place the word in the window and add noise at the clip's SNR; (N_SAMPLES,) float32."""
-    word = word[:N_SAMPLES]
-    window = np.zeros(N_SAMPLES, np.float32)
-    start = int(round(settings["offset"] * (N_SAMPLES - word.size)))
-    window[start: start + word.size] = word
-    power = float(np.mean(word ** 2))
-    rng = np.random.default_rng(settings["noise_seed"])
-    noise = coloured_noise(N_SAMPLES, settings["noise_slope"], rng)
+def noisy_window(wave: np.ndarray, settings: dict, n_samples: int) -> np.ndarray:
+    """Place ``wave`` (at most ``n_samples`` long) in a silent window at the clip's offset and
+    add coloured noise at the clip's SNR (relative to the wave's mean power); peak-normalised
+    (n_samples,) float32.  ``settings``: offset, snr_db, noise_slope, noise_seed (the clip's
+    ``clip_settings``); shared by the avdigits and avmnist_mini builders."""
+    window = np.zeros(n_samples, np.float32)
+    start = int(round(settings["offset"] * (n_samples - wave.size)))
+    window[start: start + wave.size] = wave
+    power = float(np.mean(wave ** 2))
+    noise = coloured_noise(n_samples, settings["noise_slope"],
+                           np.random.default_rng(settings["noise_seed"]))
     window += noise * np.sqrt(power / 10 ** (settings["snr_db"] / 10))
     return window / np.abs(window).max()
 
 
-def log_mel(waves: np.ndarray) -> np.ndarray:
-    """Log-mel spectrograms in dB of (n, N_SAMPLES) waves -> (n, N_MELS, frames) float32."""
+def mix(word: np.ndarray, settings: dict) -> np.ndarray:
+    """The word (its first N_SAMPLES) in a noisy window: :func:`noisy_window`."""
+    return noisy_window(word[:N_SAMPLES], settings, N_SAMPLES)
+
+
+def mel_db(waves: np.ndarray, *, sample_rate: int, n_fft: int, hop: int, n_mels: int,
+           f_min: float, f_max: float) -> np.ndarray:
+    """Log-mel spectrograms in dB (torchaudio, center=False, power 2) of (n, samples) waves ->
+    (n, n_mels, frames) float32; shared by the avdigits and avmnist_mini builders."""
     import torch
     import torchaudio.transforms as T
 
-    mel = T.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS,
-                           f_min=F_MIN, f_max=F_MAX, center=False, power=2.0)
+    mel = T.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels,
+                           f_min=f_min, f_max=f_max, center=False, power=2.0)
     with torch.no_grad():
         spec = mel(torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)))
     return (10 * torch.log10(spec + 1e-10)).numpy()
+
+
+def log_mel(waves: np.ndarray) -> np.ndarray:
+    """avdigits' log-mel spectrograms of (n, N_SAMPLES) waves -> (n, N_MELS, frames)."""
+    return mel_db(waves, sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop=HOP, n_mels=N_MELS,
+                  f_min=F_MIN, f_max=F_MAX)
 
 
 def select_images(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmkd.data.build_avdigits import coloured_noise
+from cmkd.data.build_avdigits import mel_db, noisy_window
 from cmkd.runtime import rng_for
 
 SAMPLE_RATE = 8000
@@ -134,31 +134,18 @@ def clip_settings(seed: int, index: int) -> dict:
 
 
 def mix(wave: np.ndarray, settings: dict) -> np.ndarray:
-    """Place the recording in the window (centre crop when longer) and add noise at the clip's
-    SNR (relative to the recording's mean power); peak-normalised (N_SAMPLES,) float32."""
+    """The recording (centre crop when longer than N_SAMPLES) in a noisy window:
+    :func:`cmkd.data.build_avdigits.noisy_window`."""
     if wave.size > N_SAMPLES:
         start = (wave.size - N_SAMPLES) // 2
         wave = wave[start: start + N_SAMPLES]
-    window = np.zeros(N_SAMPLES, np.float32)
-    start = int(round(settings["offset"] * (N_SAMPLES - wave.size)))
-    window[start: start + wave.size] = wave
-    power = float(np.mean(wave ** 2))
-    noise = coloured_noise(N_SAMPLES, settings["noise_slope"],
-                           np.random.default_rng(settings["noise_seed"]))
-    window += noise * np.sqrt(power / 10 ** (settings["snr_db"] / 10))
-    return window / np.abs(window).max()
+    return noisy_window(wave, settings, N_SAMPLES)
 
 
 def log_mel(waves: np.ndarray) -> np.ndarray:
     """Log-mel spectrograms in dB of (n, N_SAMPLES) waves -> (n, N_MELS, N_FRAMES) float32."""
-    import torch
-    import torchaudio.transforms as T
-
-    mel = T.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS,
-                           f_min=F_MIN, f_max=F_MAX, center=False, power=2.0)
-    with torch.no_grad():
-        spec = mel(torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)))
-    return (10 * torch.log10(spec + 1e-10)).numpy()
+    return mel_db(waves, sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop=HOP, n_mels=N_MELS,
+                  f_min=F_MIN, f_max=F_MAX)
 
 
 def splits(speaker: np.ndarray, take: np.ndarray, seed: int) -> dict[str, np.ndarray]:
