@@ -8,11 +8,11 @@ from __future__ import annotations
 import shutil
 import time
 
-from cmkd.data import avdigits, build_avdigits, mfeat, rgbd_scenes
+from cmkd.data import arrays, avdigits, build_avdigits, mfeat, rgbd_scenes
 
 
 def _load_all_splits() -> float:
-    avdigits._raw.cache_clear()
+    arrays.embedded_cache_clear()
     start = time.perf_counter()
     for split in avdigits.SPLITS:
         avdigits.AVDigits(split)
@@ -20,7 +20,7 @@ def _load_all_splits() -> float:
 
 
 def _load_mfeat() -> float:
-    mfeat._raw.cache_clear()
+    arrays.embedded_cache_clear()
     start = time.perf_counter()
     for split in mfeat.SPLITS:
         mfeat.MFeat(split)

