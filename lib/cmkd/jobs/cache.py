@@ -358,29 +358,27 @@ def read_rows(cache: Path, key: str) -> list[dict]:
     return result if isinstance(result, list) else [result]
 
 
-def checkpoint_file(cache: Path, key: str) -> Path:
-    """The checkpoint of finished job ``key``, checked (:func:`check`); FileNotFoundError when
-    it is not cached or its folder is bad (moved aside with a warning)."""
+def stored_file(cache: Path, key: str, name: str) -> Path:
+    """File ``name`` of finished job ``key``, its folder checked (:func:`check`);
+    FileNotFoundError when the job is not cached, its folder is bad (moved aside with a
+    warning) or it stored no such file."""
     found = _sound(Path(cache), key)
     if not found.usable:
         raise _unusable(cache, key, found)
-    path = folder(cache, key) / CHECKPOINT
+    path = folder(cache, key) / name
     if not path.is_file():
-        raise FileNotFoundError(f"job {key} stored no {CHECKPOINT} in the cache {cache}")
+        raise FileNotFoundError(f"job {key} stored no {name} in the cache {cache}")
     return path
+
+
+def checkpoint_file(cache: Path, key: str) -> Path:
+    """The checkpoint of finished job ``key``: :func:`stored_file`."""
+    return stored_file(cache, key, CHECKPOINT)
 
 
 def history_file(cache: Path, key: str) -> Path:
-    """The per-epoch history of finished job ``key``, checked (:func:`check`);
-    FileNotFoundError when it is not cached or its folder is bad (moved aside with a
-    warning)."""
-    found = _sound(Path(cache), key)
-    if not found.usable:
-        raise _unusable(cache, key, found)
-    path = folder(cache, key) / HISTORY
-    if not path.is_file():
-        raise FileNotFoundError(f"job {key} stored no {HISTORY} in the cache {cache}")
-    return path
+    """The per-epoch history of finished job ``key``: :func:`stored_file`."""
+    return stored_file(cache, key, HISTORY)
 
 
 def _manifest(path: Path, key: str) -> dict:
