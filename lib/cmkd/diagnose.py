@@ -388,14 +388,24 @@ def outputs(job, src: Source, split: str, cache) -> dict[str, torch.Tensor]:
     """A trained unimodal job's logits, labels and penultimate features on ``split``."""
     from cmkd import data
     from cmkd.data import specs
-    from cmkd.engine import collect_outputs, make_loader
-    from cmkd.jobs import load_model
 
     with _spec(src):
         ds = data.load(src.dataset, specs.root(src.dataset, src.params), split,
                        **specs.loader_options(src.dataset, src.params))
+    return job_outputs(job, split, cache, ds)
+
+
+def job_outputs(job, split: str, cache, dataset=None) -> dict[str, torch.Tensor]:
+    """A trained single-model job's logits, labels and penultimate features (``pooled``) on
+    ``split`` of its own data (``dataset``: that split already loaded), and the model."""
+    from cmkd import data
+    from cmkd.engine import collect_outputs, make_loader
+    from cmkd.jobs import load_model
+
+    if dataset is None:
+        dataset = data.load(job.dataset, job.data_root, split, **dict(job.dataset_options))
     model = load_model(job, cache)
-    out = collect_outputs(model, make_loader(ds, 256), job.inputs, ("pooled",))
+    out = collect_outputs(model, make_loader(dataset, 256), job.inputs, ("pooled",))
     out["model"] = model
     return out
 
@@ -509,6 +519,59 @@ def predict(stronger: bool, weaker: bool, krc_mean: float, gamma_hat: float,
     return {"verdict": kd, "reason": facts}, {"verdict": c2, "reason": facts}
 
 
+def _accuracy(out: dict) -> float:
+    return float((out["logits"].argmax(-1) == out["label"]).double().mean())
+
+
+def measure_direction(teacher: dict, student: dict, omega: float = 0.0, permutations: int = 10,
+                      names: tuple[str, str] = ("teacher", "student")) -> dict:
+    """The indicators of one direction and :data:`RULE`'s verdicts, from unimodal models only.
+
+    teacher, student : seed -> :func:`job_outputs` of the teacher modality's and the student
+        modality's unimodal model of that seed, on the same held-out items (in the same order).
+    Returns teacher_advantage (points, 95% interval, verdict), krc (mean, median, quantiles,
+    keep_share above ``omega``), gamma_hat (and per seed), general_share, the salience per seed
+    and the ``kd`` / ``c2kd`` verdicts with their reason.
+    """
+    from cmkd.metrics.krc import kendall_tau
+
+    seeds = sorted(teacher)
+    if sorted(student) != seeds:
+        raise ValueError(f"teacher and student outputs cover different seeds: {seeds} and "
+                         f"{sorted(student)}")
+    t, s_mod = names
+
+    def correct(out):
+        return (out["logits"].argmax(-1) == out["label"]).numpy().astype(np.uint8)
+
+    adv = _advantage({s: 100 * _accuracy(teacher[s]) for s in seeds},
+                     {s: 100 * _accuracy(student[s]) for s in seeds},
+                     {s: correct(teacher[s]) for s in seeds},
+                     {s: correct(student[s]) for s in seeds}, f"accuracy {t} - {s_mod}")
+    krc = np.concatenate([kendall_tau(teacher[s]["logits"].double(),
+                                      student[s]["logits"].double(), "a").numpy()
+                          for s in seeds])
+    sal = [salience(teacher[s], student[s]["logits"], teacher[s]["label"], permutations, s)
+           for s in seeds]
+    gamma = float(np.nanmean([x["gamma_hat"] for x in sal]))
+    keep = float((krc > omega).mean())
+    kd, c2 = predict(adv.verdict == "held", adv.verdict == "NOT held", float(krc.mean()),
+                     gamma, keep)
+    return {
+        "teacher_advantage": {"estimate": adv.estimate, "interval": [adv.low, adv.high],
+                              "verdict": adv.verdict, "unit": "points"},
+        "krc": {"mean": float(krc.mean()), "median": float(np.median(krc)),
+                "quantiles": {str(q): float(np.quantile(krc, q))
+                              for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
+                "keep_share": keep, "omega": omega},
+        "gamma_hat": gamma,
+        "gamma_hat_seeds": [x["gamma_hat"] for x in sal],
+        "general_share": float(np.mean([x["general_share"] for x in sal])),
+        "decisive_channels": sal[0]["decisive_channels"], "channels": sal[0]["channels"],
+        "salience": sal,
+        "kd": kd, "c2kd": c2}
+
+
 def _measured(rows, direction, method, base="nokd", n_test=None):
     """The pilot's verdict on method - no KD (help / hurt / unclear) with its interval."""
     import pandas as pd
@@ -574,35 +637,12 @@ def diagnose(source, teacher: str | None = None, student: str | None = None, *,
                  for s in seeds]
     krc_all = {s: kendall_tau(outs[m0, s]["logits"].double(), outs[m1, s]["logits"].double(),
                               "a").numpy() for s in seeds}
-    correct = {(m, s): (outs[m, s]["logits"].argmax(-1) == outs[m, s]["label"]).numpy()
-               .astype(np.uint8) for m in src.modalities for s in seeds}
     directions = []
     for t, s_mod in src.directions:
-        adv = _advantage({s: 100 * modal[t]["accuracy_seeds"][s] for s in seeds},
-                         {s: 100 * modal[s_mod]["accuracy_seeds"][s] for s in seeds},
-                         {s: correct[t, s] for s in seeds}, {s: correct[s_mod, s] for s in seeds},
-                         f"accuracy {t} - {s_mod}")
-        krc = np.concatenate([krc_all[s] for s in seeds])
-        sal = [salience(outs[t, s], outs[s_mod, s]["logits"], outs[t, s]["label"],
-                        settings.permutations, s) for s in seeds]
-        gamma = float(np.nanmean([x["gamma_hat"] for x in sal]))
-        keep = float((krc > settings.omega).mean())
-        kd, c2 = predict(adv.verdict == "held", adv.verdict == "NOT held", float(krc.mean()),
-                         gamma, keep)
-        directions.append({
-            "teacher": t, "student": s_mod, "direction": direction_name(src, t),
-            "teacher_advantage": {"estimate": adv.estimate, "interval": [adv.low, adv.high],
-                                  "verdict": adv.verdict, "unit": "points"},
-            "krc": {"mean": float(krc.mean()), "median": float(np.median(krc)),
-                    "quantiles": {str(q): float(np.quantile(krc, q))
-                                  for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
-                    "keep_share": keep, "omega": settings.omega},
-            "gamma_hat": gamma,
-            "gamma_hat_seeds": [x["gamma_hat"] for x in sal],
-            "general_share": float(np.mean([x["general_share"] for x in sal])),
-            "decisive_channels": sal[0]["decisive_channels"], "channels": sal[0]["channels"],
-            "salience": sal,
-            "kd": kd, "c2kd": c2})
+        d = measure_direction({s: outs[t, s] for s in seeds}, {s: outs[s_mod, s] for s in seeds},
+                              settings.omega, settings.permutations, (t, s_mod))
+        directions.append({"teacher": t, "student": s_mod,
+                           "direction": direction_name(src, t), **d})
     result = {
         "input": {"source": str(source), "dataset": src.dataset, "modalities": list(src.modalities),
                   "classes": info["classes"], "split_sizes": info["sizes"],
