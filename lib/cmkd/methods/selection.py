@@ -13,9 +13,9 @@ Section 3.1's text says "filter out samples with KRC < 0", which would keep KRC 
 here is Eq. 4's (strict ``> omega``), the one C2KD trains with.  A tie at exactly 0 needs an even
 number of class pairs to split evenly, so the two readings differ only on such samples.
 
-The random draws come from a CPU generator of the method, seeded once when it is built from
-torch's global generator (which the job runner seeds), or from the run seeds of a stack of runs:
-a job's masks are the same on every rerun.
+The random draws come from a CPU generator of the method, seeded at its first draw from torch's
+global generator (which the job runner seeds), or from the run seeds of a stack of runs: a job's
+masks are the same on every rerun.
 """
 
 from __future__ import annotations
@@ -54,12 +54,18 @@ class Selection:
     def __init__(self, kind: str, omega: float = 0.0, seed: int | None = None):
         if kind not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {kind!r}")
-        self.kind, self.omega = kind, float(omega)
-        self.generator = None
-        if kind == "random":
+        self.kind, self.omega, self.seed = kind, float(omega), seed
+        self.generator: torch.Generator | None = None
+
+    def _generator(self) -> torch.Generator:
+        """The generator of the 'random' draws, made at the first draw (a job's checks build
+        the method without training it, on the meta device)."""
+        if self.generator is None:
+            seed = self.seed
             if seed is None:
-                seed = int(torch.randint(0, 2**31 - 1, (1,)))
+                seed = int(torch.randint(0, 2**31 - 1, (1,), device="cpu"))
             self.generator = torch.Generator().manual_seed(int(seed))
+        return self.generator
 
     @torch.no_grad()
     def mask(self, teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor | None:
@@ -68,7 +74,7 @@ class Selection:
         if self.kind == "none":
             return None
         keep = ofsd_mask(teacher.detach(), student.detach(), self.omega, "krc")
-        return keep if self.kind == "krc" else random_mask(keep, self.generator)
+        return keep if self.kind == "krc" else random_mask(keep, self._generator())
 
 
 def selection_of(method) -> Selection:
