@@ -151,6 +151,11 @@ report.claims(dg.claims(res))
 
 # %% [markdown]
 # **Reading.** The smoke profile (two seeds, one epoch, one direction) only checks that every
-# section runs; read the default profile's report (`reports/default/REPORT.md`: both
-# directions, three seeds, every job trained until its validation accuracy stalled) and, for
-# the published datasets, the paper profile's.
+# section runs: its numbers are not evidence. The default profile (both directions, three
+# seeds, every job trained until its validation accuracy stalled for 3 epochs, at most 15) is
+# the one to read, in `reports/default/REPORT.md` once `cmkd reproduce --profile default --only
+# 07` has run; the paper profile puts Table 2's published AVE and VGGSound values beside ours.
+# On avdigits the two modalities are paired by class only, so per-item agreement between their
+# models (KRC, CKA) can only come from the class: low crossmodal KRC and CKA are expected there
+# by construction, which makes Fig. 1b and Fig. 6 easy claims on this data and +KRC's per-sample
+# selection a weak test (notebook 06's mfeat, paired per sample, is the stronger one).
