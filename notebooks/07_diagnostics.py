@@ -50,7 +50,7 @@
 # %% tags=["parameters"]
 profile: str = "smoke"  # reports/<profile>/ receives figures and tables
 seed: int = 0  # base seed; run r uses seed + r
-n_seeds: int = 2  # seeds per setting (>= 2: Fig. 6 pairs two seeds)
+n_seeds: int = 2  # seeds per setting (C2KD: 3; Fig. 6 pairs two seeds)
 datasets: list = ["avdigits"]  # datasets ('avdigits': embedded, not the papers' numbers; 'ave', 'vggsound')
 directions: list = ["a2v"]  # a2v: audio teacher -> visual student; v2a: the reverse
 methods: list = ["nokd", "kd", "kd_random", "kd_krc", "tckd", "tckd_random", "tckd_krc", "nckd", "nckd_random", "nckd_krc", "dkd"]  # Table 2's rows (methods and presets)
