@@ -84,7 +84,10 @@ def test_step_gives_finite_terms_and_a_differentiable_total(name):
 
 def test_registry_lists_the_methods_and_presets():
     assert set(LOGIT_METHODS) <= set(methods.names())
-    assert set(methods.PRESETS) == set(C2KD_PRESETS) - {"c2kd"} | {"shake_raw", "tckd", "nckd"}
+    table2 = {f"{b}_{s}" for b in ("kd", "tckd", "nckd") for s in ("krc", "random")}
+    assert set(methods.PRESETS) == (set(C2KD_PRESETS) - {"c2kd"}
+                                    | {"shake_raw", "tckd", "nckd"} | table2)
+    assert methods.resolve("nckd_random") == ("dkd", {"alpha": 0.0, "select": "random"})
     assert methods.resolve("shake_raw") == ("shake", {"layer_norm": False})
     assert methods.resolve("tckd") == ("dkd", {"beta": 0.0})
     assert methods.resolve("nckd") == ("dkd", {"alpha": 0.0})

@@ -56,7 +56,8 @@ What a loss returns
   a dict of named, reduced terms; ``'total'`` is the sum to back-propagate.
 
 Building blocks (``tckd_nckd``, ``nkd_parts``, ``non_target_logits``, ``kl_towards``,
-``filter_scores``, ``ofsd_mask``, ``zipf_soft_labels``) take (..., batch, classes) tensors and
+``filter_scores``, ``ofsd_mask``, ``random_mask``, ``masked_mean``,
+``zipf_soft_labels``) take (..., batch, classes) tensors and
 use the teacher as given.
 
 Where the public implementations were followed over an earlier reading: USKD's target soft label
@@ -64,7 +65,15 @@ and all-class Zipf ranks (yzd-v/cls_KD), SHAKE's layer-normalised logits and sha
 (lliai/SHAKE) and Review's HCL levels chosen by the map's height (dvlab-research/ReviewKD); each
 file says what it follows.
 """
-from cmkd.distill.c2kd import FILTERS, c2kd_loss, filter_scores, kl_towards, ofsd_mask
+from cmkd.distill.c2kd import (
+    FILTERS,
+    c2kd_loss,
+    filter_scores,
+    kl_towards,
+    masked_mean,
+    ofsd_mask,
+    random_mask,
+)
 from cmkd.distill.cirkd import anchor_relation_loss, minibatch_pixel_loss, region_embeddings
 from cmkd.distill.dense import dense, is_dense, pixels
 from cmkd.distill.dist import dist_loss
@@ -84,7 +93,7 @@ __all__ = [
     "FILTERS", "anchor_relation_loss", "c2kd_loss", "dense", "dist_loss", "is_dense",
     "minibatch_pixel_loss", "pixels", "region_embeddings", "dkd_loss", "dkd_warmup", "dlb_loss",
     "dml_loss", "filter_scores", "fitnet_loss", "hcl_loss", "kd_loss", "kl_towards",
-    "nkd_loss", "non_target_logits", "ofsd_mask", "review_loss", "rkd_angle_loss",
-    "rkd_distance_loss", "rkd_loss", "shake_loss", "tckd_nckd", "uskd_loss", "zipf_loss",
-    "zipf_soft_labels",
+    "masked_mean", "nkd_loss", "non_target_logits", "ofsd_mask", "random_mask", "review_loss",
+    "rkd_angle_loss", "rkd_distance_loss", "rkd_loss", "shake_loss", "tckd_nckd", "uskd_loss",
+    "zipf_loss", "zipf_soft_labels",
 ]

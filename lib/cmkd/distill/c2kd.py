@@ -78,6 +78,18 @@ def ofsd_mask(teacher_logits: torch.Tensor, student_logits: torch.Tensor, omega:
     return filter_scores(teacher_logits, student_logits, kind, target) > omega
 
 
+@torch.no_grad()
+def random_mask(keep: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """C2KD Table 2's "+Random": as many samples kept per batch as ``keep`` holds (True
+    entries along the last dimension, per leading index), at positions drawn uniformly at
+    random (from ``generator``, a CPU generator, when given).  (..., batch) bool -> same shape;
+    ``random_mask(m).sum(-1) == m.sum(-1)``."""
+    count = keep.sum(-1, keepdim=True)
+    noise = torch.rand(keep.shape, generator=generator).to(keep.device)
+    ranks = noise.argsort(-1).argsort(-1)  # a uniformly random permutation of 0..batch-1
+    return ranks < count
+
+
 # ----------------------------------------------------------------------------- D(a, b)
 def _side_logits(logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "remove":
@@ -98,7 +110,11 @@ def kl_towards(logits: torch.Tensor, target_logits: torch.Tensor,
     return (log_p.exp() * (log_p - log_q)).sum(-1) * temperature**2
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor, average: str) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, average: str = "selected"
+                ) -> torch.Tensor:
+    """The per-sample ``values`` (..., batch) where ``mask`` (..., batch; bool) holds, averaged
+    over the kept samples ('selected'; 0 when none is kept) or over the whole batch ('batch':
+    the dropped ones count as 0).  -> (...)"""
     m = mask.to(values.dtype)
     if average == "batch":
         return (m * values).mean(-1)
@@ -128,11 +144,11 @@ def crossmodal_term(moving: torch.Tensor, towards: torch.Tensor, target: torch.T
     if base == "kl":
         per = kl_towards(_side_logits(moving, target, target_mode),
                          _side_logits(towards, target, target_mode), temperature)
-        return _masked_mean(per, mask, average)
+        return masked_mean(per, mask, average)
     if base == "nkd":
         target_term, non_target = nkd_parts(moving, towards.detach(), target, temperature)
         per = non_target if target_mode != "keep" else target_term + non_target
-        return _masked_mean(per, mask, average)
+        return masked_mean(per, mask, average)
     if base == "dist":
         if dist_columns not in DIST_COLUMNS:
             raise ValueError(f"dist_columns must be one of {DIST_COLUMNS}, got {dist_columns!r}")

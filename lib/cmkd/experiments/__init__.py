@@ -14,6 +14,7 @@ NOTEBOOKS = {
     "03_theorem_4_1": "cmkd.experiments.theorem41",
     "04_case_studies": "cmkd.experiments.case_studies",
     "06_c2kd": "cmkd.experiments.c2kd_benchmark",
+    "07_diagnostics": "cmkd.experiments.diagnostics",
     "08_gamma_meets_c2kd": "cmkd.experiments.gamma_c2kd",
     "09_diagnostic_validation": "cmkd.experiments.diagnostic_validation",
     "10_rgbd_segmentation": "cmkd.experiments.rgbd_segmentation",

@@ -15,8 +15,15 @@ from cmkd.jobs.cache import cache_dir
 from cmkd.jobs.executors import Executor, ProcessExecutor, SerialExecutor
 from cmkd.jobs.job import KINDS, Job
 from cmkd.jobs.keys import code_hash, dependencies
-from cmkd.jobs.run import load_model, read_history, result_row, run_job, run_jobs
+from cmkd.jobs.run import (
+    job_outputs,
+    load_model,
+    read_history,
+    result_row,
+    run_job,
+    run_jobs,
+)
 
 __all__ = ["KINDS", "Executor", "Job", "ProcessExecutor", "SerialExecutor", "cache_dir",
-           "code_hash", "dependencies", "load_model", "read_history", "result_row", "run_job",
-           "run_jobs"]
+           "code_hash", "dependencies", "job_outputs", "load_model", "read_history", "result_row",
+           "run_job", "run_jobs"]

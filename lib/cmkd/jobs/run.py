@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -148,6 +148,23 @@ def load_model(job: Job, cache: str | Path | None = None):
         model = job.build_model()
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def job_outputs(job: Job, split: str = "test", features: Sequence[str] = (),
+                cache: str | Path | None = None, batch_size: int = 256,
+                items: int | None = None) -> dict[str, torch.Tensor]:
+    """``job``'s trained model (:func:`load_model`) run over ``split`` of its data (its first
+    ``items`` only, when given), as :func:`cmkd.engine.collect_outputs` gives it: 'logits',
+    'label' and the named ``features``, on the CPU, in the split's order."""
+    from torch.utils.data import Subset
+
+    from cmkd.engine import collect_outputs, make_loader
+
+    model = load_model(job, cache)
+    ds = _split(job, split)
+    if items is not None and items < len(ds):
+        ds = Subset(ds, range(items))
+    return collect_outputs(model, make_loader(ds, batch_size), job.inputs, tuple(features))
 
 
 def read_history(job: Job, cache: str | Path | None = None) -> pd.DataFrame:

@@ -41,19 +41,25 @@ from cmkd.methods import (  # noqa: E402,F401,I001  isort: skip
     zipf)
 from cmkd.methods.c2kd import C2KD_PRESETS  # noqa: E402  isort: skip
 
+#: C2KD Table 2's logit-KD rows and the registry method and switches of each: KD, and DKD (Eq. 2)
+#: with one of its two terms, the other weighted 0 (TCKD: alpha 1, beta 0; NCKD: alpha 0, beta 8,
+#: DKD's default weight of that term)
+TABLE2_BASES: dict[str, tuple[str, dict]] = {"kd": ("kd", {}), "tckd": ("dkd", {"beta": 0.0}),
+                                             "nckd": ("dkd", {"alpha": 0.0})}
+
 #: preset name -> (method name, hyperparameters): named variants a grid can say by name
-#: (C2KD's ablations, :data:`cmkd.methods.c2kd.C2KD_PRESETS`; SHAKE on raw logits; DKD's two
-#: terms alone, C2KD Table 2's TCKD and NCKD rows).  A
-#: registered method's own name is not a preset ('c2kd' is the method with its defaults).
+#: (C2KD's ablations, :data:`cmkd.methods.c2kd.C2KD_PRESETS`; SHAKE on raw logits; C2KD Table
+#: 2's TCKD and NCKD rows and its "+KRC" / "+Random" filters of KD, TCKD and NCKD, e.g.
+#: ``kd_krc``, ``nckd_random``: :mod:`cmkd.methods.selection`).  A registered method's own
+#: name is not a preset ('c2kd' is the method with its defaults).
 PRESETS: dict[str, tuple[str, dict]] = {
     **{name: ("c2kd", dict(hp)) for name, hp in C2KD_PRESETS.items() if name != "c2kd"},
     # SHAKE on the raw logits: the official layer norm x 3.1415 scales the first gradients by
     # pi / sigma(logits) (about 40 at initialisation on the small CNNs) and stalls training
     "shake_raw": ("shake", {"layer_norm": False}),
-    # C2KD Table 2's decoupled rows: DKD (Eq. 2) with one of its two terms, the other weighted 0
-    # (TCKD: alpha 1, beta 0; NCKD: alpha 0, beta 8, DKD's default weight of that term)
-    "tckd": ("dkd", {"beta": 0.0}),
-    "nckd": ("dkd", {"alpha": 0.0}),
+    **{name: (method, dict(hp)) for name, (method, hp) in TABLE2_BASES.items() if name != method},
+    **{f"{name}_{select}": (method, {**hp, "select": select})
+       for name, (method, hp) in TABLE2_BASES.items() for select in ("krc", "random")},
 }
 
 
@@ -263,7 +269,7 @@ def build(name: str, hparams: Mapping[str, Any] | None = None, **kwargs) -> Meth
 
 
 __all__ = ["C2KD_PRESETS", "ENTRY_POINT_GROUP", "Method", "PRESETS", "REGISTRY",
-           "TEACHER_UPDATES", "activate", "build", "check_method_hparams",
+           "TABLE2_BASES", "TEACHER_UPDATES", "activate", "build", "check_method_hparams",
            "check_method_hparams_deferred", "check_module", "check_names", "find_modules", "get",
            "hparams_for", "import_modules", "known", "names", "register", "resolve",
            "user_module"]

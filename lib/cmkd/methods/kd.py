@@ -1,13 +1,17 @@
 """KD (Hinton et al., 2015): cross entropy plus the temperature-softened KL to a fixed teacher,
 ``ce_weight * CE(s, y) + kd_weight * T^2 KL(p_t^T || p_s^T)`` (MFH Eq. 1 with rho = ce_weight).
+``select`` distils only the samples of C2KD's KRC filter ('krc') or as many at random ('random':
+C2KD Table 2's "+KRC" and "+Random", :mod:`cmkd.methods.selection`); presets ``kd_krc`` and
+``kd_random``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cmkd.distill import kd_loss
+from cmkd.distill import kd_loss, masked_mean
 from cmkd.methods.base import Method, register
+from cmkd.methods.selection import omega_field, select_field, selection_of
 from cmkd.params import spec
 
 
@@ -30,13 +34,30 @@ class KD(Method):
             "KL reduction: 'mean' (the KL per sample, averaged over the batch: the equations) "
             "or 'elementwise_mean' (also divided by the classes: MFH's official code)",
             choices=("mean", "elementwise_mean")))
+        select: str = select_field()
+        select_omega: float = omega_field()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.selection = selection_of(self)
 
     def step(self, batch, epoch):
         student = self.student_forward(batch)
         teacher = self.teacher_forward(batch)
         ce = self.supervised_loss(student, batch["label"])
         student, teacher, _ = self.samples(batch["label"], student, teacher)
-        kd = kd_loss(student, teacher, temperature=self.hp.temperature,
-                     reduction=self.hp.reduction, runs=self.runs)
+        keep = self.selection.mask(teacher, student)
+        if keep is None:
+            kd = kd_loss(student, teacher, temperature=self.hp.temperature,
+                         reduction=self.hp.reduction, runs=self.runs)
+        else:
+            per = kd_loss(student, teacher, temperature=self.hp.temperature, reduction="none",
+                          runs=self.runs)
+            if self.hp.reduction == "elementwise_mean":
+                per = per / student.shape[-1]
+            kd = masked_mean(per, keep)
         total = self.hp.ce_weight * ce + self.hp.kd_weight * kd
-        return {"total": total, "ce": ce.detach(), "kd": kd.detach()}
+        terms = {"total": total, "ce": ce.detach(), "kd": kd.detach()}
+        if keep is not None:
+            terms["keep"] = keep.float().mean(-1)
+        return terms
