@@ -1,5 +1,5 @@
 """Notebook 10: RGB-D semantic segmentation, C2KD Table 4 (RGB <-> depth, DeepLab V3+ with
-ResNet-18 / MobileNetV2 backbones, mIoU).
+ResNet-18 / MobileNetV2 backbones, mIoU) and MFH Tables 1 (right), 3 and 6.
 
 For every backbone pair (``rn18_rn18``, ``rn18_mnv2``, ``mnv2_rn18``: the RGB network's
 backbone, then the depth network's), every direction (``d2rgb``: the depth network teaches the
@@ -16,6 +16,15 @@ validation split is carved from the training list (``val_fraction``) and the rep
 the test mIoU at the best validation epoch.  Backbones are ImageNet-initialised only when the user
 gives the weights files (``resnet18_weights``, ``mobilenet_v2_weights``: torchvision state dicts;
 nothing is downloaded), from scratch otherwise (the report says which).
+
+MFH (:func:`mfh_grid`, roles :data:`MFH_ROLES`): an RGB RN18 student per role, trained alone
+(No-KD: Table 4's RGB no-KD job itself) or by MFH Eq. (1) KD (``mfh_rho`` CE + (1 - rho) KL,
+T = 1) from the RGB teacher (UM-KD), an SA-Gate-like or CEN-like RGB-D teacher (CM-KD, Table 6;
+Table 1 right is its SA-Gate column) or the depth teacher (Regular-KD) and the modality-general
+RGB/D teacher (Table 3); the teachers are :mod:`cmkd.models.rgbd`'s, at the RN18 widths of
+Table 4.  :func:`mfh_claims` scores MFH's claims (the multimodal teacher is better, its student
+is not; the modality-general teacher's student beats the regular one at comparable teacher
+mIoU).
 
 Training (C2KD Sec. 4.2, following CIRKD): SGD, momentum 0.9, lr 0.02, 'poly' (power 0.9),
 batch 16, 40k iterations (= ``epochs`` x iterations per epoch; 800 epochs of 50 iterations on
