@@ -85,9 +85,10 @@ def test_paper_path_on_nyu_cen_fixture(root, tmp_path):
     assert set(hist.method) == set(config.methods)
     mfh = seg.run_mfh(config, cache=tmp_path / "cache", progress=False)
     assert list(mfh.role) == ["nokd", "regular_kd", "general_kd"]
-    # the no-KD RGB student is Table 4's (one job, served from the cache)
-    assert mfh.miou.iloc[0] == runs[runs.method == "nokd"].miou.iloc[0]
-    assert mfh.teacher_miou.iloc[1:].between(0, 100).all()
+    assert mfh.miou.between(0, 100).all() and mfh.teacher_miou.iloc[1:].between(0, 100).all()
+    # the depth teacher of Regular-KD is Table 4's d2rgb teacher of the RN18 depth network
+    regular = seg.mfh_student_job(config, "regular_kd", 0).teacher
+    assert regular.key == seg.teacher_job(config, "depth", "rn18", 0).key
     table = seg.mfh_table3(mfh)
     assert list(table["paper student"]) == [46.36, 46.89, 47.93]
     assert set(seg.mfh_claims(mfh).artefact) == {"MFH Table 3"}
