@@ -1,6 +1,7 @@
-"""Notebook 10 (RGB-D segmentation, C2KD Table 4): the paper profile end to end on NYU Depth V2
-fixtures in both layouts (through `cmkd reproduce` and papermill for the SA-Gate layout, through
-the experiment module for the CEN layout), the grid, and the checks before any compute."""
+"""Notebook 10 (RGB-D segmentation, C2KD Table 4, MFH Tables 1 / 3 / 6): the paper profile end to
+end on NYU Depth V2 fixtures in both layouts (through `cmkd reproduce` and papermill for the
+SA-Gate layout, through the experiment module for the CEN layout), the grids, and the checks
+before any compute."""
 
 import json
 import shutil
@@ -52,6 +53,18 @@ def test_paper_profile_on_nyu_sagate_fixture(project, tmp_path):
             assert paper_entry(table=4, dataset="nyu", direction=d, method=m,
                                variant="rgbrn18_depthmnv2")["id"] in ids
     assert {c["claim"] for c in manifest["claims"]} >= {"C2KD beats KD in both directions"}
+    # MFH Tables 6 and 3 on the same fixture: every cell beside the paper's, every claim scored
+    t6 = (out / "tables/mfh_table6.csv").read_text()
+    assert "SA-Gate" in t6 and "CEN" in t6 and "51.14" in t6     # CEN's CM-KD teacher
+    assert "37.47" in (out / "tables/mfh_table3.csv").read_text()
+    for arch in ("sagate", "cen"):
+        for role in ("umkd", "cmkd"):
+            assert f"mfh.table6.{arch}.{role}.student_miou" in ids
+            assert f"mfh.table6.{arch}.{role}.teacher_miou" in ids
+    assert {"mfh.table3.general_kd.teacher_miou", "mfh.table3.regular_kd.student_miou",
+            "mfh.table3.nokd.student_miou"} <= ids
+    arts = [c["artefact"] for c in manifest["claims"]]
+    assert arts.count("MFH Table 3") == 2 and arts.count("MFH Table 6") == 2
 
 
 def test_paper_path_on_nyu_cen_fixture(root, tmp_path):
@@ -61,7 +74,7 @@ def test_paper_path_on_nyu_cen_fixture(root, tmp_path):
                          overrides=dict(dataset="nyudv2_cen", nyudv2_cen_root=str(nyu),
                                         pairs=["mnv2_rn18"], directions=["d2rgb"],
                                         methods=["nokd", "shake", "dist", "nkd"],
-                                        val_fraction=0.25, **TINY))
+                                        mfh_teachers=["general"], val_fraction=0.25, **TINY))
     runs = seg.run(config, cache=tmp_path / "cache", progress=False)
     assert len(runs) == 4 and runs.miou.between(0, 100).all()
     assert runs.teacher_miou.notna().sum() == 3   # every method but no-KD has the teacher
@@ -70,6 +83,15 @@ def test_paper_path_on_nyu_cen_fixture(root, tmp_path):
                        variant="rgbmnv2_depthrn18")["id"] in ids
     hist = seg.histories(config, tmp_path / "cache")
     assert set(hist.method) == set(config.methods)
+    mfh = seg.run_mfh(config, cache=tmp_path / "cache", progress=False)
+    assert list(mfh.role) == ["nokd", "regular_kd", "general_kd"]
+    assert mfh.miou.between(0, 100).all() and mfh.teacher_miou.iloc[1:].between(0, 100).all()
+    # the depth teacher of Regular-KD is Table 4's d2rgb teacher of the RN18 depth network
+    regular = seg.mfh_student_job(config, "regular_kd", 0).teacher
+    assert regular.key == seg.teacher_job(config, "depth", "rn18", 0).key
+    table = seg.mfh_table3(mfh)
+    assert list(table["paper student"]) == [46.36, 46.89, 47.93]
+    assert set(seg.mfh_claims(mfh).artefact) == {"MFH Table 3"}
 
 
 def test_grid_pairs_and_directions(root, tmp_path):
@@ -84,6 +106,26 @@ def test_grid_pairs_and_directions(root, tmp_path):
     assert job.model_options["in_channels"] == 1 and job.model_options["classes"] == 40
     assert job.teacher.model == "deeplabv3plus_resnet18" and job.teacher.inputs == ("rgb",)
     assert job.epochs * 50 == 40_000 and job.optim.lr == 0.02 and job.batch_size == 16
+
+
+def test_mfh_grid_teachers_and_students(root, tmp_path):
+    make_nyu_sagate(tmp_path)
+    config = load_params(root / "params/paper/10_rgbd_segmentation.yaml", seg.Config,
+                         {"nyudv2_root": str(tmp_path)})
+    cells = {c["role"]: c["job"] for c in seg.mfh_grid(config) if c["seed"] == 0}
+    assert list(cells) == ["nokd", "umkd", "cmkd_sagate", "cmkd_cen", "regular_kd",
+                           "general_kd"]
+    for role, job in cells.items():     # every student: the RGB RN18 network
+        assert job.model == "deeplabv3plus_resnet18" and job.inputs == ("rgb",)
+        assert (job.teacher is None) == (role == "nokd")
+    assert cells["nokd"].key == seg.student_job(config, "rn18_rn18", "d2rgb", "nokd", 0).key
+    assert cells["cmkd_sagate"].teacher.model == "deeplabv3plus_sagate_resnet18"
+    assert cells["cmkd_cen"].teacher.inputs == ("rgb", "depth")
+    assert cells["umkd"].teacher.inputs == ("rgb",)
+    assert cells["regular_kd"].teacher.inputs == ("depth",)
+    assert cells["general_kd"].teacher.model == "deeplabv3plus_general_resnet18"
+    hp = cells["umkd"].hparams
+    assert hp["ce_weight"] == 0.5 and hp["kd_weight"] == 0.5 and hp["temperature"] == 1
 
 
 def test_missing_dataset_and_weights_stop_before_compute(root, tmp_path):

@@ -121,6 +121,7 @@ class RGBDScenes(Dataset):
         self.max_shapes, self.depth_noise = max_shapes, depth_noise
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self._items: dict[int, dict[str, torch.Tensor]] = {}  # rendered once, then reused
 
     def __len__(self) -> int:
         return self.n
@@ -128,11 +129,15 @@ class RGBDScenes(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not 0 <= i < self.n:
             raise IndexError(i)
+        if i in self._items:  # every epoch reads the same scene: render it once
+            return dict(self._items[i])
         out = render(scene(self.seed, self.split, i, self.max_shapes), self.size,
                      self.depth_noise)
-        return {"rgb": (torch.from_numpy(out["rgb"]) - self.mean) / self.std,
+        item = {"rgb": (torch.from_numpy(out["rgb"]) - self.mean) / self.std,
                 "depth": torch.from_numpy(out["depth"])[None],
                 "label": torch.from_numpy(out["label"])}
+        self._items[i] = item
+        return dict(item)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The whole split stacked: rgb (n, 3, s, s), depth (n, 1, s, s), label (n, s, s)."""

@@ -1,5 +1,5 @@
 """Notebook 10: RGB-D semantic segmentation, C2KD Table 4 (RGB <-> depth, DeepLab V3+ with
-ResNet-18 / MobileNetV2 backbones, mIoU).
+ResNet-18 / MobileNetV2 backbones, mIoU) and MFH Tables 1 (right), 3 and 6.
 
 For every backbone pair (``rn18_rn18``, ``rn18_mnv2``, ``mnv2_rn18``: the RGB network's
 backbone, then the depth network's), every direction (``d2rgb``: the depth network teaches the
@@ -17,6 +17,15 @@ the test mIoU at the best validation epoch.  Backbones are ImageNet-initialised 
 gives the weights files (``resnet18_weights``, ``mobilenet_v2_weights``: torchvision state dicts;
 nothing is downloaded), from scratch otherwise (the report says which).
 
+MFH (:func:`mfh_grid`, roles :data:`MFH_ROLES`): an RGB RN18 student per role, trained alone
+(No-KD: Table 4's RGB no-KD job itself) or by MFH Eq. (1) KD (``mfh_rho`` CE + (1 - rho) KL,
+T = 1) from the RGB teacher (UM-KD), an SA-Gate-like or CEN-like RGB-D teacher (CM-KD, Table 6;
+Table 1 right is its SA-Gate column) or the depth teacher (Regular-KD) and the modality-general
+RGB/D teacher (Table 3); the teachers are :mod:`cmkd.models.rgbd`'s, at the RN18 widths of
+Table 4.  :func:`mfh_claims` scores MFH's claims (the multimodal teacher is better, its student
+is not; the modality-general teacher's student beats the regular one at comparable teacher
+mIoU).
+
 Training (C2KD Sec. 4.2, following CIRKD): SGD, momentum 0.9, lr 0.02, 'poly' (power 0.9),
 batch 16, 40k iterations (= ``epochs`` x iterations per epoch; 800 epochs of 50 iterations on
 NYU's 795 images).
@@ -33,7 +42,8 @@ import pandas as pd
 from cmkd import data
 from cmkd import methods as registry
 from cmkd.data import specs
-from cmkd.jobs import Job, read_history, run_jobs
+from cmkd.jobs import Job, ProcessExecutor, read_history, run_jobs
+from cmkd.jobs.cluster import configured_executor
 from cmkd.params import ParamError, spec
 from cmkd.reporting import new_figure, paper_entry
 from cmkd.runtime import DEVICES, device_available, select_device
@@ -50,6 +60,19 @@ LABELS = {"nokd": "w/o KD", "kd": "KD", "shake": "SHAKE", "dist": "DIST", "nkd":
 BACKBONES = {"rn18": "deeplabv3plus_resnet18", "mnv2": "deeplabv3plus_mobilenet_v2"}
 #: modality -> (batch key, input channels)
 MODALITIES = {"rgb": ("rgb", 3), "depth": ("depth", 1)}
+#: MFH's RGB-D teachers (:mod:`cmkd.models.rgbd`): Table 6's multimodal ones and Table 3's
+#: modality-general one
+MFH_TEACHERS = {"sagate": "deeplabv3plus_sagate_resnet18", "cen": "deeplabv3plus_cen_resnet18",
+                "general": "deeplabv3plus_general_resnet18"}
+#: MFH roles: (role, teacher) with teacher 'rgb' / 'depth' (the RN18 DeepLab V3+ of that
+#: modality), an MFH_TEACHERS key, or None (no KD); every student is the RGB RN18 network
+MFH_ROLES = {"nokd": None, "umkd": "rgb", "cmkd_sagate": "sagate", "cmkd_cen": "cen",
+             "regular_kd": "depth", "general_kd": "general"}
+MFH_LABELS = {"nokd": "No-KD", "umkd": "UM-KD", "cmkd_sagate": "CM-KD (SA-Gate)",
+              "cmkd_cen": "CM-KD (CEN)", "regular_kd": "Regular-KD",
+              "general_kd": "Modality-general-KD"}
+TEACHER_MODALITY = {"rgb": "RGB", "depth": "D", "sagate": "RGB + D", "cen": "RGB + D",
+                    "general": "RGB/D"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,13 @@ class Config:
     method_hparams: dict = field(metadata=spec(
         "hyperparameters per method or preset over the registry's defaults",
         validate=registry.check_method_hparams))
+    mfh_teachers: list[str] = field(metadata=spec(
+        "MFH Tables 1 / 6 (sagate, cen: multimodal teachers) and Table 3 (general: the "
+        "modality-general teacher); [] for none", choices=tuple(MFH_TEACHERS)))
+    mfh_rho: float = field(metadata=spec("MFH Eq. (1) rho: weight of the CE, 1 - rho that of "
+                                         "the KL (MFH B.1: 0.5)", low=0, high=1))
+    processes: int = field(metadata=spec("jobs trained at once on a CPU (one torch thread "
+                                         "each)", low=1, high=64))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                       validate=device_available))
 
@@ -153,9 +183,13 @@ def _backbones(pair: str, direction: str) -> tuple[tuple[str, str], tuple[str, s
 
 def _job(config: Config, modality: str, backbone: str, seed: int, **kw) -> Job:
     model, opts = _model(config, modality, backbone)
+    return _job_of(config, model, opts, (MODALITIES[modality][0],), seed, **kw)
+
+
+def _job_of(config: Config, model: str, opts: dict, inputs: tuple, seed: int, **kw) -> Job:
     options, root = _dataset(config)
     return Job(dataset=config.dataset, data_root=root, dataset_options=options, model=model,
-               model_options=opts, inputs=(MODALITIES[modality][0],), metric="miou",
+               model_options=opts, inputs=inputs, metric="miou",
                optim={"optimizer": "sgd", "lr": config.lr, "momentum": 0.9,
                       "schedule": "poly", "power": 0.9},
                batch_size=config.batch_size, seed=seed, device=config.device, **kw)
@@ -181,12 +215,66 @@ def student_job(config: Config, pair: str, direction: str, method: str, seed: in
                 epochs=config.epochs)
 
 
+def mfh_teacher_job(config: Config, teacher: str, seed: int) -> Job:
+    """MFH's teacher ``teacher``: 'rgb' / 'depth' (the RN18 DeepLab V3+ of that modality) or an
+    RGB-D network of :data:`MFH_TEACHERS`, trained alone."""
+    if teacher in MODALITIES:
+        return teacher_job(config, teacher, "rn18", seed)
+    opts = {"classes": data.classes(config.dataset), "width": config.resnet_width,
+            "head_width": config.head_width}
+    return _job_of(config, MFH_TEACHERS[teacher], opts, ("rgb", "depth"), seed, kind="teacher",
+                   epochs=config.teacher_epochs)
+
+
+def mfh_roles(config: Config) -> list[str]:
+    """The MFH roles the config asks for: no KD and UM-KD with any multimodal teacher, CM-KD per
+    multimodal teacher, Regular-KD and Modality-general-KD with the general one."""
+    chosen = set(config.mfh_teachers)
+    if not chosen:
+        return []
+    out = ["nokd"]
+    if chosen & {"sagate", "cen"}:
+        out.append("umkd")
+    out += [f"cmkd_{t}" for t in ("sagate", "cen") if t in chosen]
+    if "general" in chosen:
+        out += ["regular_kd", "general_kd"]
+    return out
+
+
+def mfh_student_job(config: Config, role: str, seed: int) -> Job:
+    """The RGB RN18 student of MFH ``role`` (:data:`MFH_ROLES`): no KD, or MFH Eq. (1) KD
+    (``rho`` CE + (1 - rho) KL, T = 1) from the role's teacher."""
+    teacher = MFH_ROLES[role]
+    if teacher is None:
+        return student_job(config, "rn18_rn18", "d2rgb", "nokd", seed)
+    hp = {"ce_weight": config.mfh_rho, "kd_weight": 1 - config.mfh_rho, "temperature": 1.0}
+    name, hp = registry.hparams_for("kd", config.method_hparams, row=hp)
+    return _job(config, "rgb", "rn18", seed, method=name, hparams=hp,
+                teacher=mfh_teacher_job(config, teacher, seed), epochs=config.epochs)
+
+
+def mfh_grid(config: Config) -> list[dict]:
+    """Every (MFH role, seed) with its job."""
+    return [{"role": r, "seed": s, "job": mfh_student_job(config, r, s)}
+            for r in mfh_roles(config) for s in seeds(config)]
+
+
 def grid(config: Config) -> list[dict]:
     """Every (pair, direction, method, seed) with its job."""
     return [{"pair": p, "direction": d, "method": m, "seed": s,
              "job": student_job(config, p, d, m, s)}
             for p in config.pairs for d in config.directions for m in config.methods
             for s in seeds(config)]
+
+
+def _executor(config: Config, executor):
+    """The caller's executor, else the environment's (``cmkd reproduce --executor``), else
+    ``processes`` worker processes when > 1 (in this process otherwise)."""
+    if executor is None:
+        executor = configured_executor()
+    if executor is None and config.processes > 1:
+        executor = ProcessExecutor(config.processes)
+    return executor
 
 
 def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
@@ -199,8 +287,8 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     preflight(config)
     start = time.perf_counter()
     cells = grid(config)
-    rows = run_jobs([c["job"] for c in cells], executor=executor, cache=cache,
-                    progress=progress)
+    rows = run_jobs([c["job"] for c in cells], executor=_executor(config, executor),
+                    cache=cache, progress=progress)
     by_key = {r.key: r for r in rows.itertuples()}
     out = []
     for c in cells:
@@ -218,6 +306,30 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     return df
 
 
+def run_mfh(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
+    """Train every job of :func:`mfh_grid` (cached jobs, e.g. Table 4's no-KD RGB student, are
+    not rerun).  One row per (role, seed): role, seed, teacher (None for no KD), miou (the
+    student's test mIoU at its best validation epoch, %), teacher_miou (the teacher's, on its
+    evaluation input: RGB + D for the multimodal teachers, D for the depth and the
+    modality-general ones), best_epoch, since_best, seconds."""
+    preflight(config)
+    cells = mfh_grid(config)
+    if not cells:
+        return pd.DataFrame(columns=["role", "seed", "teacher", "miou", "teacher_miou"])
+    rows = run_jobs([c["job"] for c in cells], executor=_executor(config, executor),
+                    cache=cache, progress=progress)
+    by_key = {r.key: r for r in rows.itertuples()}
+    out = []
+    for c in cells:
+        r = by_key[c["job"].key]
+        out.append({"role": c["role"], "seed": c["seed"], "teacher": MFH_ROLES[c["role"]],
+                    "miou": 100 * float(r.test_at_best_val),
+                    "teacher_miou": 100 * float(r.teacher_test),
+                    "best_epoch": int(r.best_epoch), "since_best": int(r.since_best),
+                    "seconds": float(r.seconds)})
+    return pd.DataFrame(out)
+
+
 def histories(config: Config, cache=None) -> pd.DataFrame:
     """The per-epoch history of every student job (pair, direction, method, seed columns)."""
     parts = []
@@ -226,6 +338,13 @@ def histories(config: Config, cache=None) -> pd.DataFrame:
         parts.append(h.assign(pair=c["pair"], direction=c["direction"], method=c["method"],
                               seed=c["seed"]))
     return pd.concat(parts, ignore_index=True)
+
+
+def mfh_histories(config: Config, cache=None) -> pd.DataFrame:
+    """The per-epoch history of every MFH student job (role, seed columns)."""
+    parts = [read_history(c["job"], cache).assign(role=c["role"], seed=c["seed"])
+             for c in mfh_grid(config)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 # ----------------------------------------------------------------------------- tables
@@ -278,6 +397,74 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _mean_std(df: pd.DataFrame, role: str, col: str) -> tuple[float, float]:
+    x = df[df.role == role][col]
+    return (float(x.mean()), float(x.std(ddof=0))) if len(x) else (np.nan, np.nan)
+
+
+def _mfh_paper(table: int, variant: str | None, role: str, what: str) -> float:
+    entry = paper_entry(file="mfh.yaml", table=table, dataset="nyu", role=role, measure=what,
+                        variant=variant)
+    return np.nan if entry is None else entry["value"]
+
+
+def mfh_table6(df: pd.DataFrame) -> pd.DataFrame:
+    """MFH Table 6 (and Table 1 right) layout: No-KD, UM-KD, CM-KD rows per multimodal teacher
+    (SA-Gate, CEN): teacher modality and mIoU, student mIoU (%, mean and std over seeds), the
+    paper's (NYU Depth V2) beside."""
+    rows = []
+    for arch in ("sagate", "cen"):
+        if f"cmkd_{arch}" not in set(df.role):
+            continue
+        for role in ("nokd", "umkd", f"cmkd_{arch}"):
+            t, ts = _mean_std(df, role, "teacher_miou") if role != "nokd" else (np.nan, np.nan)
+            m, ms = _mean_std(df, role, "miou")
+            kind = role.split("_")[0]
+            rows.append({"teacher net": "SA-Gate" if arch == "sagate" else "CEN",
+                         "row": MFH_LABELS[role].split(" (")[0],
+                         "teacher mod.": TEACHER_MODALITY.get(MFH_ROLES[role], "-"),
+                         "teacher mIoU": t, "teacher std": ts,
+                         "paper teacher": _mfh_paper(6, arch, kind, "teacher"),
+                         "student mIoU (RGB)": m, "student std": ms,
+                         "paper student": _mfh_paper(6, arch, kind, "student")})
+    return pd.DataFrame(rows)
+
+
+def mfh_table3(df: pd.DataFrame) -> pd.DataFrame:
+    """MFH Table 3 layout: No-KD, Regular-KD (depth teacher), Modality-general-KD (RGB/D
+    teacher, scored on depth) -> RGB student, the paper's beside."""
+    rows = []
+    if "general_kd" not in set(df.role):
+        return pd.DataFrame(rows)
+    for role in ("nokd", "regular_kd", "general_kd"):
+        t, ts = _mean_std(df, role, "teacher_miou") if role != "nokd" else (np.nan, np.nan)
+        m, ms = _mean_std(df, role, "miou")
+        rows.append({"row": MFH_LABELS[role],
+                     "teacher mod.": TEACHER_MODALITY.get(MFH_ROLES[role], "-"),
+                     "teacher mIoU": t, "teacher std": ts,
+                     "paper teacher": _mfh_paper(3, None, role, "teacher"),
+                     "student mIoU (RGB)": m, "student std": ms,
+                     "paper student": _mfh_paper(3, None, role, "student")})
+    return pd.DataFrame(rows)
+
+
+def mfh_paper_ids(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """{MFH reference id: (our mean, our std)} for every MFH cell we have."""
+    out = {}
+    for table, variants in ((6, ("sagate", "cen")), (3, (None,))):
+        for variant in variants:
+            for role in set(df.role):
+                kind = role.split("_")[0] if table == 6 else role
+                if table == 6 and role not in ("nokd", "umkd", f"cmkd_{variant}"):
+                    continue
+                for what, col in (("teacher", "teacher_miou"), ("student", "miou")):
+                    entry = paper_entry(file="mfh.yaml", table=table, dataset="nyu",
+                                        role=kind, measure=what, variant=variant)
+                    if entry is not None and not (role == "nokd" and what == "teacher"):
+                        out[entry["id"]] = _mean_std(df, role, col)
+    return out
+
+
 # ----------------------------------------------------------------------------- claims
 def claims(df: pd.DataFrame) -> pd.DataFrame:
     """C2KD Sec. 4.2's claims, per backbone pair and direction combined: C2KD beats KD in both
@@ -309,6 +496,62 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
     return claims_frame(out)
 
 
+#: "not better" claims: a gain counts from this many mIoU points (notebook 04's margin)
+NOT_BETTER_MARGIN = 1.0
+#: "comparable teacher mIoU" (MFH Table 3): teachers within this many mIoU points
+COMPARABLE_MARGIN = 3.0
+
+
+def mfh_claims(df: pd.DataFrame) -> pd.DataFrame:
+    """MFH's segmentation claims by the verdict rule, paired over seeds: per multimodal teacher
+    (Table 6), the teacher beats the RGB (UM-KD) teacher yet its student does not beat the UM-KD
+    student (a gain counts from :data:`NOT_BETTER_MARGIN`); Table 3, the modality-general
+    teacher's student beats the regular depth teacher's student, at comparable teacher mIoU
+    (within :data:`COMPARABLE_MARGIN`)."""
+    out = []
+
+    def col(role, c):
+        return df[df.role == role].set_index("seed")[c]
+
+    present = set(df.role)
+    for arch, label in (("sagate", "SA-Gate"), ("cen", "CEN")):
+        role = f"cmkd_{arch}"
+        if role not in present or "umkd" not in present:
+            continue
+        art = "MFH Table 6" + (" / Table 1 (right)" if arch == "sagate" else "")
+        v = verdict_difference(col(role, "teacher_miou"), col("umkd", "teacher_miou"),
+                               alternative="greater")
+        out.append(claim_row(art, f"the multimodal ({label}-like, RGB + D) teacher beats the "
+                             "RGB teacher", f"RGB + D - RGB teacher {v.text} mIoU points", v))
+        v = verdict_difference(col(role, "miou"), col("umkd", "miou"),
+                               alternative="not_greater", margin=NOT_BETTER_MARGIN)
+        out.append(claim_row(art, f"yet its student is not better than the UM-KD student "
+                             f"({label}-like teacher)",
+                             f"CM-KD - UM-KD student {v.text} mIoU points (a gain counts from "
+                             f"{NOT_BETTER_MARGIN:g})", v))
+    if {"general_kd", "regular_kd"} <= present:
+        v = verdict_difference(col("general_kd", "teacher_miou"),
+                               col("regular_kd", "teacher_miou"), alternative="equal",
+                               margin=COMPARABLE_MARGIN)
+        out.append(claim_row("MFH Table 3", "the modality-general (RGB/D) and the regular "
+                             "depth teacher have comparable mIoU on depth",
+                             f"general - regular teacher {v.text} mIoU points (comparable "
+                             f"within {COMPARABLE_MARGIN:g})", v))
+        v = verdict_difference(col("general_kd", "miou"), col("regular_kd", "miou"),
+                               alternative="greater")
+        out.append(claim_row("MFH Table 3", "the modality-general teacher's RGB student beats "
+                             "the regular depth teacher's",
+                             f"Modality-general-KD - Regular-KD student {v.text} mIoU points",
+                             v))
+    return claims_frame(out)
+
+
+def all_claims(runs: pd.DataFrame, mfh: pd.DataFrame) -> pd.DataFrame:
+    """C2KD Table 4's claims (:func:`claims`), then MFH's (:func:`mfh_claims`)."""
+    parts = [claims(runs)] + ([mfh_claims(mfh)] if len(mfh) else [])
+    return pd.concat(parts, ignore_index=True)
+
+
 # ----------------------------------------------------------------------------- figures
 COLORS = {"nokd": "#7f7f7f", "kd": "#1f77b4", "shake": "#8c564b", "dist": "#2ca02c",
           "nkd": "#d62728", "cirkd": "#9467bd", "c2kd": "#000000", "c2kd_dist": "#ff7f0e"}
@@ -331,4 +574,23 @@ def plot_curves(hist: pd.DataFrame):
     axes[0][0].set_ylabel(f"{col.replace('_', ' ')} (%)")
     axes[0][-1].legend(fontsize=6, frameon=False)
     fig.suptitle("learning curves of the students", fontsize=10)
+    return fig
+
+
+MFH_COLORS = {"nokd": "#7f7f7f", "umkd": "#1f77b4", "cmkd_sagate": "#d62728",
+              "cmkd_cen": "#ff7f0e", "regular_kd": "#2ca02c", "general_kd": "#9467bd"}
+
+
+def plot_mfh_curves(hist: pd.DataFrame):
+    """Validation mIoU per epoch of every MFH RGB student (mean over seeds)."""
+    fig, axes = new_figure(ncols=1, width=4.2, height=3.2, squeeze=False)
+    ax = axes[0][0]
+    for role, g in hist.groupby("role", sort=False):
+        s = g.groupby("epoch").val_miou.mean() * 100
+        ax.plot(s.index + 1, s.to_numpy(), color=MFH_COLORS[role], label=MFH_LABELS[role],
+                lw=1.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val miou (%)")
+    ax.legend(fontsize=6, frameon=False)
+    fig.suptitle("MFH Tables 1 / 3 / 6: learning curves of the RGB students", fontsize=10)
     return fig

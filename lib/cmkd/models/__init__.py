@@ -6,7 +6,9 @@ adds one.  Every registered network is a :class:`Backbone` (:mod:`cmkd.models.ba
 ending with ``"pooled"``; ``feature_shapes``, ``classes``, ``modalities``, ``blocks()``.
 
 Registered: ``deeplabv3plus_resnet18`` / ``deeplabv3plus_mobilenet_v2`` (segmentation,
-:mod:`~cmkd.models.deeplab`); ``resnet18`` / ``resnet34`` / ``resnet50``
+:mod:`~cmkd.models.deeplab`; the RGB-D teachers ``deeplabv3plus_sagate_resnet18`` /
+``deeplabv3plus_cen_resnet18`` / ``deeplabv3plus_general_resnet18``, :mod:`~cmkd.models.rgbd`);
+``resnet18`` / ``resnet34`` / ``resnet50``
 (torchvision, spectrogram and multi-frame
 stems) and ``r3d18`` (:mod:`~cmkd.models.resnet`); ``lenet5``, ``audio_cnn3`` / ``audio_cnn5`` /
 ``audio_cnn6`` (MFH Appendix B.1, :mod:`~cmkd.models.avmnist_cnn`); ``avdigits_cnn``
@@ -25,7 +27,16 @@ The modules methods train beside the student: :mod:`~cmkd.models.proxy` (:class:
 :class:`BatchedProxyHead`) and :mod:`~cmkd.models.auxiliary` (FitNet's hint regressor, Review's
 fusion).
 """
-from cmkd.models import avdigits_cnn, avmnist_cnn, deeplab, fusion, mlp, proxy, resnet  # noqa: F401
+from cmkd.models import (  # noqa: F401
+    avdigits_cnn,
+    avmnist_cnn,
+    deeplab,
+    fusion,
+    mlp,
+    proxy,
+    resnet,
+    rgbd,  # noqa: F401
+)
 from cmkd.models.auxiliary import ReviewFusion, hint_regressor
 from cmkd.models.base import Backbone
 from cmkd.models.batched import (

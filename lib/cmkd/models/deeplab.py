@@ -97,6 +97,36 @@ def _mobilenet_v2_encoder(in_channels: int, width_mult: float
     return stem, stages, chans
 
 
+def build_head(chans: list[int], head_width: int, classes: int, atrous_rates
+               ) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """DeepLab V3+'s head on an encoder of stage channels ``chans``: (ASPP on the last stage,
+    the stride-4 projection, the two-conv decoder, the 1x1 classifier)."""
+    from torchvision.models.segmentation.deeplabv3 import ASPP
+
+    aspp = ASPP(chans[3], list(atrous_rates), head_width)
+    low = max(4, head_width * 48 // 256)
+    low_proj = nn.Sequential(nn.Conv2d(chans[0], low, 1, bias=False), nn.BatchNorm2d(low),
+                             nn.ReLU(inplace=True))
+    fuse = nn.Sequential(
+        nn.Conv2d(head_width + low, head_width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(head_width), nn.ReLU(inplace=True),
+        nn.Conv2d(head_width, head_width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(head_width), nn.ReLU(inplace=True))
+    return aspp, low_proj, fuse, nn.Conv2d(head_width, classes, 1)
+
+
+def decode(net: nn.Module, feats: dict) -> None:
+    """The V3+ decoder of ``net`` (its ``aspp``, ``low_proj``, ``fuse``) on ``feats`` (with
+    ``layer1`` and ``layer4``): adds ``aspp``, ``decoder`` and ``pooled``."""
+    a = net.aspp(feats["layer4"])
+    feats["aspp"] = a
+    low = net.low_proj(feats["layer1"])
+    a = F.interpolate(a, size=low.shape[-2:], mode="bilinear", align_corners=False)
+    d = net.fuse(torch.cat([a, low], 1))
+    feats["decoder"] = d
+    feats["pooled"] = d.mean((2, 3))
+
+
 class DeepLabV3Plus(Backbone):
     """DeepLab V3+ on one modality; see the module docstring.
 
@@ -135,18 +165,8 @@ class DeepLabV3Plus(Backbone):
         else:
             self.stem, stages, chans = _mobilenet_v2_encoder(in_channels, float(width_mult))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        from torchvision.models.segmentation.deeplabv3 import ASPP
-
-        self.aspp = ASPP(chans[3], list(atrous_rates), head_width)
-        low = max(4, head_width * 48 // 256)
-        self.low_proj = nn.Sequential(nn.Conv2d(chans[0], low, 1, bias=False),
-                                      nn.BatchNorm2d(low), nn.ReLU(inplace=True))
-        self.fuse = nn.Sequential(
-            nn.Conv2d(head_width + low, head_width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(head_width), nn.ReLU(inplace=True),
-            nn.Conv2d(head_width, head_width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(head_width), nn.ReLU(inplace=True))
-        self.classifier = nn.Conv2d(head_width, classes, 1)
+        self.aspp, self.low_proj, self.fuse, self.classifier = build_head(
+            chans, head_width, classes, atrous_rates)
         self.classes, self.modalities = classes, (modality,)
         self.feature_shapes = {f"layer{i + 1}": map_shape(c) for i, c in enumerate(chans)}
         self.feature_shapes.update(aspp=map_shape(head_width), decoder=map_shape(head_width),
@@ -211,13 +231,7 @@ class DeepLabV3Plus(Backbone):
         for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), 1):
             h = layer(h)
             feats[f"layer{i}"] = h
-        a = self.aspp(h)
-        feats["aspp"] = a
-        low = self.low_proj(feats["layer1"])
-        a = F.interpolate(a, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        d = self.fuse(torch.cat([a, low], 1))
-        feats["decoder"] = d
-        feats["pooled"] = d.mean((2, 3))
+        decode(self, feats)
         return feats
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
