@@ -150,6 +150,12 @@ SPECS: dict[str, DataSpec] = {
     "avmnist": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
                         {"audio": ("audio_cnn3", {}), "visual": ("lenet5", {})},
                         params={"n_valid": "avmnist_n_valid"}),
+    # MFH B.4's RAVDESS networks are 3-layer CNNs with 3 fully connected layers (Xue et al.
+    # 2021); the registry's 3-block CNN with its MLP head stands for both (images: 3 channels)
+    "ravdess": DataSpec(("audio", "visual"), {"audio": "audio", "visual": "image"},
+                        {"audio": ("audio_cnn3", {}),
+                         "visual": ("audio_cnn3", {"in_channels": 3, "modality": "image"})},
+                        params={"image_size": "image_size"}),
     "mfeat": mfeat_spec(),
     "pairs": pairs_spec(),
 }

@@ -13,6 +13,7 @@ NOTEBOOKS = {
     "02_modality_general_teacher": "cmkd.experiments.modality_general",
     "03_theorem_4_1": "cmkd.experiments.theorem41",
     "04_case_studies": "cmkd.experiments.case_studies",
+    "05_feature_ranking": "cmkd.experiments.feature_ranking",
     "06_c2kd": "cmkd.experiments.c2kd_benchmark",
     "07_diagnostics": "cmkd.experiments.diagnostics",
     "08_gamma_meets_c2kd": "cmkd.experiments.gamma_c2kd",

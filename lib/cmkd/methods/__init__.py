@@ -2,7 +2,8 @@
 
 ``build(name, hparams, student=..., teacher=..., classes=...)`` makes a method by name with its
 hyperparameters validated; ``names()`` lists them; ``get(name)`` returns the class;
-``@register`` adds one.  One small file per method: ``nokd``, ``kd``, ``fitnet``, ``review``,
+``@register`` adds one.  One small file per method: ``nokd``, ``kd``, ``kd_nullified`` (KD from
+a teacher with channels of one layer zeroed, MFH Sec. 5.4), ``fitnet``, ``review``,
 ``dml``, ``shake``, ``rkd``, ``dkd``, ``dist``, ``nkd``, ``c2kd`` (with its ablations), ``cirkd``
 (segmentation; every logit method also takes per-pixel logits, :mod:`cmkd.distill.dense`), the
 self-distillation baselines ``dlb``, ``zipf``, ``uskd``, and ``ogm_ge`` (a fusion teacher's
@@ -37,8 +38,8 @@ from cmkd.text import quote, shorten
 
 # the methods register themselves on import
 from cmkd.methods import (  # noqa: E402,F401,I001  isort: skip
-    c2kd, cirkd, dist, dkd, dlb, dml, fitnet, kd, nkd, nokd, ogm_ge, review, rkd, shake, uskd,
-    zipf)
+    c2kd, cirkd, dist, dkd, dlb, dml, fitnet, kd, kd_nullified, nkd, nokd, ogm_ge, review, rkd,
+    shake, uskd, zipf)
 from cmkd.methods.c2kd import C2KD_PRESETS  # noqa: E402  isort: skip
 
 #: C2KD Table 2's logit-KD rows and the registry method and switches of each: KD, and DKD (Eq. 2)

@@ -1,5 +1,7 @@
 """MFH Algorithm 1 (modality-general decisive feature ranking) and channel selection."""
 
+from cmkd.mfh.gradcam import grad_cam
+from cmkd.mfh.ranking import layer_features, rank_features
 from cmkd.mfh.salience import (
     DISTANCES,
     NORMALIZATIONS,
@@ -12,6 +14,7 @@ from cmkd.mfh.salience import (
 from cmkd.mfh.selection import (
     KINDS,
     channel_mask,
+    nullified_logits,
     nullify_channels,
     nullify_layer,
     recovery_rate,
@@ -24,8 +27,12 @@ __all__ = [
     "KINDS",
     "LayerHead",
     "channel_mask",
+    "grad_cam",
+    "layer_features",
+    "rank_features",
     "nullify_channels",
     "nullify_layer",
+    "nullified_logits",
     "permutation_salience",
     "random_permutations",
     "recovery_rate",

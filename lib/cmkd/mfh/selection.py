@@ -96,6 +96,35 @@ def nullify_layer(layer: nn.Module, keep, dim: int = 1):
     return layer.register_forward_hook(lambda m, i, out: nullify_channels(out, keep, dim))
 
 
+def nullified_logits(model: nn.Module, inputs, layer: str, keep) -> torch.Tensor:
+    """Logits of a Backbone (``cmkd.models.base``) with the channels of its feature ``layer``
+    outside ``keep`` set to zero (MFH Sec. 5.4: a teacher derived by nullifying channels).
+
+    ``layer`` is a name of ``model.feature_shapes``: ``'pooled'`` (the classifier's input) is
+    masked before the classifier; any other name must also be a submodule of ``model`` whose
+    output is that feature (``block2`` of the audio CNNs, ``conv2`` of LeNet-5, ``layer3`` of a
+    ResNet), masked by a forward hook.
+
+    inputs : the model's input tensors, one per modality; returns (batch, classes).
+    """
+    shapes = getattr(model, "feature_shapes", None) or {}
+    if layer not in shapes:
+        raise ValueError(f"layer must be one of the model's features {list(shapes)}, got "
+                         f"{layer!r}")
+    if layer == "pooled":
+        feats = model.features(*inputs)
+        return model.classify(nullify_channels(feats["pooled"], keep))
+    module = dict(model.named_modules()).get(layer)
+    if module is None:
+        raise ValueError(f"feature {layer!r} is not the output of a submodule of "
+                         f"{type(model).__name__}: nullify 'pooled' or a block's output")
+    handle = nullify_layer(module, keep)
+    try:
+        return model(*inputs)
+    finally:
+        handle.remove()
+
+
 def recovery_rate(salience: torch.Tensor | np.ndarray, truth) -> float:
     """Fraction of the ``|truth|`` most salient channels that are in ``truth``.
 
