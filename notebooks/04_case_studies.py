@@ -27,7 +27,9 @@
 #   (`avmnist_root`), 55000 / 5000 / 10000 pairs.
 # * **Networks** (registry, `cmkd.models.avmnist_cnn`): audio student `audio_cnn3`, audio teacher
 #   `audio_cnn6`, multimodal teacher `fusion_concat` over `lenet5` and `audio_cnn5`; a `lenet5` on
-#   the images alone gives the image modality's accuracy.
+#   the images alone gives the image modality's accuracy. The student's head reads its last
+#   feature map flattened, as CentralNet's does (`student_grid` = the map's side; a global
+#   average pool there, `student_grid = 1`, keeps 24 numbers and left the student near 25%).
 # * **Training.** AdamW (constant learning rate), every job keeps its best-validation weights and
 #   is scored on the test split there; early stopping after `patience` epochs without a
 #   validation gain. Run r of every job shares its seed, so rows are paired by run. The jobs are
@@ -45,6 +47,7 @@ avmnist_root: str = ""  # folder of AV-MNIST (dataset 'avmnist' only)
 avmnist_n_valid: int = 5000  # AV-MNIST: last training rows kept for validation (MultiBench: 5000)
 speakers: str = "shared"  # avmnist_mini: speakers 'shared' across splits or 'disjoint'
 per_class: int = 10  # avmnist_mini: the first pairs of each class of each split kept (0: all; quick checks)
+student_grid: int = 8  # the audio student's pool before its head: a grid x grid average pool of its last map, flattened; the last map's side (input side / 8) is CentralNet's flatten (avmnist_mini 64 x 64: 8; AV-MNIST 112 x 112: 14), 1 a global average pool
 rhos: list = [0.0, 0.5]  # rho of MFH Eq. (1): weight of the cross entropy, 1 - rho that of the KL
 temperature: float = 1.0  # KD softening temperature
 teacher_epochs: int = 1  # most epochs of every teacher
@@ -53,6 +56,7 @@ patience: int = 0  # early stopping: epochs without validation gain (0: none)
 batch_size: int = 256  # mini-batch size
 lr: float = 0.002  # AdamW learning rate (constant)
 weight_decay: float = 0.0001  # AdamW weight decay
+processes: int = 1  # jobs trained at once in worker processes (1: one after the other in this process)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda or mps
 
 # %%

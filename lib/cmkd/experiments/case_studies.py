@@ -78,6 +78,10 @@ class Config:
     per_class: int = field(metadata=spec("avmnist_mini: the first pairs of each class of "
                                          "each split kept (0: all; quick checks)", low=0,
                                          high=10_000))
+    student_grid: int = field(metadata=spec(
+        "the audio student's pool before its head: a grid x grid average pool of its last map, "
+        "flattened; the last map's side (input side / 8) is CentralNet's flatten (avmnist_mini "
+        "64 x 64: 8; AV-MNIST 112 x 112: 14), 1 a global average pool", low=1, high=64))
     rhos: list[float] = field(metadata=spec("rho of MFH Eq. (1): weight of the cross entropy, "
                                             "1 - rho that of the KL", low=0, high=1,
                                             min_items=1))
@@ -92,6 +96,8 @@ class Config:
     lr: float = field(metadata=spec("AdamW learning rate (constant)", low=0, high=10,
                                     low_open=True))
     weight_decay: float = field(metadata=spec("AdamW weight decay", low=0, high=1))
+    processes: int = field(metadata=spec("jobs trained at once in worker processes (1: one "
+                                         "after the other in this process)", low=1, high=64))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                        validate=device_available))
 
@@ -140,12 +146,13 @@ def jobs(config: Config) -> dict[tuple[str, float | None, int], Job]:
         out["image", None, r] = b.teacher(d, "visual", seed, model=IMAGE_NET)
         out["audio_teacher", None, r] = audio_t
         out["fusion_teacher", None, r] = fusion_t
-        out["nokd", None, r] = b.student(d, DIRECTION, seed, "nokd", model=AUDIO_STUDENT)
+        student = (AUDIO_STUDENT[0], {**AUDIO_STUDENT[1], "grid": config.student_grid})
+        out["nokd", None, r] = b.student(d, DIRECTION, seed, "nokd", model=student)
         for rho in config.rhos:
             row = {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho}
             for role, teacher in (("umkd", audio_t), ("cmkd", fusion_t)):
                 out[role, rho, r] = b.student(d, DIRECTION, seed, "kd", row=row,
-                                              teacher=teacher, model=AUDIO_STUDENT)
+                                              teacher=teacher, model=student)
     return out
 
 
@@ -163,8 +170,15 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     seconds, jobs, n_test, window (those epochs).
     """
     start = time.perf_counter()
+    from cmkd.jobs import ProcessExecutor
+    from cmkd.jobs.cluster import configured_executor
+
     config.preflight()
     grid = jobs(config)
+    if executor is None:  # cmkd reproduce --executor (CMKD_EXECUTOR)
+        executor = configured_executor()
+    if executor is None and config.processes > 1:
+        executor = ProcessExecutor(config.processes)
     with torch_threads(1):
         rows = run_jobs(list(grid.values()), executor=executor, cache=cache, progress=progress)
     out = pd.DataFrame({
