@@ -221,6 +221,22 @@ def test_wrong_inputs_are_refused():
         build("mlp", in_features=5, classes=2)(_x(2, 4))
 
 
+def test_audio_cnn_grid_is_centralnets_flatten_at_the_last_maps_side():
+    torch.manual_seed(0)
+    net = build("audio_cnn3", grid=2).eval()  # 16 x 16 input: the last map is 2 x 2
+    x = _x(3, 1, 16, 16)
+    feats = net.features(x)
+    assert net.feature_shapes["pooled"] == (24 * 2 * 2,)
+    torch.testing.assert_close(feats["pooled"], feats["block3"].flatten(1))
+    # grid 1 is the global average pool of the last map
+    one = build("audio_cnn3").eval()
+    one.load_state_dict({k: v for k, v in net.state_dict().items() if "classifier" not in k},
+                        strict=False)
+    torch.testing.assert_close(one.features(x)["pooled"], feats["block3"].mean((2, 3)))
+    with pytest.raises(ValueError, match=r"spatial sizes >= 16"):
+        net(_x(2, 1, 8, 8))
+
+
 def test_building_needs_no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("network access while building a model")

@@ -186,6 +186,18 @@ def test_combine_either_and_exact():
         vd.combine([])
 
 
+def test_runs_short_of_their_plateau_leave_a_verdict_undecided():
+    a, b = _runs(70.0), _runs(60.0)
+    v = vd.verdict_difference(a, b, n_test=N)
+    assert v.verdict == HELD
+    assert vd.unless_unconverged(v, []) is v
+    gated = vd.unless_unconverged(v, ["a, seed 0"])
+    assert gated.verdict == UNDECIDED and (gated.low, gated.high) == (v.low, v.high)
+    no = vd.verdict_difference(b, a, n_test=N)
+    assert no.verdict == NOT_HELD
+    assert vd.unless_unconverged(no, ["b, seed 1"]).verdict == UNDECIDED
+
+
 def test_rank_at_most_two():
     better, worse, unclear = _v(NOT_HELD, -5.0), _v(HELD, 2.0), _v(UNDECIDED, -1.0)
     assert vd.rank_at_most([worse, worse, unclear], 2).verdict == HELD

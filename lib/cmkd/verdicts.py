@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -303,6 +303,21 @@ def exact(held: bool, *, label: str = "", note: str = "exact") -> Verdict:
     """An exact check (a theorem's inequality on every draw): held or NOT held, no interval."""
     return Verdict(math.nan, math.nan, math.nan, HELD if held else NOT_HELD, label=label,
                    unit="", note=note)
+
+
+def unless_unconverged(v: Verdict, unconverged: Sequence[str] = ()) -> Verdict:
+    """``v``, or ``v`` made *undecided* when some of its runs had not trained to a plateau.
+
+    A verdict on trained models needs runs at their plateau (CONVENTIONS.md, *Verdicts*): a
+    difference between runs that were still learning says more about the training budget than
+    about the claim.  ``unconverged`` names the runs that had not converged (the caller's test,
+    e.g. "early stopping did not end it"); when it is empty ``v`` is returned as it is,
+    otherwise its verdict becomes undecided and its interval is kept.
+    """
+    unconverged = list(unconverged)
+    if not unconverged or v.verdict == UNDECIDED:
+        return v
+    return replace(v, verdict=UNDECIDED)
 
 
 # ----------------------------------------------------------------------------- compounds

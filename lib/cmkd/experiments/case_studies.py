@@ -32,7 +32,14 @@ from cmkd.jobs.builders import Builder, Training
 from cmkd.params import spec
 from cmkd.reporting import new_figure
 from cmkd.runtime import DEVICES, device_available, seed_for, torch_threads
-from cmkd.verdicts import claim_row, claims_frame, combine, verdict_difference, verdict_slope
+from cmkd.verdicts import (
+    claim_row,
+    claims_frame,
+    combine,
+    exact,
+    unless_unconverged,
+    verdict_difference,
+)
 
 DATASETS = ("avmnist_mini", "avmnist")
 #: MFH B.1's networks (registry name, options)
@@ -50,9 +57,9 @@ ROLES = {"image": "image network (LeNet-5, I)", "audio_teacher": "audio teacher 
 #: "not better": an effect within this many points counts as none (MFH Table 1's crossmodal
 #: student is 0.37 points below the unimodal-KD one)
 NOT_BETTER_MARGIN = 1.0
-#: a learning curve has reached its plateau when its validation accuracy over the last
-#: ``PLATEAU_EPOCHS`` epochs rises by less than this many points per epoch
-PLATEAU_SLOPE = 0.5
+#: without early stopping (``patience`` 0) a run counts as converged when its last
+#: ``PLATEAU_EPOCHS`` epochs brought no validation gain (with early stopping: its last
+#: ``patience`` epochs, which is what ended it)
 PLATEAU_EPOCHS = 5
 
 
@@ -71,6 +78,10 @@ class Config:
     per_class: int = field(metadata=spec("avmnist_mini: the first pairs of each class of "
                                          "each split kept (0: all; quick checks)", low=0,
                                          high=10_000))
+    student_grid: int = field(metadata=spec(
+        "the audio student's pool before its head: a grid x grid average pool of its last map, "
+        "flattened; the last map's side (input side / 8) is CentralNet's flatten (avmnist_mini "
+        "64 x 64: 8; AV-MNIST 112 x 112: 14), 1 a global average pool", low=1, high=64))
     rhos: list[float] = field(metadata=spec("rho of MFH Eq. (1): weight of the cross entropy, "
                                             "1 - rho that of the KL", low=0, high=1,
                                             min_items=1))
@@ -85,6 +96,8 @@ class Config:
     lr: float = field(metadata=spec("AdamW learning rate (constant)", low=0, high=10,
                                     low_open=True))
     weight_decay: float = field(metadata=spec("AdamW weight decay", low=0, high=1))
+    processes: int = field(metadata=spec("jobs trained at once in worker processes (1: one "
+                                         "after the other in this process)", low=1, high=64))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                        validate=device_available))
 
@@ -133,12 +146,13 @@ def jobs(config: Config) -> dict[tuple[str, float | None, int], Job]:
         out["image", None, r] = b.teacher(d, "visual", seed, model=IMAGE_NET)
         out["audio_teacher", None, r] = audio_t
         out["fusion_teacher", None, r] = fusion_t
-        out["nokd", None, r] = b.student(d, DIRECTION, seed, "nokd", model=AUDIO_STUDENT)
+        student = (AUDIO_STUDENT[0], {**AUDIO_STUDENT[1], "grid": config.student_grid})
+        out["nokd", None, r] = b.student(d, DIRECTION, seed, "nokd", model=student)
         for rho in config.rhos:
             row = {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho}
             for role, teacher in (("umkd", audio_t), ("cmkd", fusion_t)):
                 out[role, rho, r] = b.student(d, DIRECTION, seed, "kd", row=row,
-                                              teacher=teacher, model=AUDIO_STUDENT)
+                                              teacher=teacher, model=student)
     return out
 
 
@@ -149,12 +163,22 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     -------
     DataFrame, one row per (role, rho, run): role, rho (NaN for teachers and no KD), run, acc
     (test accuracy at the best validation epoch, %), val (best validation accuracy, %),
-    best_epoch, epochs_run, test_correct (per-item 0/1 string), key.  ``attrs``: seconds,
-    jobs, n_test.
+    best_epoch, epochs_run, since_best (epochs after the best one), still_improving (best
+    validation at the last epoch), converged (its last ``patience`` epochs, or
+    :data:`PLATEAU_EPOCHS` without early stopping, brought no validation gain: early stopping
+    ended it, not the epoch cap), test_correct (per-item 0/1 string), key.  ``attrs``:
+    seconds, jobs, n_test, window (those epochs).
     """
     start = time.perf_counter()
+    from cmkd.jobs import ProcessExecutor
+    from cmkd.jobs.cluster import configured_executor
+
     config.preflight()
     grid = jobs(config)
+    if executor is None:  # cmkd reproduce --executor (CMKD_EXECUTOR)
+        executor = configured_executor()
+    if executor is None and config.processes > 1:
+        executor = ProcessExecutor(config.processes)
     with torch_threads(1):
         rows = run_jobs(list(grid.values()), executor=executor, cache=cache, progress=progress)
     out = pd.DataFrame({
@@ -163,10 +187,20 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
         "acc": 100 * rows.test_at_best_val.astype(float).to_numpy(),
         "val": 100 * rows.best_val.astype(float).to_numpy(),
         "best_epoch": rows.best_epoch.to_numpy(), "epochs_run": rows.epochs_run.to_numpy(),
+        "since_best": rows.since_best.astype(int).to_numpy(),
         "test_correct": rows.test_correct.to_numpy(), "key": rows.key.to_numpy()})
+    window = convergence_window(config)
+    out["still_improving"] = out.since_best == 0
+    out["converged"] = out.since_best >= window
     out.attrs.update(seconds=time.perf_counter() - start, jobs=len(set(out.key)),
-                     n_test=len(str(out.test_correct.iloc[0])))
+                     n_test=len(str(out.test_correct.iloc[0])), window=window)
     return out
+
+
+def convergence_window(config: Config) -> int:
+    """Epochs without a validation gain after which a run counts as converged: ``patience``
+    (what ends it), or :data:`PLATEAU_EPOCHS` without early stopping."""
+    return config.patience or PLATEAU_EPOCHS
 
 
 def histories(config: Config, cache=None) -> pd.DataFrame:
@@ -251,49 +285,89 @@ def measured(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
     return out
 
 
-def claims(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
+def convergence(df: pd.DataFrame) -> pd.DataFrame:
+    """Per role and rho: the epochs its runs trained (mean, max), how many were still improving
+    at their last epoch, and how many had not converged (``converged`` False: the epoch cap,
+    not early stopping, ended them)."""
+    d = df.assign(rho=df.rho.fillna(-1.0))
+    out = d.groupby(["role", "rho"], sort=False).agg(
+        epochs_mean=("epochs_run", "mean"), epochs_max=("epochs_run", "max"),
+        best_epoch_mean=("best_epoch", "mean"),
+        still_improving=("still_improving", "sum"),
+        not_converged=("converged", lambda c: int((~c.astype(bool)).sum())),
+        runs=("run", "size")).reset_index()
+    out.insert(0, "job", [ROLES[r] + ("" if rho < 0 else f", rho {rho:g}")
+                          for r, rho in zip(out.role, out.rho)])
+    return out.drop(columns=["role", "rho"])
+
+
+def _unconverged(df: pd.DataFrame, role: str, rho: float | None = None) -> list[str]:
+    """'<role>, run r' for each run of ``role`` (and ``rho``) that had not converged (rows
+    without a ``converged`` column count as converged: planted results)."""
+    d = df[df.role == role]
+    if rho is not None:
+        d = d[d.rho == rho]
+    if "converged" not in d:
+        return []
+    label = ROLES[role] + ("" if rho is None else f", rho {rho:g}")
+    return [f"{label}, run {r}" for r in d.run[~d.converged.astype(bool)]]
+
+
+def _mark(names: list[str]) -> str:
+    """The evidence's note on runs short of their plateau (empty when there are none)."""
+    return (f"; NOT CONVERGED (validation still gained in their last epochs when the epoch cap "
+            f"ended them; undecided whatever the interval): {', '.join(names)}" if names else "")
+
+
+def claims(df: pd.DataFrame) -> pd.DataFrame:
     """MFH Section 3's claim, scored by the verdict rule (:mod:`cmkd.verdicts`): paired by run,
-    with the test term of the one shared test set from the per-item correctness."""
+    with the test term of the one shared test set from the per-item correctness; a part whose
+    runs had not all converged (``converged``) is undecided whatever its interval
+    (:func:`cmkd.verdicts.unless_unconverged`), and the evidence names those runs."""
     n_test = df.attrs.get("n_test") or len(str(df.test_correct.iloc[0]))
     out = []
     mm, um = _acc(df, "fusion_teacher"), _acc(df, "audio_teacher")
-    v = verdict_difference(mm, um, alternative="greater", n_test=n_test,
-                           correct_a=_correct(df, "fusion_teacher"),
-                           correct_b=_correct(df, "audio_teacher"))
+    short = _unconverged(df, "fusion_teacher") + _unconverged(df, "audio_teacher")
+    v = unless_unconverged(verdict_difference(
+        mm, um, alternative="greater", n_test=n_test, correct_a=_correct(df, "fusion_teacher"),
+        correct_b=_correct(df, "audio_teacher")), short)
     out.append(claim_row("MFH Table 1 / 5", "the multimodal (I + A) teacher is more accurate "
                          "than the unimodal (A) teacher",
-                         f"I + A - A teacher {v.text} points, paired over {len(mm)} runs", v))
-    parts = []
+                         f"I + A - A teacher {v.text} points, paired over {len(mm)} runs"
+                         + _mark(short), v))
+    parts, shorts = [], []
     for rho in sorted(df.rho.dropna().unique()):
-        parts.append(verdict_difference(
+        short = _unconverged(df, "cmkd", rho) + _unconverged(df, "umkd", rho)
+        shorts += short
+        parts.append(unless_unconverged(verdict_difference(
             _acc(df, "cmkd", rho), _acc(df, "umkd", rho), alternative="not_greater",
             margin=NOT_BETTER_MARGIN, n_test=n_test, correct_a=_correct(df, "cmkd", rho),
-            correct_b=_correct(df, "umkd", rho), label=f"rho {rho:g}: CM-KD - UM-KD"))
+            correct_b=_correct(df, "umkd", rho), label=f"rho {rho:g}: CM-KD - UM-KD"), short))
     c = combine(parts)
     out.append(claim_row("MFH Table 1 / 5", "yet its student is not better than the UM-KD "
                          "student (at every rho)",
                          "; ".join(f"{p.label} {p.text}" for p in parts)
-                         + f" points (a gain counts from {NOT_BETTER_MARGIN:g})", c))
-    if curves is not None:
-        out.append(plateau_claim(curves))
+                         + f" points (a gain counts from {NOT_BETTER_MARGIN:g})" + _mark(shorts),
+                         c))
+    if "converged" in df:
+        out.append(convergence_claim(df))
     return claims_frame(out)
 
 
-def plateau_claim(curves: pd.DataFrame) -> dict:
-    """Every job's validation curve is flat over its last :data:`PLATEAU_EPOCHS` epochs (slope
-    of validation accuracy on epoch, runs pooled per role, below :data:`PLATEAU_SLOPE`)."""
-    parts = []
-    for (role, rho), g in curves.groupby(["role", "rho"], dropna=False):
-        last = g[g.epoch > g.groupby("run").epoch.transform("max") - PLATEAU_EPOCHS]
-        label = ROLES[role] + ("" if pd.isna(rho) else f", rho {rho:g}")
-        parts.append(verdict_slope(last.epoch, last.val, alternative="not_greater",
-                                   margin=PLATEAU_SLOPE, label=label, unit="points per epoch"))
-    c = combine(parts)
-    worst = max(parts, key=lambda p: p.estimate if np.isfinite(p.estimate) else -np.inf)
-    return claim_row("setting", "every job trained to a plateau (validation accuracy flat over "
-                     f"its last {PLATEAU_EPOCHS} epochs)",
-                     f"largest slope: {worst.label} {worst.text} points per epoch; a rise "
-                     f"counts from {PLATEAU_SLOPE:g} per epoch", c)
+def convergence_claim(df: pd.DataFrame) -> dict:
+    """Every job trained to its plateau: its last ``window`` epochs (``df.attrs['window']``)
+    brought no validation gain, so early stopping, not the epoch cap, ended it (an exact count,
+    no interval)."""
+    window = df.attrs.get("window", PLATEAU_EPOCHS)
+    jobs = df.drop_duplicates("key")
+    short = jobs[~jobs.converged.astype(bool)]
+    names = [ROLES[r] + ("" if pd.isna(rho) else f", rho {rho:g}") + f", run {run}"
+             for r, rho, run in zip(short.role, short.rho, short.run)]
+    evidence = (f"{len(jobs) - len(short)} of {len(jobs)} jobs ended by early stopping"
+                + (f"; not converged: {', '.join(names)}" if names else ""))
+    return claim_row("setting", f"every job trained to a plateau (no validation gain over its "
+                     f"last {window} epochs)", evidence,
+                     exact(not names, note=f"{len(short)} of {len(jobs)} short"))
 
 
 # ----------------------------------------------------------------------------- figures

@@ -11,10 +11,14 @@ has no AV-MNIST code.  The shapes below are therefore our reading, documented:
 - ``audio_cnn3`` / ``audio_cnn5`` / ``audio_cnn6``: the CentralNet AV-MNIST CNN family (also
   MultiBench's ``LeNet(1, 6, L - 1)``): L blocks conv -> BatchNorm -> ReLU -> max-pool 2, the first
   conv 5x5 with ``channels`` filters, the next ones 3x3 doubling the channels (6, 12, 24, ...), no
-  conv bias; then a global average pool (``pooled``, channels * 2^(L-1) wide; CentralNet flattens
-  the last map, which for its 112 x 112 spectrograms and L = 6 is 1 x 1, the same thing) and the
-  MultiBench head: Linear(pooled, ``hidden`` = 100) -> ReLU -> Linear(classes) (``hidden=0``: a
-  single linear layer).  Inputs need sides >= 2^L (AV-MNIST spectrograms are 112 x 112).
+  conv bias; then an adaptive average pool to ``grid`` x ``grid`` cells, flattened (``pooled``,
+  channels * 2^(L-1) * grid^2 wide), and the MultiBench head: Linear(pooled, ``hidden`` = 100)
+  -> ReLU -> Linear(classes) (``hidden=0``: a single linear layer).  CentralNet flattens the last
+  map: for its 112 x 112 spectrograms that map is 1 x 1 at L = 6 (``grid=1``, the default: a
+  global average pool, the same thing) but 14 x 14 at L = 3, where ``grid`` = the last map's
+  side (input side / 2^L) is CentralNet's flatten and ``grid=1`` keeps only channels * 4
+  numbers of the 3-layer student's map.  Inputs need sides >= 2^L * grid (AV-MNIST
+  spectrograms are 112 x 112).
 """
 
 from __future__ import annotations
@@ -80,14 +84,15 @@ class AudioCNN(Backbone):
     """
 
     def __init__(self, layers: int, classes: int = 10, *, channels: int = 6, hidden: int = 100,
-                 in_channels: int = 1, modality: str = "audio"):
+                 in_channels: int = 1, grid: int = 1, modality: str = "audio"):
         super().__init__()
         name = f"audio_cnn{layers}"
         check_option(name, "classes", classes, low=1)
         check_option(name, "channels", channels, low=1)
         check_option(name, "hidden", hidden, low=0)
         check_option(name, "in_channels", in_channels, low=1)
-        self.name, self.layers, self.in_channels = name, layers, in_channels
+        check_option(name, "grid", grid, low=1)
+        self.name, self.layers, self.in_channels, self.grid = name, layers, in_channels, grid
         self.feature_shapes = {}
         c_in = in_channels
         for i in range(layers):
@@ -98,20 +103,22 @@ class AudioCNN(Backbone):
             self.add_module(f"block{i + 1}", block)
             self.feature_shapes[f"block{i + 1}"] = map_shape(c_out)
             c_in = c_out
-        self.feature_shapes["pooled"] = (c_in,)
-        self.classifier = (nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(),
+        width = c_in * grid * grid
+        self.feature_shapes["pooled"] = (width,)
+        self.classifier = (nn.Sequential(nn.Linear(width, hidden), nn.ReLU(),
                                          nn.Linear(hidden, classes))
-                           if hidden else nn.Linear(c_in, classes))
+                           if hidden else nn.Linear(width, classes))
         self.classes, self.modalities = classes, (modality,)
 
     def features(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         check_input(x, self.name, self.modalities[0], f"(batch, {self.in_channels}, H, W)", 4,
-                    channels=self.in_channels, min_size=2 ** self.layers)
+                    channels=self.in_channels, min_size=2 ** self.layers * self.grid)
         feats = OrderedDict()
         h = x
         for i in range(1, self.layers + 1):
             feats[f"block{i}"] = h = getattr(self, f"block{i}")(h)
-        feats["pooled"] = h.mean((2, 3))
+        feats["pooled"] = (h.mean((2, 3)) if self.grid == 1 else
+                           nn.functional.adaptive_avg_pool2d(h, self.grid).flatten(1))
         return feats
 
     def blocks(self) -> list[nn.Module]:
@@ -127,23 +134,23 @@ def lenet5(classes: int = 10, *, in_channels: int = 1, image_size: int = 28,
 
 @register("audio_cnn3")
 def audio_cnn3(classes: int = 10, *, channels: int = 6, hidden: int = 100, in_channels: int = 1,
-               modality: str = "audio") -> AudioCNN:
+               grid: int = 1, modality: str = "audio") -> AudioCNN:
     """3-layer audio CNN (MFH B.1's AV-MNIST audio student); see :class:`AudioCNN`."""
     return AudioCNN(3, classes, channels=channels, hidden=hidden, in_channels=in_channels,
-                    modality=modality)
+                    grid=grid, modality=modality)
 
 
 @register("audio_cnn5")
 def audio_cnn5(classes: int = 10, *, channels: int = 6, hidden: int = 100, in_channels: int = 1,
-               modality: str = "audio") -> AudioCNN:
+               grid: int = 1, modality: str = "audio") -> AudioCNN:
     """5-layer audio CNN (the audio backbone of MFH B.1's multimodal teacher)."""
     return AudioCNN(5, classes, channels=channels, hidden=hidden, in_channels=in_channels,
-                    modality=modality)
+                    grid=grid, modality=modality)
 
 
 @register("audio_cnn6")
 def audio_cnn6(classes: int = 10, *, channels: int = 6, hidden: int = 100, in_channels: int = 1,
-               modality: str = "audio") -> AudioCNN:
+               grid: int = 1, modality: str = "audio") -> AudioCNN:
     """6-layer audio CNN (MFH B.1's AV-MNIST audio teacher); see :class:`AudioCNN`."""
     return AudioCNN(6, classes, channels=channels, hidden=hidden, in_channels=in_channels,
-                    modality=modality)
+                    grid=grid, modality=modality)
