@@ -101,6 +101,67 @@ def test_cli_bad_input_status_2(tmp_path, capsys):
     assert "single class" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--executor", "dask"], "executor dask needs exactly one of a scheduler address"),
+    (["--executor", "dask", "--cluster", "missing.yaml"], "missing.yaml does not exist"),
+    (["--scheduler", "tcp://x:1"], "is for executor dask, not serial"),
+    (["--executor", "local", "--workers", "0"], "workers must be an integer >= 1"),
+])
+def test_cli_executor_checked_before_any_training(tmp_path, capsys, argv, words):
+    path = _pairs(tmp_path / "p.npz")
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    code = cli.main(["diagnose", str(path), "--teacher", "a", "--out", str(out), "--cache",
+                     str(cache), *argv])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert _cache_empty(cache) and not out.exists()
+
+
+class _Recording:
+    """An executor that runs the jobs in this process and records them (and its closing)."""
+
+    def __init__(self):
+        self.keys, self.closed = [], False
+
+    def map(self, fn, jobs):
+        for job in jobs:
+            self.keys.append(job.key)
+            yield fn(job)
+
+    def close(self):
+        self.closed = True
+
+
+def test_cli_executor_trains_every_job_and_is_closed(tmp_path, capsys, monkeypatch):
+    from cmkd.jobs.cache import entries
+    from cmkd.jobs.cluster import ExecutorChoice
+
+    built = []
+
+    def build(choice, quiet=False):
+        built.append((choice, _Recording()))
+        return built[-1][1]
+
+    monkeypatch.setattr(ExecutorChoice, "build", build)
+    path = _pairs(tmp_path / "p.npz", n=150)
+    out = tmp_path / "out"
+    code = cli.main(["diagnose", str(path), "--teacher", "a", "--out", str(out), "--cache",
+                     str(tmp_path / "cache"), "--seeds", "2", "--epochs", "2", "--pilot",
+                     "--executor", "local", "--workers", "3", "--retries", "1"])
+    assert code == 0, capsys.readouterr().err
+    (choice, executor), = built
+    assert choice == ExecutorChoice("local", workers=3, retries=1)
+    assert executor.closed
+    d = json.loads((out / "diagnosis.json").read_text())
+    # 2 modalities x 2 seeds unimodal models, then the pilot's 3 methods x 2 seeds: every
+    # job trained went through the executor, none in this process
+    assert len(executor.keys) == len(set(executor.keys)) == 4 + 6
+    trained = {e["key"] for e in entries(tmp_path / "cache") if e["complete"]}
+    assert trained == set(executor.keys)
+    assert set(d["directions"][0]["pilot"]["accuracy"]) == {"nokd", "kd", "c2kd"}
+
+
 class _Teacher(torch.nn.Module):
     def __init__(self, weight):
         super().__init__()

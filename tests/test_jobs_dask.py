@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cloudpickle
@@ -21,6 +24,7 @@ from cmkd.jobs import Job, SerialExecutor, run_jobs
 from cmkd.jobs import cache as jc
 from cmkd.jobs.cluster import (
     ENV,
+    PARENT_ENV,
     DaskExecutor,
     ExecutorChoice,
     ExecutorError,
@@ -152,13 +156,102 @@ def test_failures_are_reported_with_their_config_after_the_rest(executor):
 
 def test_gpu_workers_are_pinned_round_robin():
     specs = local_worker_specs(None, ["2", "5"])
-    assert [s["options"]["env"] for s in specs.values()] == [
-        {"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
+    assert [s["options"]["env"].get("CUDA_VISIBLE_DEVICES") for s in specs.values()] == ["2", "5"]
     specs = local_worker_specs(3, ["7"])  # three small jobs sharing one GPU
     assert {s["options"]["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()} == {"7"}
     assert len(specs) == 3 and all(s["options"]["nthreads"] == 1 for s in specs.values())
     cpu = local_worker_specs(None, [])
-    assert len(cpu) == 2 and all("env" not in s["options"] for s in cpu.values())
+    assert len(cpu) == 2
+    assert all("CUDA_VISIBLE_DEVICES" not in s["options"]["env"] for s in cpu.values())
+    assert all(s["options"]["env"][PARENT_ENV] == str(os.getpid()) for s in cpu.values())
+
+
+# ----------------------------------------------------------------------------- orphans
+def _death_signal() -> tuple[int, int]:
+    """In a worker: (its parent's pid, the signal it gets when that parent dies; 0: none)."""
+    import ctypes
+
+    value = ctypes.c_int(0)
+    ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(value))  # PR_GET_PDEATHSIG
+    return os.getppid(), value.value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_local_workers_ask_to_be_killed_with_this_process(executor):
+    # every worker connected now (one killed by an earlier test may still be restarting)
+    told = executor.client.run(_death_signal)
+    assert len(told) >= 1
+    assert set(told.values()) == {(os.getpid(), signal.SIGKILL)}
+
+
+KILLED_PARENT = """
+import os, sys, threading
+from distributed import Event
+from cmkd.jobs.cluster import DaskExecutor
+
+def hold(i):  # a job that runs until its worker is killed
+    Event(f"started-{i}").set()
+    threading.Event().wait()
+
+ex = DaskExecutor.local(2, gpus=[], quiet=True)
+held = [ex.client.submit(hold, i, key=f"hold-{i}") for i in range(2)]
+for i in range(2):
+    if not Event(f"started-{i}", client=ex.client).wait(timeout=600):
+        sys.exit("the jobs never started")
+print("WORKERS", *sorted(ex.client.run(os.getpid).values()), flush=True)
+threading.Event().wait()
+"""
+DEADLINE = 600.0  # seconds: two workers importing torch on a loaded 2-core machine
+
+
+def _line(proc: subprocess.Popen, deadline: float) -> str:
+    """The next line ``proc`` prints, waiting for it at most ``deadline`` seconds."""
+    ready, _, _ = select.select([proc.stdout], [], [], deadline)
+    if not ready:
+        raise AssertionError(f"no line from the process within {deadline:.0f} s")
+    return proc.stdout.readline()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd and prctl are Linux's")
+def test_killing_the_process_that_started_a_local_cluster_kills_its_workers():
+    """The process holding a LocalCluster is killed with -9 while each worker runs a job; no
+    worker survives.  The workers are stopped (SIGSTOP) first, as a worker stuck in native code
+    would be: Dask's own guard (a thread of the worker reading a pipe) cannot act then, the
+    kernel's death signal can.  Each worker's end is awaited on its pidfd (no polling)."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "lib"),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_PARENT], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    fds: dict[int, int] = {}
+    try:
+        line = _line(proc, DEADLINE)
+        assert line.startswith("WORKERS "), f"the cluster did not start: {line!r}"
+        pids = [int(p) for p in line.split()[1:]]
+        fds = {pid: os.pidfd_open(pid) for pid in pids}  # before any pid can be reused
+        for pid in pids:  # the workers are this process's children, not a nanny's
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            assert int(stat.rsplit(")", 1)[1].split()[1]) == proc.pid
+            os.kill(pid, signal.SIGSTOP)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    try:
+        assert len(fds) == 2
+        waiting = dict(fds)
+        end = time.monotonic() + 60
+        while waiting and time.monotonic() < end:
+            ended, _, _ = select.select(list(waiting.values()), [], [], end - time.monotonic())
+            waiting = {pid: fd for pid, fd in waiting.items() if fd not in ended}
+        assert not waiting, f"worker(s) {sorted(waiting)} outlived the killed process"
+    finally:  # what a failure leaves behind goes now
+        for fd in fds.values():
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.close(fd)
 
 
 # ----------------------------------------------------------------------------- the choice

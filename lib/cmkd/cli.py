@@ -79,23 +79,8 @@ def _main(argv: list[str] | None = None) -> int:
                      help="every job the notebooks train writes TensorBoard event files under "
                           ".cache/tb/<job key>/ (open with: tensorboard --logdir .cache/tb); "
                           "keys and results unchanged, cached jobs write none")
-    ex = rep.add_argument_group("scale out (the job grids of notebooks 06, 08 on Dask; README "
-                                "'Scale out')")
-    ex.add_argument("--executor", choices=("serial", "local", "dask"),
-                    help="what trains the job grids: serial (in the notebook's process), local "
-                         "(a Dask cluster on this machine: one worker per GPU, else --workers "
-                         "CPU workers) or dask (--scheduler or --cluster); default: each "
-                         "notebook's own choice.  Never changes a result")
-    ex.add_argument("--workers", type=int, metavar="N",
-                    help="local: worker processes (default: one per visible GPU, else 2)")
-    where_ = ex.add_mutually_exclusive_group()
-    where_.add_argument("--scheduler", metavar="ADDRESS",
-                        help="dask: a running Dask scheduler (tcp://host:8786)")
-    where_.add_argument("--cluster", metavar="FILE",
-                        help="dask: a cluster file (YAML: kind: slurm, jobs: N, queue, cores, "
-                             "memory, walltime, job_extra_directives, job_script_prologue)")
-    ex.add_argument("--retries", type=int, default=2, metavar="N",
-                    help="local, dask: extra tries of a job that raised (default 2)")
+    _executor_options(rep, "scale out (the job grids of notebooks 04, 06, 08, 10 on Dask; "
+                           "README 'Scale out')")
     ref = sub.add_parser("refresh-notebooks",
                          help="regenerate stored notebook outputs (nbval baseline) from smoke")
     ref.add_argument("--only", nargs="+", metavar="NN")
@@ -153,6 +138,7 @@ def _main(argv: list[str] | None = None) -> int:
                                                       "(default: --epochs)")
     dia.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     dia.add_argument("--cache", help=where)
+    _executor_options(dia, "scale out (what trains the models; README 'Scale out')")
     args = parser.parse_args(argv)
     if args.command == "diagnose":
         return diagnose_command(args)
@@ -187,7 +173,7 @@ def diagnose_command(args) -> int:
                         pilot_epochs=args.pilot_epochs, device=args.device, cache=args.cache)
     try:
         result = diagnose(args.source, args.teacher, args.student, root=args.root,
-                          out=args.out, settings=settings)
+                          out=args.out, settings=settings, executor=_executor_choice(args))
     except (DiagnoseError, DatasetError, NotADirectoryError) as err:
         print(f"{err}" if str(err).startswith("cmkd") else f"cmkd diagnose: {err}",
               file=sys.stderr)
@@ -201,6 +187,28 @@ def diagnose_command(args) -> int:
                   f"{p['c2kd']['text']} ({p['c2kd']['verdict']})")
     print(f"report: {args.out}/REPORT.md, {args.out}/report.html, {args.out}/diagnosis.json")
     return 0
+
+
+def _executor_options(parser, title: str) -> None:
+    """The --executor, --workers, --scheduler, --cluster, --retries options (of reproduce and
+    diagnose; :func:`_executor_choice` reads them)."""
+    ex = parser.add_argument_group(title)
+    ex.add_argument("--executor", choices=("serial", "local", "dask"),
+                    help="what trains the jobs: serial (in the notebook's or command's "
+                         "process), local (a Dask cluster on this machine: one worker per GPU, "
+                         "else --workers CPU workers) or dask (--scheduler or --cluster); "
+                         "default: $CMKD_EXECUTOR, else each notebook's own choice (diagnose: "
+                         "serial).  Never changes a result")
+    ex.add_argument("--workers", type=int, metavar="N",
+                    help="local: worker processes (default: one per visible GPU, else 2)")
+    where_ = ex.add_mutually_exclusive_group()
+    where_.add_argument("--scheduler", metavar="ADDRESS",
+                        help="dask: a running Dask scheduler (tcp://host:8786)")
+    where_.add_argument("--cluster", metavar="FILE",
+                        help="dask: a cluster file (YAML: kind: slurm, jobs: N, queue, cores, "
+                             "memory, walltime, job_extra_directives, job_script_prologue)")
+    ex.add_argument("--retries", type=int, default=2, metavar="N",
+                    help="local, dask: extra tries of a job that raised (default 2)")
 
 
 def _executor_choice(args):

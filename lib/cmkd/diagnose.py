@@ -596,16 +596,27 @@ def _measured(rows, direction, method, base="nokd", n_test=None):
 
 def diagnose(source, teacher: str | None = None, student: str | None = None, *,
              root: str | None = None, out: str | Path | None = None,
-             settings: Settings | None = None) -> dict:
+             settings: Settings | None = None, executor=None) -> dict:
     """Run the diagnostic (module docstring) and return ``diagnosis.json``'s content; with
     ``out``, write REPORT.md, report.html, the figures and diagnosis.json there.  Every input
-    problem is a DiagnoseError before any training."""
-    from cmkd.jobs import cache_dir, run_jobs
-    from cmkd.metrics.cka import cka
-    from cmkd.metrics.krc import kendall_tau
+    problem is a DiagnoseError before any training.
+
+    ``executor``: what trains the models (``cmkd diagnose --executor``): an executor of
+    :mod:`cmkd.jobs.executors` (a :class:`cmkd.jobs.cluster.DaskExecutor`, ...), or a
+    :class:`cmkd.jobs.cluster.ExecutorChoice`, checked with the input (a DiagnoseError before
+    any training), built once the jobs are checked and closed at the end; None: the one the
+    environment names (``CMKD_EXECUTOR``), else this process.  The results do not depend on it.
+    """
+    from cmkd.jobs import cache_dir
+    from cmkd.jobs.cluster import ExecutorChoice, ExecutorError
 
     settings = settings or Settings()
     bad = settings.problems()
+    if isinstance(executor, ExecutorChoice):
+        try:
+            executor.check()
+        except ExecutorError as err:
+            bad.append(f"executor: {err}")
     if bad:
         raise DiagnoseError(source, bad)
     src = resolve_source(source, teacher, student, root)
@@ -616,7 +627,26 @@ def diagnose(source, teacher: str | None = None, student: str | None = None, *,
     with _spec(src):
         for job in [*jobs.values(), *pjobs.values()]:
             job.check()
-    rows = run_jobs(list(jobs.values()), cache=cache, progress=settings.progress)
+    if not isinstance(executor, ExecutorChoice):
+        return _diagnose(source, src, info, cache, jobs, pjobs, settings, out, executor)
+    built = executor.build(quiet=not settings.progress)
+    try:
+        return _diagnose(source, src, info, cache, jobs, pjobs, settings, out, built)
+    finally:
+        close = getattr(built, "close", None)
+        if close is not None:
+            close()
+
+
+def _diagnose(source, src: Source, info: dict, cache: Path, jobs: dict, pjobs: dict,
+              settings: Settings, out, executor) -> dict:
+    """:func:`diagnose` once its input is checked: train (``executor``), measure, write."""
+    from cmkd.jobs import run_jobs
+    from cmkd.metrics.cka import cka
+    from cmkd.metrics.krc import kendall_tau
+
+    rows = run_jobs(list(jobs.values()), executor=executor, cache=cache,
+                    progress=settings.progress)
     seeds = list(range(settings.seed, settings.seed + settings.seeds))
     held = info["held_out"]
     outs = {k: outputs(j, src, held, cache) for k, j in jobs.items()}
@@ -653,7 +683,8 @@ def diagnose(source, teacher: str | None = None, student: str | None = None, *,
         "directions": directions, "rule": RULE,
     }
     if settings.pilot:
-        prow = run_jobs(list(pjobs.values()), cache=cache, progress=settings.progress)
+        prow = run_jobs(list(pjobs.values()), executor=executor, cache=cache,
+                        progress=settings.progress)
         recs = []
         for (t, s_mod, method, seed), job in pjobs.items():
             r = prow[prow.key == job.key].iloc[0]

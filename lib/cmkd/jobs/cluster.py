@@ -169,11 +169,17 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+#: the environment variable that tells a local worker process the pid of the process that
+#: started the cluster (:func:`dask_setup`)
+PARENT_ENV = "CMKD_DASK_PARENT"
+
+
 def local_worker_specs(workers: int | None, gpus: Sequence[str]) -> dict[int, dict]:
     """The workers of a local cluster: with GPUs, ``workers`` (default: one per GPU) workers
     dealt round-robin over them, each seeing only its GPU (``CUDA_VISIBLE_DEVICES``: several
     small jobs can share one GPU); without, ``workers`` (default 2) CPU workers.  One thread
-    each (a worker runs one job at a time)."""
+    each (a worker runs one job at a time).  Each worker process dies with this process
+    (:func:`dask_setup`, preloaded: its nanny lives here, the worker is this process's child)."""
     from distributed import Nanny
 
     n = workers if workers is not None else (len(gpus) or 2)
@@ -181,11 +187,28 @@ def local_worker_specs(workers: int | None, gpus: Sequence[str]) -> dict[int, di
         raise ExecutorError(f"workers must be >= 1, got {n}")
     specs = {}
     for i in range(n):
-        options: dict[str, Any] = {"nthreads": 1, "name": i, "silence_logs": logging.ERROR}
+        env = {PARENT_ENV: str(os.getpid())}
         if gpus:
-            options["env"] = {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]}
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        options: dict[str, Any] = {"nthreads": 1, "name": i, "silence_logs": logging.ERROR,
+                                   "env": env, "preload": [__name__]}
         specs[i] = {"cls": Nanny, "options": options}
     return specs
+
+
+def dask_setup(worker: Any = None) -> None:  # pragma: no cover - runs in the worker processes
+    """Dask's preload hook, run in each worker process of :func:`local_cluster` as it starts:
+    the process gets SIGKILL when the process that started the cluster dies, even by SIGKILL
+    (:func:`cmkd.runtime.die_with_parent`, as the pool workers of
+    :class:`cmkd.jobs.ProcessExecutor`), so no worker outlives a killed notebook or
+    ``cmkd reproduce``.  Dask's own guard (a pipe the worker watches from a Python thread) does
+    not fire while the worker is stopped or its interpreter is stuck; the kernel's signal does.
+    Workers started otherwise (no :data:`PARENT_ENV`) are left alone."""
+    from cmkd.runtime import die_with_parent
+
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit():
+        die_with_parent(int(parent))
 
 
 def local_cluster(workers: int | None = None, gpus: Sequence[str] | None = None,
