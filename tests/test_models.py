@@ -45,8 +45,11 @@ PARAMS = [pytest.param(n, o, x, id=f"{n}-{i}") for n, cases in CASES.items()
 
 
 # dense (segmentation) networks return (batch, classes, H, W) logits: their contract is checked
-# in tests/test_models_deeplab.py (the heads through the dense methods in test_dense_distill.py)
-DENSE = ("deeplabv3plus_mobilenet_v2", "deeplabv3plus_resnet18", "dense_proxy_head")
+# in tests/test_models_deeplab.py (the heads through the dense methods in test_dense_distill.py),
+# the RGB-D teachers' in tests/test_models_rgbd.py
+DENSE = ("deeplabv3plus_cen_resnet18", "deeplabv3plus_general_resnet18",
+         "deeplabv3plus_mobilenet_v2", "deeplabv3plus_resnet18", "deeplabv3plus_sagate_resnet18",
+         "dense_proxy_head")
 
 
 def test_every_registered_model_has_a_case():
