@@ -44,7 +44,7 @@
 # %% tags=["parameters"]
 profile: str = "smoke"  # reports/<profile>/ receives figures and tables
 seed: int = 0  # first seed of every model
-seeds: int = 2  # seeds per model (>= 2: the measured gain's spread)
+seeds: int = 2  # seeds per model (at least 2: the spread of the measured gain)
 epochs: int = 3  # most epochs of every model (unimodal and students)
 patience: int = 3  # early stopping on validation accuracy (epochs)
 batch_size: int = 64  # mini-batch size

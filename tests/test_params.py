@@ -415,7 +415,8 @@ def test_paper_preflight_lists_every_problem_and_what_can_run_meanwhile(root, tm
     assert all(f"parameter '{p}'" in msg for p in PAPER_06_PROBLEMS)
     assert msg.endswith("These notebooks read no dataset and can run meanwhile: "
                         "01_mvd_synthetic_sweeps, 02_modality_general_teacher, 03_theorem_4_1, "
-                        "08_gamma_meets_c2kd:\n  cmkd reproduce --profile paper --only 01 02 03 08")
+                        "08_gamma_meets_c2kd, 09_diagnostic_validation:\n"
+                        "  cmkd reproduce --profile paper --only 01 02 03 08 09")
     assert not (proj / "reports").exists()
 
 

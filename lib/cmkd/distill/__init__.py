@@ -65,15 +65,7 @@ and all-class Zipf ranks (yzd-v/cls_KD), SHAKE's layer-normalised logits and sha
 (lliai/SHAKE) and Review's HCL levels chosen by the map's height (dvlab-research/ReviewKD); each
 file says what it follows.
 """
-from cmkd.distill.c2kd import (
-    FILTERS,
-    c2kd_loss,
-    filter_scores,
-    kl_towards,
-    masked_mean,
-    ofsd_mask,
-    random_mask,
-)
+from cmkd.distill.c2kd import c2kd_loss, kl_towards
 from cmkd.distill.cirkd import anchor_relation_loss, minibatch_pixel_loss, region_embeddings
 from cmkd.distill.dense import dense, is_dense, pixels
 from cmkd.distill.dist import dist_loss
@@ -85,6 +77,7 @@ from cmkd.distill.kd import kd_loss
 from cmkd.distill.nkd import nkd_loss
 from cmkd.distill.review import hcl_loss, review_loss
 from cmkd.distill.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
+from cmkd.distill.selection import FILTERS, filter_scores, masked_mean, ofsd_mask, random_mask
 from cmkd.distill.shake import shake_loss
 from cmkd.distill.uskd import uskd_loss
 from cmkd.distill.zipf import zipf_loss, zipf_soft_labels

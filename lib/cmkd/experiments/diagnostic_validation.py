@@ -99,8 +99,8 @@ def _module(value: str) -> None:
 @dataclass(frozen=True)
 class Config:
     seed: int = field(metadata=spec("first seed of every model"))
-    seeds: int = field(metadata=spec("seeds per model (>= 2: the measured gain's spread)",
-                                     low=2, high=20))
+    seeds: int = field(metadata=spec(
+        "seeds per model (at least 2: the spread of the measured gain)", low=2, high=20))
     epochs: int = field(metadata=spec("most epochs of every model (unimodal and students)",
                                       low=1, high=1000))
     patience: int = field(metadata=spec("early stopping on validation accuracy (epochs)", low=1,
