@@ -124,6 +124,15 @@ def test_claims_fail_when_the_planted_effects_are_reversed():
     assert list(table2.verdict) == ["NOT held", "NOT held", "held"], claims.to_string()
 
 
+def test_runs_still_improving_at_the_cap_leave_table2_undecided():
+    res = _planted(tckd_drop=-20, krc_gain=-10)
+    res.runs["still_improving"] = res.runs.label.str.contains("KRC")
+    claims = dg.claims(res)
+    table2 = claims[claims.artefact == "C2KD Table 2"]
+    # only the claim that compares +KRC rows rests on unconverged runs
+    assert list(table2.verdict) == ["NOT held", "undecided", "held"], claims.to_string()
+
+
 def test_table2_puts_proba_under_w_o_kd_and_compare_finds_nothing_for_avdigits():
     res = _planted()
     res.runs["key"] = np.arange(len(res.runs))

@@ -44,7 +44,13 @@ from cmkd.methods import check_method_hparams
 from cmkd.params import spec
 from cmkd.reporting import new_figure, paper_entry
 from cmkd.runtime import DEVICES, device_available
-from cmkd.verdicts import claim_row, claims_frame, combine, verdict_difference
+from cmkd.verdicts import (
+    claim_row,
+    claims_frame,
+    combine,
+    unless_unconverged,
+    verdict_difference,
+)
 
 #: the audio-visual datasets of this notebook (embedded, then the papers')
 DATASETS = ("avdigits", "cremad", "ave", "vggsound")
@@ -397,11 +403,19 @@ def _correct(part: pd.DataFrame, label: str) -> np.ndarray | None:
 
 
 def _diff(part, a, b, label, **kw):
+    """Row ``a`` minus row ``b`` by the verdict rule; undecided when a run of either row was
+    ended by the epoch cap while its validation score still improved (the label names them)."""
     ca, cb = _correct(part, a), _correct(part, b)
     if ca is None or cb is None or ca.shape != cb.shape:
         ca = cb = None
-    return verdict_difference(_series(part, a), _series(part, b), n_test=int(part.n_test.iloc[0]),
-                              correct_a=ca, correct_b=cb, label=label, **kw)
+    rows = part[part.label.isin([a, b])]
+    rising = rows.get("still_improving", pd.Series(False, index=rows.index)).fillna(False)
+    short = [f"{r.label} seed {r.seed}" for r, up in zip(rows.itertuples(), rising) if up]
+    if short:
+        label += f" (still improving at the last epoch: {', '.join(short)})"
+    return unless_unconverged(verdict_difference(
+        _series(part, a), _series(part, b), n_test=int(part.n_test.iloc[0]), correct_a=ca,
+        correct_b=cb, label=label, **kw), short)
 
 
 def stronger_modality(res: Results, dataset: str) -> str:
