@@ -5,6 +5,7 @@ folders; where the cache is (a relative $CMKD_CACHE, a file in the way).  Tiny M
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -241,6 +242,26 @@ def test_a_cache_path_that_is_a_file_stops_before_training(monkeypatch, tmp_path
     assert fits == []
     assert cli.main(["cache", "list"]) == 2
     assert "cmkd cache list: the job cache" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_full_or_read_only_cache_disk_stops_before_training(monkeypatch, tmp_path, fits, code):
+    """The disk's answer is simulated where the probe writes (the tests may run as root, whom
+    file modes do not stop); the real write path is the same os.write."""
+    real_write = os.write
+
+    def refused(fd, data):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(jc.TMP_PREFIX):
+            raise OSError(code, os.strerror(code))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(jc.os, "write", refused)
+    with pytest.raises(OSError, match=rf"the job cache .*jobs cannot be written "
+                                      rf"\({os.strerror(code)}\): no job was trained") as e:
+        run_jobs([A], cache=tmp_path / "jobs", progress=False)
+    assert e.value.errno == code and "\n" not in str(e.value)
+    assert fits == []
+    assert not [p for p in (tmp_path / "jobs").iterdir()]  # the probe removed
 
 
 # ----------------------------------------------------------------------------- the commands

@@ -51,6 +51,7 @@ import secrets
 import shutil
 import socket
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -118,6 +119,29 @@ def _usable(path: Path, source: str) -> Path:
                 raise NotADirectoryError(f"the job cache {path} ({source}) {what}{hint}")
             break
     return path
+
+
+def writable(cache: Path) -> Path:
+    """Check, before any training, that jobs can be stored in ``cache``: the folder is created
+    and a small probe file written, synced and removed there.  A read-only or full disk (or a
+    folder one may not write) is an OSError of one line naming the folder and the reason, with
+    what to do; nothing is trained first only to fail at the store."""
+    cache = Path(cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}probe-", dir=cache)
+        try:
+            os.write(fd, b"0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OSError(e.errno, f"the job cache {cache} cannot be written ({reason}): no job was "
+                               f"trained; free space there or set CMKD_CACHE to a writable "
+                               f"folder") from None
+    return cache
 
 
 def folder(cache: Path, key: str) -> Path:
