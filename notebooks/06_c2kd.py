@@ -133,13 +133,14 @@ if config.has("table3"):
 
 # %% [markdown]
 # ## Did the runs converge?
-# Validation accuracy per epoch of every row the claims of Tables 3 and 5 score (mean over
-# seeds; dotted: controls and unranked rows), and per row the epochs trained and the runs still
-# improving at their last epoch. A curve that still rises where it ends belongs to runs the
-# epoch cap stopped.
+# Validation accuracy per epoch of every row a claim scores (Tables 3, 5, 6, 7 and Fig. 4, 5;
+# Fig. 3 is drawn from Table 3's runs; mean over seeds; dotted: controls and unranked rows), and
+# per row the epochs trained and the runs still improving at their last epoch. A curve that
+# still rises where it ends belongs to runs the epoch cap stopped.
 
 # %%
-for section, name in (("table3", "Table 3"), ("table5", "Table 5")):
+for section, name in (("table3", "Table 3"), ("table5", "Table 5"), ("fig4", "Fig. 4"),
+                      ("fig5", "Fig. 5"), ("table6", "Table 6"), ("table7", "Table 7")):
     if config.has(section):
         curves = c2.plot_curves(c2.histories(runs, section=section))
         print(report.save_figure(curves, f"c2kd_{section}_curves", "validation accuracy per "

@@ -486,8 +486,10 @@ def histories(results: pd.DataFrame, cache=None, section: str = "fig3") -> pd.Da
     for row in results[results.section == section].itertuples():
         h = pd.read_csv(jc.history_file(folder, row.key))
         krc = (h["n_krc_below_omega"] / h["steps"]) if "n_krc_below_omega" in h else np.nan
+        omega = getattr(row, "omega", np.nan)  # Fig. 4: one row per filter and threshold
+        label = row.label if pd.isna(omega) else f"{row.label}, ω = {omega:g}"
         frames.append(pd.DataFrame({"dataset": row.dataset, "direction": row.direction,
-                                    "seed": row.seed, "label": row.label,
+                                    "seed": row.seed, "label": label,
                                     "epoch": h["epoch"] + 1,
                                     "val_acc": 100 * h["val_accuracy"],
                                     "test_acc": 100 * h["test_accuracy"],
