@@ -98,6 +98,7 @@ crisismmd_text_dim: int = 768  # size of the text encoder's features (BERT-base:
 crisismmd_image_dim: int = 1280  # size of the image encoder's features (MobileNetV2: 1280)
 workers: int = 0  # DataLoader worker processes per job
 processes: int = 1  # jobs trained at once in worker processes (1: in this process)
+stack_seeds: list = []  # datasets whose seeds of a row train as one stack of models (mfeat)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda or mps
 
 # %%
@@ -111,8 +112,9 @@ report = Report("06_c2kd", profile, "C2KD benchmark: Tables 1, 3, 5, 6, 7 and Fi
 runs = c2.run(config)
 print(f"{runs.attrs['jobs']} jobs ({len(runs)} table rows) on {', '.join(config.datasets)}, "
       f"{config.n_seeds} seed(s), directions {', '.join(config.directions)}")
-n_improving = int(runs.drop_duplicates("key").still_improving.sum())
-print(f"runs still improving at their last epoch: {n_improving} of {runs.key.nunique()}")
+distinct = runs.drop_duplicates(["key", "run"])
+n_improving = int(distinct.still_improving.sum())
+print(f"runs still improving at their last epoch: {n_improving} of {len(distinct)}")
 
 # %% [markdown]
 # ## Table 3 (and Table 1): ten KD methods and C2KD

@@ -233,6 +233,58 @@ def test_grid_shares_teachers_and_rows(root):
     assert config.has("fig4") and "fig4" not in config.sections
 
 
+def test_stacked_seeds_fold_each_rows_seeds_into_one_job(root):
+    config = load_params(root / "params/default/06_c2kd.yaml", c2.Config)
+    config = dataclasses.replace(config, stack_seeds=["mfeat"], n_seeds=2, directions=["a2v"],
+                                 dataset_sections={"avdigits": ["table5"],
+                                                   "mfeat": ["table3", "table7"]})
+    jobs, tags = c2.grid(config)
+    alone, before = c2.grid(dataclasses.replace(config, stack_seeds=[]))
+    seeds = [config.seed + r for r in range(config.n_seeds)]
+    for dataset in config.datasets:
+        stacked = [j for j in jobs if j.dataset == dataset and j.stacked]
+        if dataset not in config.stack_seeds:
+            assert not stacked
+            continue
+        assert stacked
+        for job in stacked:
+            assert job.run_seeds() == seeds
+            assert [r["dataset_options"] for r in job.runs] == [{"order": s} for s in seeds]
+            if job.teacher is not None:
+                assert job.teacher.runs == job.runs
+        # what has no stacked form trains seed by seed: ReviewKD, OGM-GE teachers
+        assert {j.method for j in jobs if j.dataset == dataset and not j.stacked} == {
+            "review", "nkd"}
+        assert {j.teacher.model for j in jobs if j.dataset == dataset and not j.stacked
+                and j.method == "nkd"} == {"fusion_ogm_ge"}
+    # every tag of seed s points at the run of seed s of its job
+    for tag in tags.itertuples():
+        job = jobs[tag.job]
+        assert (job.run_seeds()[tag.run] if job.stacked else job.seed) == tag.seed
+    # the same tags, and per dataset as many runs as before
+    cols = ["section", "dataset", "direction", "seed", "label"]
+    assert before[cols].equals(tags[cols])
+    assert len(alone) > len(jobs)
+
+
+def test_a_stacked_grid_runs_and_reports_each_seed(root, tmp_path, monkeypatch):
+    monkeypatch.setenv("CMKD_CACHE", str(tmp_path / "cache"))
+    config = load_params(root / "params/smoke/06_c2kd.yaml", c2.Config)
+    config = dataclasses.replace(config, datasets=["mfeat"], sections=["fig4"], n_seeds=2,
+                                 fig4_filters=["krc"], stack_seeds=["mfeat"])
+    runs = c2.run(config, progress=False)
+    assert runs.attrs["jobs"] == 2  # KRC at omega 0 and no selection, each a stack of 2
+    assert sorted(runs.seed) == [0, 0, 1, 1] and set(runs.run) == {0, 1}
+    from cmkd.jobs import cache as jc
+
+    for row in runs.itertuples():
+        stored = jc.read_rows(jc.cache_dir(), row.key)[row.run]
+        assert stored["run_seed"] == row.seed
+        assert 100 * stored["test_at_best_val"] == pytest.approx(row.acc)
+    hist = c2.histories(runs, section="fig4")
+    assert set(hist.groupby(["label", "seed"]).epoch.max()) == {1}  # one epoch per run
+
+
 # ----------------------------------------------------------------------------- rows and presets
 ALL_ROWS = (*c2.TABLE3, *c2.TABLE1, *c2.TABLE5, *c2.TABLE6, *c2.TABLE7, c2.FIG4_NONE,
             *(r for rows in c2.FIG5.values() for r in rows))
@@ -293,7 +345,7 @@ def test_table5_modules_are_the_printed_switches():
 #: the columns of run(): the grid's tags (section, dataset, direction, seed, label and the
 #: extras of some sections), the job's scores and its test split's size
 RESULT_COLUMNS = ("section", "dataset", "direction", "seed", "label", "switches", "omega", "base",
-                  "key", "method", "acc", "acc_last", "teacher_acc", "teacher_end_acc",
+                  "run", "key", "method", "acc", "acc_last", "teacher_acc", "teacher_end_acc",
                   "seconds", "n_test")
 
 
@@ -335,7 +387,7 @@ def _frame(cells, n_test: int = 300) -> pd.DataFrame:
         section, dataset, direction, seed, label, acc, *rest = cell
         teacher, end, extra = list(rest) + [np.nan, np.nan, {}][len(rest):]
         rows.append(dict({c: np.nan for c in RESULT_COLUMNS}, section=section, dataset=dataset,
-                         direction=direction, seed=seed, label=label, key=f"k{len(rows)}",
+                         direction=direction, seed=seed, label=label, run=0, key=f"k{len(rows)}",
                          method=label, acc=acc, acc_last=acc, teacher_acc=teacher,
                          teacher_end_acc=end, seconds=1.0, n_test=n_test, **extra))
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))

@@ -184,3 +184,26 @@ def test_rebuilding_from_the_wheel_matches_the_committed_file():
     for key, value in new.items():
         assert np.asarray(value).dtype == raw[key].dtype, key
         np.testing.assert_array_equal(value, raw[key], err_msg=key)
+
+
+def test_order_permutes_the_train_items_only():
+    plain = {s: data.load("mfeat", None, s) for s in ("train", "val", "test")}
+    a = data.load("mfeat", None, "train", order=3)
+    b = data.load("mfeat", None, "train", order=3)
+    c = data.load("mfeat", None, "train", order=4)
+    for k in plain["train"].tensors:
+        assert torch.equal(a.tensors[k], b.tensors[k])  # seeded: the same order again
+    assert not torch.equal(a.tensors["fou"], plain["train"].tensors["fou"])
+    assert not torch.equal(a.tensors["fou"], c.tensors["fou"])
+    # the same items, each still paired with its own other view and label
+    key = torch.cat([plain["train"].tensors["fou"], plain["train"].tensors["kar"],
+                     plain["train"].tensors["label"][:, None].float()], 1)
+    moved = torch.cat([a.tensors["fou"], a.tensors["kar"], a.tensors["label"][:, None].float()], 1)
+    assert sorted(map(tuple, key.tolist())) == sorted(map(tuple, moved.tolist()))
+    for split in ("val", "test"):  # scored item by item: never reordered
+        other = data.load("mfeat", None, split, order=3)
+        for k in plain[split].tensors:
+            assert torch.equal(other.tensors[k], plain[split].tensors[k])
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="order must be None or an int"):
+            data.load("mfeat", None, "train", order=bad)

@@ -98,19 +98,34 @@ def arrays(split: str, views: Sequence[str] = DEFAULT_VIEWS, standardize: bool =
 
 class MFeat(ArrayDataset):
     """Map-style dataset over one split; item i is ``{view: (dim,), ..., 'label'}`` for the
-    chosen views (``tensors`` holds the whole split, :class:`cmkd.data.arrays.ArrayDataset`)."""
+    chosen views (``tensors`` holds the whole split, :class:`cmkd.data.arrays.ArrayDataset`).
+
+    ``order``: None (default) keeps the stored order; an int permutes the items of the *train*
+    split by a permutation seeded with it (the same set of items; validation and test keep their
+    order, so every run is scored item by item on the same list).  The runs of a stack
+    (:class:`cmkd.jobs.Job` ``runs``) share one batch order; giving each run its own ``order``
+    gives each its own sequence of batches, as separate runs have."""
 
     def __init__(self, split: str = "train", views: Sequence[str] = DEFAULT_VIEWS,
-                 standardize: bool = True, path: Path | str = PATH):
+                 standardize: bool = True, path: Path | str = PATH, order: int | None = None):
         self.split, self.modalities = split, check_views(views)
-        super().__init__(arrays(split, self.modalities, standardize, path))
+        tensors = arrays(split, self.modalities, standardize, path)
+        if order is not None:
+            if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+                raise ValueError(f"dataset 'mfeat': order must be None or an int >= 0, got "
+                                 f"{order!r}")
+            if split == "train":
+                n = len(tensors["label"])
+                perm = torch.randperm(n, generator=torch.Generator().manual_seed(order))
+                tensors = {k: v[perm] for k, v in tensors.items()}
+        super().__init__(tensors)
 
 
 def load(root=None, split: str = "train", views: Sequence[str] = DEFAULT_VIEWS,
-         standardize: bool = True) -> MFeat:
+         standardize: bool = True, order: int | None = None) -> MFeat:
     """Registry entry: two distinct views of the fixed split; ``root`` is ignored (the data ship
-    with the package)."""
-    return MFeat(split, views, standardize)
+    with the package); ``order``: the train split's items permuted (see :class:`MFeat`)."""
+    return MFeat(split, views, standardize, order=order)
 
 
 def unimodal_accuracies(model: str = "logistic", split: str = "test", seed: int = 0,

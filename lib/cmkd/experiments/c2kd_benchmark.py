@@ -232,6 +232,11 @@ def _check_dataset_sections(value) -> None:
                              f"got {sections!r}")
 
 
+#: datasets whose seeds can train as one stack (a loader option ``order`` gives each run its own
+#: order of training items; :func:`stack_seeds`)
+STACKABLE = ("mfeat",)
+
+
 @dataclass(frozen=True)
 class Config:
     seed: int = field(metadata=spec("base seed; run r uses seed + r", low=0))
@@ -271,6 +276,13 @@ class Config:
     extra_methods: list[str] = field(kw_only=True, default_factory=list, metadata=spec(
         "methods (or presets) added as Table 3 rows beside the paper's, e.g. one of "
         "method_modules"))
+    stack_seeds: list[str] = field(kw_only=True, default_factory=list, metadata=spec(
+        "datasets whose n_seeds runs of a row train at once as one stack of models (the MLPs "
+        "of mfeat: about 2x less CPU; each run keeps its own initialisation and its own order "
+        "of training batches; the runs stop together once every one has stalled for "
+        "`patience` epochs, each keeping its own best-validation epoch; rows whose method or "
+        "teacher has no stacked form train seed by seed); []: every run alone",
+        choices=STACKABLE))
     tensorboard: bool = field(kw_only=True, default=False, metadata=spec(
         "write each trained job's history as TensorBoard event files under .cache/tb/<job key>/ "
         "(cmkd reproduce --tensorboard does it for every notebook)"))
@@ -418,7 +430,66 @@ def grid(config: Config) -> tuple[list, pd.DataFrame]:
                     teacher = (None if row.fusion is None else
                                make.fusion_teacher(dataset, row.fusion, direction, seed))
                     add("table7", dataset, direction, seed, row.label, student(row, teacher))
-    return jobs, pd.DataFrame(tags)
+    tags = pd.DataFrame(tags)
+    tags["run"] = 0
+    return stack_seeds(jobs, tags, config.stack_seeds, config.seed)
+
+
+def _unseeded(job):
+    """``job`` with its seed and its teacher's seed set to 0: what the seeds of a row share."""
+    teacher = None if job.teacher is None else job.teacher.replace(seed=0)
+    return job.replace(seed=0, teacher=teacher)
+
+
+def stacked_job(job, seeds: list[int], base_seed: int):
+    """``job`` (and its teacher) as one stack of runs, run r initialised from ``seeds[r]`` and
+    reading the train split in its own order (``order`` = its seed); ``base_seed`` seeds the
+    batch order the runs share.  A ValueError when the method or a model has no stacked form."""
+    runs = [{"seed": s, "dataset_options": {"order": s}} for s in seeds]
+    teacher = None
+    if job.teacher is not None:
+        if job.teacher.teacher is not None:
+            raise ValueError("a teacher with a teacher is not stacked")
+        teacher = job.teacher.replace(seed=base_seed, runs=runs)
+    out = job.replace(seed=base_seed, runs=runs, teacher=teacher)
+    out.check()  # builds the stacked models and method: raises for those without one
+    if teacher is not None:
+        teacher.check()
+    return out
+
+
+def stack_seeds(jobs: list, tags: pd.DataFrame, datasets, base_seed: int
+                ) -> tuple[list, pd.DataFrame]:
+    """Fold the jobs of ``datasets`` that differ only in their seed (and their teacher's) into
+    one stack per row (:func:`stacked_job`); a tag of seed s then points at its stack's run of
+    seed s (``job``, ``run``).  Jobs whose method or models have no stacked form stay alone."""
+    if not datasets:
+        return jobs, tags
+    groups: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        if job.dataset in datasets and not job.stacked and job.kind == "student":
+            groups.setdefault(_unseeded(job).key, []).append(i)
+    where: dict[int, tuple[int, int]] = {}  # old job index -> (new job index, run)
+    out: list = []
+    for members in groups.values():
+        seeds = sorted(jobs[i].seed for i in members)
+        if len(members) < 2 or len(set(seeds)) != len(seeds):
+            continue
+        try:
+            stack = stacked_job(jobs[members[0]], seeds, base_seed)
+        except ValueError:
+            continue
+        out.append(stack)
+        for i in members:
+            where[i] = (len(out) - 1, seeds.index(jobs[i].seed))
+    for i, job in enumerate(jobs):
+        if i not in where:
+            out.append(job)
+            where[i] = (len(out) - 1, 0)
+    tags = tags.copy()
+    moved = [where[i] for i in tags.job]
+    tags["job"], tags["run"] = [j for j, _ in moved], [r for _, r in moved]
+    return out, tags
 
 
 def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
@@ -442,7 +513,9 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress,
                         tensorboard=config.tensorboard or None)
     sizes: dict[str, int] = {}
+    index = [(i, r) for i, job in enumerate(jobs) for r in range(len(job.runs) or 1)]
     res = pd.DataFrame({
+        "job": [i for i, _ in index], "run": [r for _, r in index],
         "key": rows["key"].to_numpy(), "method": rows["method"].to_numpy(),
         "acc": 100 * rows["test_at_best_val"].astype(float).to_numpy(),
         "acc_last": 100 * rows["test_last"].astype(float).to_numpy(),
@@ -452,10 +525,11 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
         "still_improving": (rows["since_best"] == 0).to_numpy(),
         "test_correct": rows["test_correct"].to_numpy(),
         "seconds": rows["seconds"].astype(float).to_numpy(),
-        "n_test": [test_size(job, sizes) for job in jobs]})
-    out = tags.join(res, on="job").drop(columns="job")
+        "n_test": [test_size(jobs[i], sizes) for i, _ in index]})
+    out = tags.merge(res, on=["job", "run"], how="left", validate="many_to_one").drop(
+        columns="job")
     out.attrs["jobs"] = len(jobs)
-    out.attrs["seconds"] = float(res.seconds.sum())
+    out.attrs["seconds"] = float(res.drop_duplicates("job").seconds.sum())  # a stack: once
     return out
 
 
@@ -485,6 +559,8 @@ def histories(results: pd.DataFrame, cache=None, section: str = "fig3") -> pd.Da
     frames = []
     for row in results[results.section == section].itertuples():
         h = pd.read_csv(jc.history_file(folder, row.key))
+        if "run" in h:  # a stack's history: one block of epochs per run
+            h = h[h["run"] == row.run].reset_index(drop=True)
         krc = (h["n_krc_below_omega"] / h["steps"]) if "n_krc_below_omega" in h else np.nan
         omega = getattr(row, "omega", np.nan)  # Fig. 4: one row per filter and threshold
         label = row.label if pd.isna(omega) else f"{row.label}, ω = {omega:g}"
@@ -503,7 +579,7 @@ def convergence(df: pd.DataFrame) -> pd.DataFrame:
     not end them, the epoch cap did)."""
     if "epochs_run" not in df or df.empty:
         return pd.DataFrame()
-    runs = df[df.section != "fig3"].drop_duplicates(["section", "key"])  # fig3: table3's runs
+    runs = df[df.section != "fig3"].drop_duplicates(["section", "key", "run"])  # fig3: table3's
     out = runs.groupby(["section", "dataset", "direction", "label"], sort=False).agg(
         epochs_mean=("epochs_run", "mean"), epochs_max=("epochs_run", "max"),
         still_improving=("still_improving", "sum"), runs=("key", "size")).reset_index()
@@ -675,7 +751,7 @@ def _improving(sub: pd.DataFrame) -> str:
     none was, or when the rows do not say)."""
     if "still_improving" not in sub or sub.empty:
         return ""
-    runs = sub.drop_duplicates("key") if "key" in sub else sub
+    runs = sub.drop_duplicates(["key", "run"] if "run" in sub else "key") if "key" in sub else sub
     k = int(runs.still_improving.fillna(False).astype(bool).sum())
     return (f"; STILL IMPROVING at the last epoch: {k} of {len(runs)} runs (the verdict may "
             f"change with longer training)" if k else "")
