@@ -83,6 +83,64 @@ def test_kd_nullified_is_kd_when_every_channel_is_kept_and_checks_its_channels()
         methods.build("kd_nullified", {**hp, "layer": "fc9"}, **kw)
 
 
+def test_cached_teacher_gives_the_per_batch_loss_and_gradients():
+    import copy
+
+    from cmkd.methods.kd_nullified import TeacherFeatures
+
+    TeacherFeatures.clear()
+    torch.manual_seed(0)
+    teacher = models.build("audio_cnn3", classes=4, channels=4).eval()
+    student = models.build("lenet5", classes=4)
+    batch = {"audio": torch.randn(6, 1, 16, 16), "image": torch.randn(6, 1, 28, 28),
+             "label": torch.arange(6) % 4}
+    hp = {"ce_weight": 0.3, "kd_weight": 0.7, "temperature": 2.0, "keep": [0, 1, 5, 9]}
+
+    def build(cache, net=teacher):
+        m = methods.build("kd_nullified", {**hp, "cache_teacher": cache},
+                          student=copy.deepcopy(student), teacher=net, classes=4,
+                          student_inputs=("image",), teacher_inputs=("audio",))
+        m.train()
+        return m
+
+    calls = []
+    hook = teacher.block1.register_forward_hook(lambda m, i, o: calls.append(len(o)))
+    grads = {}
+    for cache in (False, True):
+        m = build(cache)
+        out = m.step(batch, 0)
+        out["total"].backward()
+        grads[cache] = (out["total"].detach(),
+                        [p.grad.clone() for p in m.student.parameters()])
+    # the per-batch forward, then one forward per item (each alone, whatever its batch)
+    assert m.features_store is not None and calls == [6] + [1] * 6
+    assert torch.allclose(grads[True][0], grads[False][0], atol=1e-6)
+    for a, b in zip(grads[True][1], grads[False][1]):
+        assert torch.allclose(a, b, atol=1e-6)
+    # a later epoch (the items reshuffled) is served from the store: no teacher forward
+    calls.clear()
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    shuffled = {k: v[perm] for k, v in batch.items()}
+    with torch.no_grad():
+        expected = nullified_logits(teacher, [shuffled["audio"]], "pooled", hp["keep"])
+    got = build(True).teacher_forward(shuffled)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert calls == [6]  # the expected value's forward, none from the cached path
+    hook.remove()
+    # another teacher (other weights) has its own store; a block's output takes the per-batch
+    # path
+    other = models.build("audio_cnn3", classes=4, channels=4).eval()
+    with torch.no_grad():
+        expected = nullified_logits(other, [batch["audio"]], "pooled", hp["keep"])
+    assert torch.allclose(build(True, other).teacher_forward(batch), expected, atol=1e-6)
+    assert build(True).features_store.fingerprint != build(True, other).features_store.fingerprint
+    blk = methods.build("kd_nullified", {**hp, "layer": "block2", "keep": [0, 1]},
+                        student=student, teacher=teacher, classes=4,
+                        student_inputs=("image",), teacher_inputs=("audio",))
+    assert blk.features_store is None
+    TeacherFeatures.clear()
+
+
 def test_grad_cam_is_the_closed_form_cam_of_a_linear_head_on_pooled_maps():
     # global average pooling then one linear layer: d logit_t / d A_c = W[t, c] / (H W), so
     # Grad-CAM is ReLU(sum_c W[t, c] A_c) up to the positive factor 1 / (H W) (Zhou et al.)
@@ -216,6 +274,13 @@ def test_paper_profile_path_runs_end_to_end_on_ravdess_and_vggsound_fixtures(tmp
     out = fr.claims(df, curves)
     assert set(out.verdict) <= {"held", "NOT held", "undecided"} and len(out) == 6
     assert set(fr.measured(df, config)) == {f"mfh.table8.r_50.{k}_acc" for k in fr.KIND_IDS}
+    # notebook 09's entry point: the same derived teacher and student job as the table's
+    one = fr.derived_teacher(config, "general", 0.5, cache=tmp_path / "cache")
+    row = df[(df.grid == "table") & (df.kind == "general")].iloc[0]
+    assert one["student"].key == row.key and len(one["keep"]) == row.kept
+    assert one["student"].hparams["keep"] == [int(k) for k in one["keep"]]
+    with pytest.raises(ValueError, match="kind"):
+        fr.derived_teacher(config, "best", 0.5)
     cams = fr.gradcam(config, tmp_path / "cache")
     assert cams["regular"].shape == cams["general"].shape == (2, 8, 16)
     for fig in (fr.plot_table8(df), fr.plot_sweeps(df), fr.plot_salience(df),

@@ -16,9 +16,11 @@ The pipeline, per run (seed):
 2. Algorithm 1 (:func:`cmkd.mfh.rank_features`) on the training split: ``X^a`` the teacher's
    feature ``layer``, ``X^b`` the other network's ``'pooled'`` features; two MLPs trained with
    Eq. (28), then M permutations per channel (one training, nested draws for the values of M);
-3. student jobs: ``kd`` from the regular teacher and ``kd_nullified`` (:mod:`cmkd.methods`)
-   from each derived teacher, its kept channels a hyperparameter (equal kept sets are one
-   cached job); the loss is MFH Eq. (1), ``rho * CE + (1 - rho) * KL``;
+3. student jobs: ``kd_nullified`` (:mod:`cmkd.methods`) from each derived teacher, its kept
+   channels a hyperparameter (equal kept sets are one cached job), and from the regular
+   teacher with every channel kept (the loss of ``kd`` exactly, tested; it reads the frozen
+   teacher's stored features, computed once per training item, instead of running the teacher
+   on every batch); the loss is MFH Eq. (1), ``rho * CE + (1 - rho) * KL``;
 4. the derived teachers' own test scores (the trained teacher with the channels zeroed).
 
 Data: ``avmnist_mini`` (default: audio teacher -> image student, MFH B.1's small CNNs), RAVDESS
@@ -137,6 +139,8 @@ class Config:
     gradcam_layer: str = field(metadata=spec("the visual network's feature map explained"))
     gradcam_ratio: float = field(metadata=spec("r of Fig. 4's modality-general visual teacher",
                                                low=0, high=1, high_open=True))
+    processes: int = field(metadata=spec("jobs trained at once in worker processes (1: one "
+                                         "after the other in this process)", low=1, high=64))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                       validate=device_available))
 
@@ -224,6 +228,64 @@ def keep_sets(salience: np.ndarray, kind: str, ratio: float, rng_seed: int) -> n
                            rng=np.random.default_rng(rng_seed))
 
 
+def derived_keep(config: Config, salience: np.ndarray, kind: str, ratio: float,
+                 run: int) -> np.ndarray:
+    """Kept channels of run ``run``'s derived teacher of ``kind`` at ``ratio`` (the random
+    draw seeded by the run and the ratio, as every grid of :func:`run` draws it)."""
+    return keep_sets(salience, kind, ratio,
+                     seed_for(run_seed(config, run), int(round(ratio * 1e6))))
+
+
+def student_job(config: Config, teacher: Job, run: int, rho: float, keep=None) -> Job:
+    """Run ``run``'s student distilled from ``teacher`` with MFH Eq. (1) at ``rho``: ``kd``
+    (``keep`` None: the regular teacher) or ``kd_nullified`` keeping the channels ``keep`` of
+    ``config.layer``."""
+    _, s_model = _models(config)
+    row = {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho}
+    method = "kd"
+    if keep is not None:
+        row.update(layer=config.layer, keep=[int(k) for k in keep])
+        method = "kd_nullified"
+    job = builder(config).student(config.dataset, config.direction, run_seed(config, run),
+                                  method, row=row, teacher=teacher, model=s_model)
+    return _with_metric(job, config)
+
+
+def derived_teacher(config: Config, kind: str, ratio: float, run: int = 0,
+                    rho: float | None = None, cache=None, executor=None,
+                    progress: bool = False) -> dict:
+    """One derived teacher of notebook 05, for other notebooks (notebook 09's
+    ``register_settings``): run ``run``'s base jobs (:func:`base_jobs`, trained or read from
+    the cache), Algorithm 1 on the teacher's ``config.layer`` (:func:`rank`, as :func:`run`
+    does it) and the kept channels of ``kind`` ('general', 'specific', 'random',
+    'official_half') at ``ratio`` with M = ``config.permutations``.
+
+    Returns ``{'teacher': Job, 'other': Job, 'nokd': Job, 'keep': (k,) int array,
+    'salience': (C,) array, 'student': Job}``: the trained teacher's job (the derived teacher
+    is it with only ``keep`` of ``config.layer``; :func:`teacher_score` scores it), the student
+    modality's network trained alone, the no-KD student, and the ``kd_nullified`` student job
+    at ``rho`` (default ``config.rhos[0]``), not trained.  The same arguments give the same
+    jobs and channels as :func:`run`'s table.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not 0 <= ratio < 1:
+        raise ValueError(f"ratio must lie in [0, 1), got {ratio!r}")
+    if not 0 <= run < config.n_runs:
+        raise ValueError(f"run must lie in [0, {config.n_runs}), got {run!r}")
+    config.preflight()
+    base = base_jobs(config)
+    jobs = {role: base[role, run] for role in ("teacher", "other", "nokd")}
+    with torch_threads(1):
+        run_jobs(list(jobs.values()), executor=executor, cache=cache, progress=progress)
+        salience = rank(config, jobs["teacher"], jobs["other"], cache,
+                        seed=run_seed(config, run))["salience"][config.permutations]
+    keep = derived_keep(config, salience, kind, ratio, run)
+    rho = config.rhos[0] if rho is None else rho
+    return {**jobs, "keep": keep, "salience": salience,
+            "student": student_job(config, jobs["teacher"], run, rho, keep)}
+
+
 def _cells(config: Config) -> list[tuple[str, str, float, int, float]]:
     """(grid, kind, ratio, M, rho) of every derived teacher's student."""
     kinds = [k for k in KINDS if k != "official_half" or config.official_half_mask]
@@ -306,8 +368,13 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     """
     start = time.perf_counter()
     config.preflight()
-    b, d = builder(config), config.dataset
-    t_model, s_model = _models(config)
+    if executor is None:  # cmkd reproduce --executor (CMKD_EXECUTOR), else config.processes
+        from cmkd.jobs import ProcessExecutor
+        from cmkd.jobs.cluster import configured_executor
+
+        executor = configured_executor()
+        if executor is None and config.processes > 1:
+            executor = ProcessExecutor(config.processes)
     base = base_jobs(config)
     with torch_threads(1):
         base_rows = run_jobs(list(base.values()), executor=executor, cache=cache,
@@ -323,21 +390,14 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
             saliences[r], histories[r] = out["salience"], out["history"]
     channels = len(next(iter(saliences[0].values())))
     for r in range(config.n_runs):
-        seed, teacher = run_seed(config, r), base["teacher", r]
-        for rho in config.rhos:
-            row = {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho}
-            students["table", "regular", 0.0, config.permutations, rho, r] = _with_metric(
-                b.student(d, config.direction, seed, "kd", row=row, teacher=teacher,
-                          model=s_model), config)
+        teacher = base["teacher", r]
+        for rho in config.rhos:  # regular KD: kd_nullified keeping every channel (= kd)
+            students["table", "regular", 0.0, config.permutations, rho, r] = student_job(
+                config, teacher, r, rho, np.arange(channels))
             meta["table", "regular", 0.0, config.permutations, rho, r] = None
         for grid, kind, ratio, m, rho in _cells(config):
-            keep = keep_sets(saliences[r][m], kind, ratio,
-                             seed_for(seed, int(round(ratio * 1e6))))
-            row = {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho,
-                   "layer": config.layer, "keep": [int(k) for k in keep]}
-            job = b.student(d, config.direction, seed, "kd_nullified", row=row,
-                            teacher=teacher, model=s_model)
-            students[grid, kind, ratio, m, rho, r] = _with_metric(job, config)
+            keep = derived_keep(config, saliences[r][m], kind, ratio, r)
+            students[grid, kind, ratio, m, rho, r] = student_job(config, teacher, r, rho, keep)
             meta[grid, kind, ratio, m, rho, r] = keep
     with torch_threads(1):
         rows = run_jobs(list(students.values()), executor=executor, cache=cache,
