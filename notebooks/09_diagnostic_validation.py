@@ -25,12 +25,14 @@
 #
 # * **Settings**: every ordered pair of the six `mfeat` views (real handwritten digits, six
 #   feature sets of the same items: 30 settings), both directions of `avdigits` and
-#   `avmnist_mini`, and MVD data (MFH Eq. 3, the Fig. 2 layout: binary and K-class, across γ;
-#   in this layout α = β = (1 − γ)/2, so α moves with γ) in both directions (x^a 25-d teaching
-#   x^b 50-d, and the reverse).
+#   `avmnist_mini` (paper profile: their CNNs cost far more than the default allows), and MVD
+#   data (MFH Eq. 3, the Fig. 2 layout: binary and K-class, across γ; in this layout
+#   α = β = (1 − γ)/2, so α moves with γ) in both directions (x^a 25-d teaching x^b 50-d, and
+#   the reverse).
 # * **Prediction**: `cmkd.diagnose.measure_direction`, the very code of `cmkd diagnose`, on the
 #   unimodal models' held-out outputs (seeds of each).
-# * **Measurement**: KD (Hinton) and C2KD students on the student modality, same seeds; the
+# * **Measurement**: KD (Hinton) and C2KD students (`methods`; the default: KD) on the student
+#   modality, same seeds (MLPs: the seeds, and MVD's gammas, trained as one stack of runs); the
 #   gain over no KD (the student modality's unimodal model of the same seed: the same training
 #   without a teacher) with its 95% interval paired by seed and item (`cmkd.verdicts`); within
 #   noise is "unclear", and the diagnostic is scored on whether it says so.
