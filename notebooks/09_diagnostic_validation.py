@@ -25,12 +25,14 @@
 #
 # * **Settings**: every ordered pair of the six `mfeat` views (real handwritten digits, six
 #   feature sets of the same items: 30 settings), both directions of `avdigits` and
-#   `avmnist_mini`, and MVD data (MFH Eq. 3, the Fig. 2 layout: binary and K-class, across γ;
-#   in this layout α = β = (1 − γ)/2, so α moves with γ) in both directions (x^a 25-d teaching
-#   x^b 50-d, and the reverse).
+#   `avmnist_mini` (paper profile: their CNNs cost far more than the default allows), and MVD
+#   data (MFH Eq. 3, the Fig. 2 layout: binary and K-class, across γ; in this layout
+#   α = β = (1 − γ)/2, so α moves with γ) in both directions (x^a 25-d teaching x^b 50-d, and
+#   the reverse).
 # * **Prediction**: `cmkd.diagnose.measure_direction`, the very code of `cmkd diagnose`, on the
 #   unimodal models' held-out outputs (seeds of each).
-# * **Measurement**: KD (Hinton) and C2KD students on the student modality, same seeds; the
+# * **Measurement**: KD (Hinton) and C2KD students (`methods`; the default: KD) on the student
+#   modality, same seeds (MLPs: the seeds, and MVD's gammas, trained as one stack of runs); the
 #   gain over no KD (the student modality's unimodal model of the same seed: the same training
 #   without a teacher) with its 95% interval paired by seed and item (`cmkd.verdicts`); within
 #   noise is "unclear", and the diagnostic is scored on whether it says so.
@@ -60,6 +62,7 @@ mvd_n_train: int = 200  # MVD training samples
 mvd_hidden: int = 16  # width of the MVD MLPs' two hidden layers
 mvd_lr: float = 0.05  # SGD learning rate of the MVD MLPs (as notebook 08)
 bootstrap: int = 200  # bootstrap resamples of the settings
+methods: list = ["kd", "c2kd"]  # methods whose gain over no KD is measured (kd always)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda or mps
 processes: int = 1  # worker processes training the jobs (one torch thread each; 1: in this process)
 
@@ -74,6 +77,8 @@ report = Report("09_diagnostic_validation", profile, "does the diagnostic predic
 runs = dv.run(config)
 families = ", ".join(f"{f}: {n}" for f, n in runs.family.value_counts(sort=False).items())
 print(f"{len(runs)} settings ({families}), {config.seeds} seeds, {runs.attrs['jobs']} jobs")
+print(f"runs still improving at the epoch cap ({config.epochs}): {int(runs.at_cap.sum())} "
+      f"(their settings' measured gain counts as unclear)")
 
 # %% [markdown]
 # ## Every setting: prediction and measurement
@@ -132,4 +137,18 @@ report.claims(dv.claims(runs, config.bootstrap, config.seed))
 
 # %% [markdown]
 # **Reading.** The smoke profile (three settings, three epochs) only checks that everything
-# runs; read the default profile's report (reports/default/09_diagnostic_validation).
+# runs. The default profile (reports/default/09_diagnostic_validation: 60 settings, the 30
+# mfeat view pairs and 30 MVD settings, 2 seeds, KD's gain only; every run ended by early
+# stopping but 3, whose settings' gains were within noise anyway) reaches **none of the
+# goals**. KD's measured gain is within noise in 26 of 30 mfeat settings and 54 of 60 in all,
+# so sign agreement rests on 1 (mfeat) and 2 (all) decided settings (both agree: 1.00, no
+# usable interval). Verdict agreement: 0.57 [0.40, 0.73] on mfeat, 0.65 [0.52, 0.77] on all,
+# *below* saying "unclear" everywhere (0.87, 0.90): the rule calls "hurt" for 19 settings, 17
+# of them measured unclear (a weaker teacher rarely measurably hurts here). Spearman of the
+# rule's verdict with KD's gain: 0.72 [0.51, 0.84] on mfeat (undecided against 0.8), 0.51
+# [0.31, 0.68] on all (NOT held). Among single indicators (all settings), C2KD's imbalance
+# predicts best: teacher accuracy advantage 0.51 [0.28, 0.68], target-probability gap 0.47;
+# then the KRC keep share 0.35 and mean KRC 0.20; our estimate of MFH's gamma is last, 0.10
+# [-0.16, 0.36]. That ranking is a finding neither paper has, though the difference between
+# the two best is not decided (+0.04 [-0.03, +0.11]). Not here: C2KD's gain and the AV
+# datasets (paper profile), MVD with alpha independent of gamma, notebook 05's teachers.

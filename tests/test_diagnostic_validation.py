@@ -62,14 +62,19 @@ def test_mfeat_pairs_share_unimodal_models_and_teachers():
     cfg = config(mfeat_pairs=list(dv.MFEAT_PAIRS), mvd_classes=[])
     sets = dv.mfeat_settings(cfg)
     assert len(sets) == 30
-    uni = {j.key for st in sets for j in [*st.teacher.values(), *st.student.values()]}
-    assert len(uni) == 6 * cfg.seeds
+    uni = {dv._ref(v)[0].key for st in sets for v in [*st.teacher.values(),
+                                                      *st.student.values()]}
+    assert len(uni) == 6  # one stack of the seeds per view
     for st in sets:
-        for m in dv.METHODS:
-            for s, job in st.students[m].items():
-                assert job.teacher.key == st.teacher[s].key
-                assert job.inputs == st.student[s].inputs  # the student modality's view
-                assert job.model_options == st.student[s].model_options
+        assert sorted(st.teacher) == list(dv._seeds(cfg))
+        for m in cfg.methods:
+            for s, (job, run) in st.students[m].items():
+                t_job, t_run = st.teacher[s]
+                s_job, s_run = st.student[s]
+                assert run == t_run == s_run and job.runs[run]["seed"] == s
+                assert job.teacher.key == t_job.key
+                assert job.inputs == s_job.inputs  # the student modality's view
+                assert job.model_options == s_job.model_options
 
 
 def test_mvd_settings_both_directions_share_data_and_models():
@@ -77,8 +82,56 @@ def test_mvd_settings_both_directions_share_data_and_models():
     sets = dv.mvd_settings(cfg)
     assert len(sets) == 8
     a2b, b2a = sets[0], sets[1]
-    assert a2b.teacher[0].key == b2a.student[0].key and a2b.student[0].key == b2a.teacher[0].key
-    assert {st.family for st in sets} == {"MVD binary", "MVD K-class"}
+    assert a2b.teacher[0] == b2a.student[0] and a2b.student[0] == b2a.teacher[0]
+    # one stack per K and modality: every (gamma, seed) a run reading its own data draw
+    job, run = a2b.teacher[0]
+    other, run1 = sets[2].teacher[0]  # gamma 1.0, same K and direction
+    assert job.key == other.key and run != run1
+    assert job.run_dataset_options(run)["overlap"] == 0
+    assert job.run_dataset_options(run1)["overlap"] == 10
+    assert {dv._ref(v)[0].key for st in sets for v in st.teacher.values()} == {
+        dv._ref(st.teacher[0])[0].key for st in sets}
+    assert len(dv._jobs(sets)) == 2 * (2 + 2 * len(cfg.methods))
+
+
+def test_av_settings_both_directions_share_unimodal_models():
+    """The AV path (no training here): each direction's students read the student modality
+    and learn from the teacher modality's unimodal model of the same seed."""
+    cfg = config(av_datasets=["avdigits"], mvd_classes=[], methods=["kd"])
+    sets = dv.av_settings(cfg)
+    assert [st.name for st in sets] == ["avdigits audio>visual", "avdigits visual>audio"]
+    a2v, v2a = sets
+    for s in dv._seeds(cfg):
+        assert a2v.teacher[s].key == v2a.student[s].key
+        assert a2v.student[s].key == v2a.teacher[s].key
+        for st in sets:
+            kd = st.students["kd"][s]
+            assert kd.teacher.key == st.teacher[s].key and kd.seed == s
+            assert kd.inputs == st.student[s].inputs != st.teacher[s].inputs
+    assert set(a2v.students) == {"kd"}
+
+
+def test_a_stacked_runs_head_gives_that_runs_logits():
+    import torch
+
+    from cmkd.models import stacked
+
+    model = stacked("mlp", [3, 7], in_features=5, hidden=[4, 6], classes=3).eval()
+    x = torch.randn(2, 11, 5)
+    with torch.no_grad():
+        logits, feats = model.forward_features(x)
+        for r in range(2):
+            head = dv._RunHead(model, r).classifier
+            torch.testing.assert_close(head(feats["pooled"][r]), logits[r])
+
+
+def test_a_run_still_improving_at_the_cap_is_flagged():
+    row = pd.Series({"epochs": 20, "epochs_run": 20, "since_best": 0})
+    assert dv._still_improving(row)
+    assert not dv._still_improving(pd.Series({"epochs": 20, "epochs_run": 20,
+                                              "since_best": 1}))  # best one epoch ago
+    assert not dv._still_improving(pd.Series({"epochs": 20, "epochs_run": 14,
+                                              "since_best": 3}))  # early stopping
 
 
 def test_config_errors_before_any_compute():
@@ -118,7 +171,8 @@ def test_no_kd_baseline_is_the_unimodal_model(tmp_path):
 def test_run_end_to_end_on_a_tiny_grid(tmp_path):
     cfg = config(mvd_gammas=[0.0, 1.0], mvd_directions=["a2b", "b2a"])
     df = dv.run(cfg, cache=tmp_path, progress=False)
-    assert len(df) == 4 and df.attrs["jobs"] == 2 * 2 * 2 + 4 * 2 * 2
+    # one K: a stack per modality, and per direction and method (each stack: gammas x seeds)
+    assert len(df) == 4 and df.attrs["jobs"] == 2 + 2 * 2
     assert set(df.pred_kd) <= set(dv.SCORE) and set(df.meas_kd) <= set(dv.SCORE)
     assert ((df.low_kd <= df.gain_kd) & (df.gain_kd <= df.high_kd)).all()
     # the same unimodal models seen from both directions: opposite advantages, same KRC

@@ -44,7 +44,7 @@ import importlib
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -130,6 +130,10 @@ class Config:
                                         low=0, high=10, low_open=True))
     bootstrap: int = field(metadata=spec("bootstrap resamples of the settings", low=100,
                                          high=100_000))
+    methods: list[str] = field(kw_only=True, default_factory=lambda: list(METHODS),
+                               metadata=spec("methods whose gain over no KD is measured (kd: "
+                                             "the issue's goals; c2kd: about 3x KD's cost)",
+                                             choices=METHODS))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
                                       validate=device_available))
     processes: int = field(kw_only=True, default=1, metadata=spec(
@@ -143,6 +147,8 @@ class Config:
 
     def check(self) -> None:
         check_each("mvd_gammas", self.mvd_gammas, mvd.gamma_to_overlap)
+        if "kd" not in self.methods:
+            raise ParamError("methods", "must include kd (the goals are scored on KD's gain)")
         if (self.mvd_classes and self.mvd_gammas) and not self.mvd_directions:
             raise ParamError("mvd_directions", "name a2b and/or b2a for the MVD settings")
         if not (self.mfeat_pairs or self.av_datasets or self.extra_settings
@@ -170,7 +176,9 @@ class Config:
 class Setting:
     """One teacher -> student setting: the unimodal jobs of both modalities (seed -> job; the
     student modality's is the no-KD baseline) and the KD / C2KD student jobs (method -> seed ->
-    job).  ``family`` groups settings in the report; ``real``: real data (mfeat, AV)."""
+    job).  A value may also be ``(job, run)``: run ``run`` of a stack of runs (:class:`Job`
+    ``runs``; the MLP settings train their seeds, and MVD its gammas, as one stack).  ``family``
+    groups settings in the report; ``real``: real data (mfeat, AV)."""
 
     name: str
     family: str
@@ -192,6 +200,16 @@ def _seeds(config: Config) -> range:
     return range(config.seed, config.seed + config.seeds)
 
 
+def _ref(value) -> tuple[Job, int | None]:
+    """A setting's job reference as (job, run): run None for a job of one run."""
+    return value if isinstance(value, tuple) else (value, None)
+
+
+def _stack(job: Job, runs: list[dict], teacher: Job | None = None) -> Job:
+    """``job`` as a stack of ``runs`` (its teacher: ``teacher``, a stack of the same runs)."""
+    return replace(job, runs=runs, teacher=teacher if job.teacher is not None else None)
+
+
 @contextmanager
 def _mfeat(views: tuple[str, str]):
     old = specs.SPECS["mfeat"]
@@ -208,25 +226,30 @@ def _partner(view: str) -> str:
 
 def mfeat_settings(config: Config) -> list[Setting]:
     """The mfeat pairs: each view's unimodal model is one job whatever the pair (read with a
-    fixed partner view), so the 30 pairs share 6 x seeds unimodal models."""
+    fixed partner view), so the 30 pairs share 6 unimodal jobs; every job is a stack of the
+    seeds (MLPs: one grouped network per job, a fraction of the cost of one job per seed)."""
     if not config.mfeat_pairs:
         return []
     b = diagnose.builder(diagnose.resolve_source("mfeat", "fou", "kar"), _settings(config))
     views = {v for p in config.mfeat_pairs for v in p.split(">")}
-    uni = {}
-    for v in views:
+    runs = [{"seed": s} for s in _seeds(config)]
+    one, uni = {}, {}
+    for v in sorted(views):
         with _mfeat((v, _partner(v))):
-            for s in _seeds(config):
-                uni[v, s] = b.teacher("mfeat", v, s)
+            one[v] = b.teacher("mfeat", v, config.seed)
+            uni[v] = _stack(one[v], runs)
     out = []
     for p in config.mfeat_pairs:
         t, s_mod = p.split(">")
         with _mfeat((t, s_mod)):
-            students = {m: {s: b.student("mfeat", "a2v", s, m, teacher=uni[t, s])
-                            for s in _seeds(config)} for m in METHODS}
+            students = {m: _stack(b.student("mfeat", "a2v", config.seed, m, teacher=one[t]),
+                                  runs, uni[t]) for m in config.methods}
+        per_seed = {r["seed"]: i for i, r in enumerate(runs)}
         out.append(Setting(f"mfeat {t}>{s_mod}", "mfeat", True,
-                           {s: uni[t, s] for s in _seeds(config)},
-                           {s: uni[s_mod, s] for s in _seeds(config)}, students,
+                           {s: (uni[t], i) for s, i in per_seed.items()},
+                           {s: (uni[s_mod], i) for s, i in per_seed.items()},
+                           {m: {s: (j, i) for s, i in per_seed.items()}
+                            for m, j in students.items()},
                            {"dataset": "mfeat"}))
     return out
 
@@ -241,7 +264,7 @@ def av_settings(config: Config) -> list[Setting]:
         for t, s_mod in src.directions:
             d = diagnose.direction_name(src, t)
             students = {m: {s: b.student(name, d, s, m, teacher=uni[t, s])
-                            for s in _seeds(config)} for m in METHODS}
+                            for s in _seeds(config)} for m in config.methods}
             out.append(Setting(f"{name} {t}>{s_mod}", name, True,
                                {s: uni[t, s] for s in _seeds(config)},
                                {s: uni[s_mod, s] for s in _seeds(config)}, students,
@@ -253,7 +276,8 @@ MVD_KEYS = ("xa", "xb")
 
 
 def _mvd_job(config: Config, classes: int, overlap: int, key: str, seed: int,
-             method: str = "nokd", teacher: Job | None = None) -> Job:
+             method: str = "nokd", teacher: Job | None = None, runs: list | None = None
+             ) -> Job:
     dims = dict(zip(MVD_KEYS, mvd.VARY_GAMMA_DIMS))
     hp = {}
     if method != "nokd":
@@ -270,26 +294,40 @@ def _mvd_job(config: Config, classes: int, overlap: int, key: str, seed: int,
                method=method, hparams=hp, teacher=teacher, epochs=config.epochs, seed=seed,
                optim={"optimizer": "sgd", "lr": config.mvd_lr, "momentum": 0.9,
                       "weight_decay": 0.0, "schedule": "poly", "lr_min": config.mvd_lr / 100},
-               batch_size=config.batch_size, device=config.device, patience=config.patience)
+               batch_size=config.batch_size, device=config.device, patience=config.patience,
+               runs=runs or ())
 
 
 def mvd_settings(config: Config) -> list[Setting]:
-    """K-class MVD (MFH Fig. 2 layout, one data draw per (K, gamma)), each direction."""
+    """K-class MVD (MFH Fig. 2 layout, one data draw per (K, gamma)), each direction.  Per K,
+    every (gamma, seed) is one run of a stack (its data draw set by the run's overlap), so a
+    K trains one stack per modality (the unimodal models) and per direction and method."""
     out = []
+    overlaps = [mvd.gamma_to_overlap(g) for g in config.mvd_gammas]
+    if not (config.mvd_classes and overlaps):
+        return out
+    runs = [{"seed": s, "dataset_options": {"overlap": o}} for o in overlaps
+            for s in _seeds(config)]
+    index = {(r["dataset_options"]["overlap"], r["seed"]): i for i, r in enumerate(runs)}
     for k in config.mvd_classes:
-        for g in config.mvd_gammas:
-            o = mvd.gamma_to_overlap(g)
-            uni = {(key, s): _mvd_job(config, k, o, key, s) for key in MVD_KEYS
-                   for s in _seeds(config)}
+        uni = {key: _mvd_job(config, k, overlaps[0], key, config.seed, runs=runs)
+               for key in MVD_KEYS}
+        students = {}
+        for d in config.mvd_directions:
+            t, s_mod = MVD_KEYS if d == "a2b" else MVD_KEYS[::-1]
+            students[d] = {m: _mvd_job(config, k, overlaps[0], s_mod, config.seed, m, uni[t],
+                                       runs) for m in config.methods}
+        for o in overlaps:
+            gamma = mvd.vary_gamma_spec(o).gamma
+            idx = {s: index[o, s] for s in _seeds(config)}
             for d in config.mvd_directions:
                 t, s_mod = MVD_KEYS if d == "a2b" else MVD_KEYS[::-1]
-                students = {m: {s: _mvd_job(config, k, o, s_mod, s, m, uni[t, s])
-                                for s in _seeds(config)} for m in METHODS}
-                gamma = mvd.vary_gamma_spec(o).gamma
                 out.append(Setting(f"MVD K={k} gamma={gamma:.2f} {t}>{s_mod}",
                                    "MVD binary" if k == 2 else "MVD K-class", False,
-                                   {s: uni[t, s] for s in _seeds(config)},
-                                   {s: uni[s_mod, s] for s in _seeds(config)}, students,
+                                   {s: (uni[t], i) for s, i in idx.items()},
+                                   {s: (uni[s_mod], i) for s, i in idx.items()},
+                                   {m: {s: (j, i) for s, i in idx.items()}
+                                    for m, j in students[d].items()},
                                    {"dataset": "mvd", "classes": k, "gamma": gamma,
                                     "alpha": (1 - gamma) / 2}))
     return out
@@ -307,8 +345,9 @@ def settings(config: Config) -> list[Setting]:
 def _jobs(sets: list[Setting]) -> list[Job]:
     seen = {}
     for st in sets:
-        for j in [*st.teacher.values(), *st.student.values(),
-                  *(j for m in st.students.values() for j in m.values())]:
+        for v in [*st.teacher.values(), *st.student.values(),
+                  *(v for m in st.students.values() for v in m.values())]:
+            j = _ref(v)[0]
             seen.setdefault(j.key, j)
     return list(seen.values())
 
@@ -317,6 +356,31 @@ def _jobs(sets: list[Setting]) -> list[Job]:
 def _target_probability(out: dict) -> float:
     p = torch.softmax(out["logits"].double(), -1)
     return float(p.gather(1, out["label"].long()[:, None]).mean())
+
+
+def _still_improving(row) -> bool:
+    """The run trained all its epochs and its last epoch was its best (still improving)."""
+    return int(row.epochs_run) >= int(row.epochs) and int(row.since_best) == 0
+
+
+def _key(value) -> tuple[str, int | None]:
+    job, run = _ref(value)
+    return job.key, run
+
+
+class _RunHead:
+    """Run ``run`` of a stacked MLP (:class:`cmkd.models.batched.BatchedMLP`) above its
+    penultimate features: ``classifier``, that run's output layer as an ``nn.Linear`` (what
+    :func:`cmkd.diagnose.salience` permutes through, as for a model of one run)."""
+
+    def __init__(self, model, run: int):
+        layer = model.blocks()[-1]
+        w = layer.weight[run].detach()  # (in, out)
+        self.classifier = torch.nn.Linear(*w.shape, bias=layer.bias is not None)
+        with torch.no_grad():
+            self.classifier.weight.copy_(w.T)
+            if layer.bias is not None:
+                self.classifier.bias.copy_(layer.bias[run].detach())
 
 
 def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
@@ -331,7 +395,7 @@ def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
     the measured gain, its interval (gain_kd, low_kd, high_kd, ...) and verdict (meas_kd,
     meas_c2kd).  ``attrs``: seconds, jobs, device.
     """
-    from cmkd.jobs import cache_dir
+    from cmkd.jobs import cache_dir, job_outputs, load_model
 
     start = time.perf_counter()
     device = select_device(config.device)
@@ -343,29 +407,40 @@ def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
         executor = ProcessExecutor(config.processes)
     with torch_threads(1 if device.type == "cpu" else None):
         rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress)
-    by_key = rows.set_index("key")
+    by_ref = {(r.key, None if pd.isna(getattr(r, "run", np.nan)) else int(r.run)): r
+              for r in rows.itertuples()}
     outs = {}
 
-    def outputs(job):
+    def outputs(value):
+        job, run = _ref(value)
         if job.key not in outs:
-            outs[job.key] = diagnose.job_outputs(job, "test", cache)
-        return outs[job.key]
+            outs[job.key] = (diagnose.job_outputs(job, "test", cache) if run is None
+                             else job_outputs(job, "test", ("pooled",), cache)
+                             | {"model": load_model(job, cache)})
+        out = outs[job.key]
+        if run is None:
+            return out
+        return {"logits": out["logits"][run], "label": out["label"][run],
+                "pooled": out["pooled"][run], "model": _RunHead(out["model"], run)}
 
     records = []
     it = sets
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(sets, desc="diagnosing settings", unit="setting")
+    methods = [m for m in METHODS if any(m in st.students for st in sets)]
     for st in it:
         seeds = sorted(st.teacher)
         t_out = {s: outputs(st.teacher[s]) for s in seeds}
         s_out = {s: outputs(st.student[s]) for s in seeds}
         d = diagnose.measure_direction(t_out, s_out, config.omega, config.permutations)
         recs = [{"direction": st.name, "method": m, "seed": s,
-                 "test_at_best_val": float(by_key.loc[j.key].test_at_best_val),
-                 "test_correct": by_key.loc[j.key].test_correct}
+                 "test_at_best_val": float(by_ref[_key(v)].test_at_best_val),
+                 "test_correct": by_ref[_key(v)].test_correct}
                 for m, per in [("nokd", st.student), *st.students.items()]
-                for s, j in per.items()]
+                for s, v in per.items()]
+        runs_of = [by_ref[_key(v)] for per in [st.teacher, st.student, *st.students.values()]
+                   for v in per.values()]
         row = {"setting": st.name, "family": st.family, "real": st.real,
                "gamma_hat": d["gamma_hat"], "keep_share": d["krc"]["keep_share"],
                "krc_mean": d["krc"]["mean"], "advantage": d["teacher_advantage"]["estimate"],
@@ -373,11 +448,22 @@ def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
                "target_gap": np.mean([_target_probability(t_out[s]) - _target_probability(
                    s_out[s]) for s in seeds]),
                "pred_kd": d["kd"]["verdict"], "pred_c2kd": d["c2kd"]["verdict"],
+               "epochs_run": max(int(r.epochs_run) for r in runs_of),
+               "at_cap": sum(_still_improving(r) for r in runs_of),
                **{k: v for k, v in st.info.items() if k != "dataset"}}
-        for m in METHODS:
+        for m in methods:
+            if m not in st.students:
+                row.update({f"gain_{m}": np.nan, f"low_{m}": np.nan, f"high_{m}": np.nan,
+                            f"meas_{m}": None, f"acc_{m}": np.nan})
+                continue
             meas = diagnose._measured(recs, st.name, m)
+            # a gain resting on a run the epoch cap ended while it still improved is not
+            # measured at a plateau: unclear (the convention of notebooks 04 and 07)
+            rising = [v for per in (st.student, st.students[m]) for v in per.values()
+                      if _still_improving(by_ref[_key(v)])]
             row.update({f"gain_{m}": meas["gain"], f"low_{m}": meas["interval"][0],
-                        f"high_{m}": meas["interval"][1], f"meas_{m}": meas["verdict"],
+                        f"high_{m}": meas["interval"][1],
+                        f"meas_{m}": diagnose.UNCLEAR if rising else meas["verdict"],
                         f"acc_{m}": meas["accuracy"]})
             row["student_acc"] = meas["baseline"]
         row["teacher_acc"] = row["student_acc"] + row["advantage"]
@@ -478,16 +564,21 @@ def _beats_floor(df: pd.DataFrame, method: str, n_boot: int, seed: int) -> Verdi
                      f"{method} agreement - 'unclear' everywhere", 0.0, "+.2f")
 
 
+def measured_methods(df: pd.DataFrame) -> list[str]:
+    """The methods whose gain ``df`` measured (the Config's ``methods``)."""
+    return [m for m in METHODS if f"meas_{m}" in df and df[f"meas_{m}"].notna().any()]
+
+
 def score_table(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per subset (mfeat, real, all) and method: settings, agreement, sign agreement,
     Spearman, with intervals."""
     rows = []
     for subset, sel in (("mfeat", df.family == "mfeat"), ("real (mfeat + AV)", df.real),
                         ("all", df.family.notna())):
-        part = df[sel]
-        if len(part) < 3:
-            continue
-        for m in METHODS:
+        for m in measured_methods(df):
+            part = df[sel & df[f"meas_{m}"].notna()]
+            if len(part) < 3:
+                continue
             s = scores(part, m, n_boot, seed)
             rows.append({"settings": subset, "method": m.upper(), "n": s["n"],
                          "measured help/unclear/hurt": "/".join(
@@ -513,9 +604,10 @@ def confusion(df: pd.DataFrame, method: str = "kd") -> pd.DataFrame:
 def per_setting(df: pd.DataFrame) -> pd.DataFrame:
     """The per-setting table shown in the report."""
     cols = ["setting", "teacher_acc", "student_acc", "advantage", "krc_mean", "keep_share",
-            "gamma_hat", "pred_kd", "gain_kd", "low_kd", "high_kd", "meas_kd", "pred_c2kd",
-            "gain_c2kd", "low_c2kd", "high_c2kd", "meas_c2kd"]
-    return df[cols]
+            "gamma_hat"]
+    for m in measured_methods(df):
+        cols += [f"pred_{m}", f"gain_{m}", f"low_{m}", f"high_{m}", f"meas_{m}"]
+    return df[cols + ["epochs_run"]]
 
 
 def claims(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -534,12 +626,14 @@ def claims(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
                               _beats_floor(part, "kd", n_boot, seed)))
         rows.append(claim_row("KD gain", f"Spearman >= 0.8 ({subset})",
                               "prediction (-1/0/+1) vs measured gain", s["spearman"]))
-    if len(df) >= 3:
-        s = scores(df, "c2kd", n_boot, seed)
+    c2 = df[df.meas_c2kd.notna()] if "c2kd" in measured_methods(df) else df.iloc[:0]
+    if len(c2) >= 3:
+        s = scores(c2, "c2kd", n_boot, seed)
         rows.append(claim_row("C2KD verdict", f"agreement >= 90% (all settings, n={s['n']})",
                               "predicted vs measured", s["agreement"]))
         rows.append(claim_row("C2KD gain", "Spearman >= 0.8 (all settings)",
                               "prediction vs measured gain", s["spearman"]))
+    if len(df) >= 3:
         v = best_vs_next(df, "kd", n_boot, seed)
         rows.append(claim_row("indicators", f"{v.label.split(' - ')[0]} predicts KD's gain "
                               f"better than {v.label.split(' - ')[1]}",
@@ -555,9 +649,13 @@ FAMILY_COLORS = {"mfeat": "tab:blue", "avdigits": "tab:red", "avmnist_mini": "ta
 def plot_scatter(df: pd.DataFrame):
     """Measured gain (95% interval) against the predicted verdict, KD and C2KD, per family;
     the marker is filled where the measured verdict agrees with the prediction."""
-    fig, axes = new_figure(1, 2, width=10, height=3.8, sharey=False)
+    methods = measured_methods(df)
+    fig, axes = new_figure(1, len(methods), width=5 * len(methods), height=3.8, sharey=False)
+    axes = np.atleast_1d(axes)
     rng = np.random.default_rng(0)
-    for ax, m in zip(axes, METHODS):
+    full = df
+    for ax, m in zip(axes, methods):
+        df = full[full[f"meas_{m}"].notna()]
         x = df[f"pred_{m}"].map(SCORE).to_numpy(dtype=float)
         x = x + rng.uniform(-0.25, 0.25, len(x))
         for fam in dict.fromkeys(df.family):
