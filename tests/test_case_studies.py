@@ -143,11 +143,32 @@ def _avmnist_fixture(root: Path, n_train: int = 60, n_test: int = 30) -> Path:
     return root
 
 
+def _mmimdb_fixture(root: Path, n: int = 60) -> Path:
+    """MM-IMDB in Arevalo's hdf5 layout (tests/test_data_loaders.make_mmimdb), with drama and
+    comedy readable from the text and the image features so the networks have something to
+    learn."""
+    import h5py
+
+    from test_data_loaders import make_mmimdb
+
+    make_mmimdb(root, n=n)
+    with h5py.File(root / "multimodal_imdb.hdf5", "r+") as f:
+        genres = f["genres"][:]
+        text, image = f["features"][:], f["vgg_features"][:]
+        genres[:, 0] = text[:, 0] > 0
+        genres[:, 1] = image[:, 0] + text[:, 1] > 0
+        f["genres"][:] = genres
+    return root
+
+
 def test_paper_profile_path_runs_end_to_end_on_a_fixture(tmp_path):
     root = _avmnist_fixture(tmp_path / "avmnist")
+    mmimdb = _mmimdb_fixture(tmp_path / "mmimdb")
     paper = yaml.safe_load((ROOT / "params/paper/04_case_studies.yaml").read_text())
     over = dict(avmnist_root=str(root), avmnist_n_valid=20, n_runs=2, teacher_epochs=1,
-                epochs=1, patience=0, batch_size=32, device="cpu")
+                epochs=1, patience=0, batch_size=32, device="cpu", mmimdb_root=str(mmimdb),
+                mmimdb_boundaries=[40, 50], t7_runs=2, t7_epochs=1, t7_patience=0,
+                t7_hidden=[32, 32])
     config = params.from_mapping(cs.Config, {**paper, **over}, source="test")
     assert config.dataset == "avmnist"
     df = cs.run(config, cache=tmp_path / "cache", progress=False)
@@ -163,6 +184,30 @@ def test_paper_profile_path_runs_end_to_end_on_a_fixture(tmp_path):
     assert set(cs.measured(df)) == set(cs.PAPER_IDS.values())
     cs.plot_table5(df)
     cs.plot_curves(curves)
+    # Table 7 on MM-IMDB: the loader's layout, drama and comedy, 20 / 20 training rows
+    assert config.t7_dataset == "mmimdb"
+    grid = cs.t7_jobs(config)
+    assert grid["text_teacher", 0].dataset_options["half"] == "first"
+    assert grid["umkd", 0].dataset_options["half"] == "second"
+    assert grid["specific_teacher", 0].teacher == grid["image_net", 0]
+    assert grid["specific_teacher", 0].hparams["ce_weight"] == 0
+    assert grid["regular_kd", 0].teacher == grid["regular_teacher", 0]
+    assert grid["regular_kd", 0].hparams["ce_weight"] == cs.T7_RHO == 0
+    t7 = cs.run7(config, cache=tmp_path / "cache", progress=False)
+    assert len(t7) == 2 * len(cs.T7_ROLES) and t7.attrs["n_test"] == 10
+    assert t7[["f1_micro", "f1_macro"]].stack().between(0, 100).all()
+    # the job's own score (torchmetrics in the training loop) is the recomputed micro F1
+    np.testing.assert_allclose(t7.f1_micro, t7.row_test, atol=1e-4)
+    assert list(cs.table7(t7).KD) == ["No-KD", "UM-KD", "Modality-specific-KD", "Regular-KD",
+                                      "(image network)"]
+    assert set(cs.measured7(t7)) == {r["id"] for r in _reference("mfh.table7.")}
+    assert list(cs.claims7(t7).verdict) == ["undecided", "undecided", "NOT held"]
+    cs.plot_t7_curves(cs.t7_histories(config, tmp_path / "cache"))
+
+
+def _reference(prefix: str) -> list[dict]:
+    return [r for r in yaml.safe_load((ROOT / "lib/cmkd/reference/mfh.yaml").read_text())
+            if r["id"].startswith(prefix)]
 
 
 def test_paper_profile_names_a_missing_folder_before_any_compute(tmp_path):
@@ -171,3 +216,13 @@ def test_paper_profile_names_a_missing_folder_before_any_compute(tmp_path):
                                  source="test")
     with pytest.raises(ParamError, match="avmnist_root"):
         cs.run(config, cache=tmp_path / "cache", progress=False)
+
+
+def test_table7_on_mmimdb_names_a_missing_folder_before_any_compute(tmp_path):
+    smoke = yaml.safe_load((ROOT / "params/smoke/04_case_studies.yaml").read_text())
+    config = params.from_mapping(cs.Config, {**smoke, "t7_dataset": "mmimdb",
+                                             "mmimdb_root": str(tmp_path / "none")},
+                                 source="test")
+    with pytest.raises(ParamError, match="mmimdb_root"):
+        cs.run7(config, cache=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()

@@ -162,7 +162,8 @@ def test_every_field_but_workers_changes_the_key(monkeypatch):
     ({"inputs": ()}, "inputs", "batch keys"),
     ({"optim": {"lr": 0}}, "lr", ""),
     ({"kind": "pupil"}, "kind", "teacher"),
-    ({"kind": "teacher"}, "kind", "its method must need no teacher"),
+    ({"kind": "teacher", "teacher": None}, "kind", "distils it from a teacher job"),
+    ({"kind": "teacher", "method": "nokd", "hparams": {}}, "kind", "trains its model alone"),
 ])
 def test_bad_fields_are_named(change, field, words):
     with pytest.raises(ParamError) as err:

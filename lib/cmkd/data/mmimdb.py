@@ -4,6 +4,8 @@ Items: text (300,) float32 (mean word2vec of the plot), image (4096,) float32 VG
 with ``image_key='images'`` the poster (3, 256, 160) float32 divided by 255; label float32
 multi-hot over ``genres`` (default all 23 in the file's order; MFH uses ('Drama', 'Comedy')).
 Splits by row ranges [V]: train [0, 15552), val [15552, 18160), test [18160, end).
+``half`` keeps one half of a random 50 / 50 split of the training rows (MFH B.3: the teachers
+train on one half, the student on the other), drawn with ``half_seed``.
 The file is opened lazily in each worker process.
 """
 
@@ -19,6 +21,7 @@ from torch.utils.data import Dataset
 from cmkd.data.files import check_split, folder_check, open_root
 
 NAME, PARAM, DIRNAME = "mmimdb", "mmimdb_root", "mmimdb"
+HALVES = ("all", "first", "second")
 FILE = "multimodal_imdb.hdf5"
 SPLITS = ("train", "val", "test")
 GENRES = ("Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror",
@@ -66,7 +69,7 @@ class MMIMDB(Dataset):
     modalities = ("text", "image")
 
     def __init__(self, root, split="train", genres=None, image_key="vgg_features",
-                 boundaries=(15552, 18160)):
+                 boundaries=(15552, 18160), half="all", half_seed=0):
         check_split(NAME, split, SPLITS)
         if image_key not in ("vgg_features", "images"):
             raise ValueError(f"image_key must be 'vgg_features' or 'images', got {image_key!r}")
@@ -84,6 +87,12 @@ class MMIMDB(Dataset):
         a, b = boundaries
         start, stop = {"train": (0, a), "val": (a, b), "test": (b, n)}[split]
         self.rows = np.arange(start, min(stop, n))
+        if half not in HALVES:
+            raise ValueError(f"dataset 'mmimdb': half must be one of {HALVES}, got {half!r}")
+        if split == "train" and half != "all":
+            order = np.random.default_rng(half_seed).permutation(len(self.rows))
+            cut = len(order) // 2
+            self.rows = np.sort(self.rows[order[:cut] if half == "first" else order[cut:]])
         self.image_key, self._file = image_key, None
 
     def __len__(self) -> int:
@@ -111,7 +120,9 @@ class MMIMDB(Dataset):
 
 def load(root, split="train", genres: tuple[str, ...] | None = None,
          image_key: str = "vgg_features",
-         boundaries: tuple[int, int] = (15552, 18160)) -> MMIMDB:
+         boundaries: tuple[int, int] = (15552, 18160), half: str = "all",
+         half_seed: int = 0) -> MMIMDB:
     """MM-IMDB split.  genres: label columns (None = all 23) [V]; image_key [V];
-    boundaries: first val row and first test row [V]."""
-    return MMIMDB(root, split, genres, image_key, boundaries)
+    boundaries: first val row and first test row [V]; half: of the training split, 'all' rows
+    or the 'first' / 'second' half of a random 50 / 50 split drawn with half_seed (MFH B.3)."""
+    return MMIMDB(root, split, genres, image_key, boundaries, half, half_seed)

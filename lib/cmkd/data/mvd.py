@@ -10,6 +10,10 @@ K classes (:func:`generate_multiclass`): the MVD decision rule of MFH Eq. (3),
 ``y = argmax(W x*)`` with a decision matrix ``W ~ N(0, I)`` of shape (K, d); with K = 2 this is
 the binary rule with ``delta = W[1] - W[0]`` (the binary generator is kept as it is).
 
+L binary labels (:func:`generate_multilabel`): ``y_l = 1[<w_l, x*> > 0]`` with ``W ~ N(0, I)``
+of shape (L, d), a multi-hot target for multi-label tasks (the offline stand-in of MM-IMDB's
+genres, notebook 04's Table 7).
+
 The ground truth follows the paper's definitions over the observed decisive features:
 ``alpha = 1 - |J2| / |J1 u J2|``, ``beta = 1 - |J1| / |J1 u J2|``,
 ``gamma = |J1 n J2| / |J1 u J2|``, so ``alpha + beta + gamma = 1``.
@@ -28,6 +32,7 @@ __all__ = [
     "MVDData",
     "generate",
     "generate_multiclass",
+    "generate_multilabel",
     "vary_gamma_spec",
     "vary_alpha_spec",
     "table2_spec",
@@ -236,6 +241,29 @@ def generate_multiclass(spec: MVDSpec, n: int, rng: np.random.Generator, classes
                  lambda x_star: np.argmax(x_star @ weights.T, axis=1).astype(np.int64))
 
 
+def generate_multilabel(spec: MVDSpec, n: int, rng: np.random.Generator, labels: int,
+                        weights: np.ndarray | None = None) -> MVDData:
+    """Draw ``n`` samples with ``labels`` binary labels: ``y_l = 1[<w_l, x*> > 0]``.
+
+    As :func:`generate_multiclass` (W drawn first when not given, then x* and the noise
+    channels), with ``y`` of shape (n, labels) in {0, 1} and ``delta`` the (labels, d_star)
+    matrix W.  Each label is MFH Eq. (27)'s binary rule with its own hyperplane; every label
+    reads the same decisive features, so the modality-general share gamma is the spec's.
+    """
+    if n < 1:
+        raise ValueError(f"n must be a positive number of samples, got {n}")
+    if labels < 1:
+        raise ValueError(f"labels must be >= 1, got {labels}")
+    if weights is None:
+        weights = rng.standard_normal((labels, spec.d_star))
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (labels, spec.d_star):
+        raise ValueError(f"weights must have shape ({labels}, {spec.d_star}), got "
+                         f"{weights.shape}")
+    return _draw(spec, n, rng, weights,
+                 lambda x_star: (x_star @ weights.T > 0).astype(np.int64))
+
+
 def vary_gamma_spec(overlap: int) -> MVDSpec:
     """The Fig. 2 setting: d = 20 latent decisive features, x^a 25-d, x^b 50-d.
 
@@ -313,21 +341,44 @@ def alpha_to_extra(alpha: float, tol: float = 0.01) -> int:
 SPLITS = ("train", "val", "test")
 
 
+#: ``half`` option: the whole training split, or its first or second half (MFH Table 7 trains
+#: the teachers on one half and the student on the other)
+HALVES = ("all", "first", "second")
+
+
 @functools.lru_cache(maxsize=64)
 def _fig2_draws(overlap: int, classes: int, n_train: int, n_val: int, n_test: int, seed: int,
-                run: int) -> dict[str, MVDData]:
-    rng = np.random.default_rng(np.random.SeedSequence([seed, overlap, run]))
+                run: int, multilabel: int = 0) -> dict[str, MVDData]:
+    if multilabel:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, overlap, run, multilabel]))
+
+        def draw(spec, n, rng, weights=None):
+            return generate_multilabel(spec, n, rng, multilabel, weights)
+    else:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, overlap, run]))
+
+        def draw(spec, n, rng, weights=None):
+            return generate_multiclass(spec, n, rng, classes, weights)
     spec = vary_gamma_spec(overlap)
-    train = generate_multiclass(spec, n_train, rng, classes)
-    test = generate_multiclass(spec, n_test, rng, classes, train.delta)
+    train = draw(spec, n_train, rng)
+    test = draw(spec, n_test, rng, train.delta)
     out = {"train": train, "test": test}
     if n_val:
-        out["val"] = generate_multiclass(spec, n_val, rng, classes, train.delta)
+        out["val"] = draw(spec, n_val, rng, train.delta)
     return out
 
 
+def half_rows(n: int, half: str) -> slice:
+    """The rows of a training split of ``n`` items that ``half`` keeps ('first': the first
+    ``n // 2``, 'second': the rest, 'all': every row)."""
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {HALVES}, got {half!r}")
+    return {"all": slice(0, n), "first": slice(0, n // 2), "second": slice(n // 2, n)}[half]
+
+
 def load(root=None, split: str = "train", overlap: int = 10, classes: int = 2,
-         n_train: int = 200, n_val: int = 0, n_test: int = 1000, seed: int = 0, run: int = 0):
+         n_train: int = 200, n_val: int = 0, n_test: int = 1000, seed: int = 0, run: int = 0,
+         multilabel: int = 0, half: str = "all"):
     """Registry entry ``mvd``: K-class MVD data (:func:`generate_multiclass`) in MFH Fig. 2's
     layout (:func:`vary_gamma_spec`: x^a 25-d and x^b 50-d observe 10 decisive features each,
     ``overlap`` of them shared), as a dataset whose items are {'xa', 'xb', 'label'}.
@@ -335,6 +386,10 @@ def load(root=None, split: str = "train", overlap: int = 10, classes: int = 2,
     The draw is determined by (seed, overlap, run): one generator draws the training split,
     then the test split, then (``n_val`` > 0) a validation split, all of one task (the training
     draw's decision matrix).  ``root`` is ignored (synthetic); a split of 0 samples is empty.
+    ``multilabel`` L > 0: L binary labels instead (:func:`generate_multilabel`; ``classes`` is
+    then unused), 'label' a float32 (n, L) multi-hot, drawn from a generator of its own (seed,
+    overlap, run, L).  ``half``: of the training split, 'all' rows, the 'first' half or the
+    'second' (:func:`half_rows`; the other splits are whole).
     """
     import torch
 
@@ -344,15 +399,21 @@ def load(root=None, split: str = "train", overlap: int = 10, classes: int = 2,
         raise ValueError(f"dataset 'mvd': split must be one of {SPLITS}, got {split!r}")
     for name, value, low in (("overlap", overlap, 0), ("classes", classes, 2),
                              ("n_train", n_train, 1), ("n_val", n_val, 0),
-                             ("n_test", n_test, 1), ("seed", seed, 0), ("run", run, 0)):
+                             ("n_test", n_test, 1), ("seed", seed, 0), ("run", run, 0),
+                             ("multilabel", multilabel, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"dataset 'mvd': option {name!r} must be an int >= {low}, got "
                              f"{value!r}")
-    draws = _fig2_draws(overlap, classes, n_train, n_val, n_test, seed, run)
+    if half not in HALVES:
+        raise ValueError(f"dataset 'mvd': option 'half' must be one of {HALVES}, got {half!r}")
+    draws = _fig2_draws(overlap, classes, n_train, n_val, n_test, seed, run, multilabel)
     if split not in draws:  # no validation split
         return ArrayDataset({"xa": torch.zeros(0, VARY_GAMMA_DIMS[0]),
                              "xb": torch.zeros(0, VARY_GAMMA_DIMS[1]),
-                             "label": torch.zeros(0, dtype=torch.int64)})
+                             "label": (torch.zeros(0, multilabel) if multilabel
+                                       else torch.zeros(0, dtype=torch.int64))})
     d = draws[split]
-    return ArrayDataset({"xa": torch.from_numpy(d.xa), "xb": torch.from_numpy(d.xb),
-                         "label": torch.from_numpy(d.y)})
+    rows = half_rows(len(d.y), half) if split == "train" else slice(None)
+    label = torch.from_numpy(d.y[rows])
+    return ArrayDataset({"xa": torch.from_numpy(d.xa[rows]), "xb": torch.from_numpy(d.xb[rows]),
+                         "label": label.float() if multilabel else label})

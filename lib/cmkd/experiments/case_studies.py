@@ -42,6 +42,8 @@ from cmkd.verdicts import (
 )
 
 DATASETS = ("avmnist_mini", "avmnist")
+#: Table 7's data: the MVD stand-in, or MM-IMDB itself
+T7_DATASETS = ("mvd", "mmimdb")
 #: MFH B.1's networks (registry name, options)
 AUDIO_TEACHER = ("audio_cnn6", {})
 AUDIO_STUDENT = ("audio_cnn3", {})
@@ -96,6 +98,35 @@ class Config:
     lr: float = field(metadata=spec("AdamW learning rate (constant)", low=0, high=10,
                                     low_open=True))
     weight_decay: float = field(metadata=spec("AdamW weight decay", low=0, high=1))
+    t7_dataset: str = field(metadata=spec(
+        "Table 7's data: 'mvd' (offline stand-in: MVD Gaussian data with multi-label targets) or "
+        "'mmimdb' (MM-IMDB, Arevalo's hdf5, mmimdb_root)", choices=T7_DATASETS))
+    mmimdb_root: str = field(metadata=spec("folder of MM-IMDB (t7_dataset 'mmimdb' only)"))
+    mmimdb_boundaries: list[int] = field(metadata=spec(
+        "MM-IMDB: first validation row and first test row of the file (Arevalo's split: 15552, "
+        "18160)", low=1, high=10_000_000, min_items=2))
+    t7_runs: int = field(metadata=spec("Table 7: runs (seeds) of every job", low=1, high=100))
+    t7_overlap: int = field(metadata=spec(
+        "Table 7 stand-in: decisive features the two modalities share, of 10 each (gamma = o / "
+        "(20 - o))", low=0, high=10))
+    t7_labels: int = field(metadata=spec("Table 7 stand-in: binary labels (MFH: 2 genres)",
+                                         low=1, high=20))
+    t7_n_train: int = field(metadata=spec("Table 7 stand-in: training items (half to the "
+                                          "teachers, half to the student)", low=4,
+                                          high=1_000_000))
+    t7_n_val: int = field(metadata=spec("Table 7 stand-in: validation items", low=1,
+                                        high=1_000_000))
+    t7_n_test: int = field(metadata=spec("Table 7 stand-in: test items", low=1, high=1_000_000))
+    t7_hidden: list[int] = field(metadata=spec(
+        "Table 7: hidden widths of every MLP (MultiBench's text network: 512, 512)", low=1,
+        high=100_000, min_items=1, unique=False))
+    t7_epochs: int = field(metadata=spec("Table 7: most epochs of every job", low=1,
+                                         high=10_000))
+    t7_patience: int = field(metadata=spec("Table 7: early stopping, epochs without a "
+                                           "validation gain (0: none)", low=0, high=10_000))
+    t7_batch_size: int = field(metadata=spec("Table 7: mini-batch size", low=2, high=100_000))
+    t7_lr: float = field(metadata=spec("Table 7: AdamW learning rate", low=0, high=10,
+                                       low_open=True))
     processes: int = field(metadata=spec("jobs trained at once in worker processes (1: one "
                                          "after the other in this process)", low=1, high=64))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
@@ -110,6 +141,22 @@ class Config:
             from cmkd.data import specs
 
             specs.preflight(["avmnist"], self.params())
+        if len(self.mmimdb_boundaries) != 2 or self.mmimdb_boundaries[0] >= \
+                self.mmimdb_boundaries[1]:
+            from cmkd.params import ParamError
+
+            raise ParamError("mmimdb_boundaries", f"must be two increasing rows (first "
+                             f"validation row, first test row), got {self.mmimdb_boundaries}")
+        if self.t7_dataset == "mmimdb":
+            from cmkd.data import mmimdb
+            from cmkd.data.specs import resolve_root
+            from cmkd.params import ParamError
+
+            problems = (mmimdb.check(resolve_root(self.mmimdb_root)) if self.mmimdb_root
+                        else ["it is empty"])
+            if problems:
+                raise ParamError("mmimdb_root", f"MM-IMDB (t7_dataset 'mmimdb'): "
+                                 f"{'; '.join(problems)}. Expected layout:\n{mmimdb.LAYOUT}")
 
     def params(self) -> dict:
         """The grid parameters the builder reads (the dataset's root and loader options)."""
@@ -170,17 +217,11 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     seconds, jobs, n_test, window (those epochs).
     """
     start = time.perf_counter()
-    from cmkd.jobs import ProcessExecutor
-    from cmkd.jobs.cluster import configured_executor
-
     config.preflight()
     grid = jobs(config)
-    if executor is None:  # cmkd reproduce --executor (CMKD_EXECUTOR)
-        executor = configured_executor()
-    if executor is None and config.processes > 1:
-        executor = ProcessExecutor(config.processes)
     with torch_threads(1):
-        rows = run_jobs(list(grid.values()), executor=executor, cache=cache, progress=progress)
+        rows = run_jobs(list(grid.values()), executor=_executor(config, executor), cache=cache,
+                        progress=progress)
     out = pd.DataFrame({
         "role": [k[0] for k in grid], "rho": [np.nan if k[1] is None else k[1] for k in grid],
         "run": [k[2] for k in grid],
@@ -414,4 +455,268 @@ def plot_table5(df: pd.DataFrame):
         ax.set_xlabel("teacher test accuracy (%)")
         ax.legend(fontsize=7, frameon=False)
     axes[0].set_ylabel("student test accuracy (%)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- Table 7
+# MFH Appendix B.3: multi-label genre prediction on MM-IMDB (two genres), a text student
+# distilled (rho = 0) from a unimodal text teacher, a regular multimodal (text + image) teacher
+# and a modality-specific multimodal teacher of the same architecture trained, as Xue et al.
+# (2021) do, on the pseudo-labels of an image network; the teachers (and the image network)
+# train on one half of the training data, the students on the other.  Every network is an MLP
+# on feature vectors (MultiBench's; the multimodal ones a late fusion of two MLPs), every score
+# the micro and macro F1 of torchmetrics (MultilabelF1Score, threshold 0.5).
+
+#: MFH B.3: the two genres of MM-IMDB it predicts
+MMIMDB_GENRES = ("Drama", "Comedy")
+#: MFH B.3 sets rho = 0: a student learns from its teacher's soft labels alone
+T7_RHO = 0.0
+T7_ROLES = {"text_teacher": "unimodal teacher (T)",
+            "image_net": "image network (I), the pseudo-labeller",
+            "specific_teacher": "modality-specific teacher (T + I, on I's pseudo-labels)",
+            "regular_teacher": "regular multimodal teacher (T + I)",
+            "nokd": "no-KD text student", "umkd": "UM-KD text student",
+            "specific_kd": "modality-specific-KD text student",
+            "regular_kd": "regular-KD text student"}
+#: student role -> its teacher's role, in MFH Table 7's row order, with the row's name
+T7_ROWS = (("UM-KD", "umkd", "text_teacher", "T"),
+           ("Modality-specific-KD", "specific_kd", "specific_teacher", "T+I"),
+           ("Regular-KD", "regular_kd", "regular_teacher", "T+I"))
+#: the stand-in's batch keys: the text student reads x^b (50 channels), the image x^a (25)
+MVD_KEYS = {"text": ("xb", 50), "image": ("xa", 25)}
+MMIMDB_KEYS = {"text": ("text", 300), "image": ("image", 4096)}
+
+
+def t7_data(config: Config, run: int) -> tuple[str, str | None, dict, dict]:
+    """(dataset, data root, loader options, modality -> (batch key, features)) of run ``run``.
+
+    The stand-in (``mvd``) draws each run's data anew (MVD option ``run``); MM-IMDB's runs share
+    the data and its one 50 / 50 split of the training rows (``half_seed`` = ``seed``)."""
+    if config.t7_dataset == "mvd":
+        return "mvd", None, {"overlap": config.t7_overlap, "multilabel": config.t7_labels,
+                             "n_train": config.t7_n_train, "n_val": config.t7_n_val,
+                             "n_test": config.t7_n_test, "seed": config.seed,
+                             "run": run}, MVD_KEYS
+    from cmkd.data.specs import resolve_root
+
+    return ("mmimdb", str(resolve_root(config.mmimdb_root)),
+            {"genres": list(MMIMDB_GENRES), "half_seed": config.seed,
+             "boundaries": list(config.mmimdb_boundaries)}, MMIMDB_KEYS)
+
+
+def t7_labels(config: Config) -> int:
+    return config.t7_labels if config.t7_dataset == "mvd" else len(MMIMDB_GENRES)
+
+
+def t7_jobs(config: Config) -> dict[tuple[str, int], Job]:
+    """(role, run) -> job of Table 7.  Every job is of kind 'teacher': it keeps its
+    best-validation weights (micro F1 on the validation split selects them), from which both
+    F1 scores are computed; the modality-specific teacher is distilled (KD with ``ce_weight``
+    0: the image network's soft pseudo-labels only) from the image network, and each KD
+    student (``ce_weight`` = rho = 0) from its teacher."""
+    labels, hidden = t7_labels(config), tuple(config.t7_hidden)
+    optim = {"optimizer": "adamw", "lr": config.t7_lr, "weight_decay": config.weight_decay}
+    kd = {"temperature": config.temperature, "ce_weight": T7_RHO, "kd_weight": 1 - T7_RHO}
+    out = {}
+    for r in range(config.t7_runs):
+        dataset, root, options, keys = t7_data(config, r)
+        common = dict(dataset=dataset, data_root=root, optim=optim, kind="teacher",
+                      epochs=config.t7_epochs, batch_size=config.t7_batch_size,
+                      seed=run_seed(config, r), device=config.device, metric="f1_micro",
+                      patience=config.t7_patience or None, test_every=config.t7_epochs)
+        teachers = {**options, "half": "first"}
+        students = {**options, "half": "second"}
+
+        def mlp(modality: str, keys: dict = keys) -> dict:
+            key, dim = keys[modality]
+            return dict(model="mlp", inputs=(key,), model_options={
+                "in_features": dim, "classes": labels, "hidden": hidden, "modality": key})
+
+        pair = (keys["text"][0], keys["image"][0])
+        fusion = dict(model="fusion_concat", inputs=pair, model_options={
+            "classes": labels, "modalities": pair, "encoders": ("mlp", "mlp"),
+            "encoder_options": tuple({"in_features": keys[m][1], "hidden": hidden}
+                                     for m in ("text", "image"))})
+        image = Job(**mlp("image"), dataset_options=teachers, **common)
+        t = {"text_teacher": Job(**mlp("text"), dataset_options=teachers, **common),
+             "regular_teacher": Job(**fusion, dataset_options=teachers, **common),
+             "specific_teacher": Job(**fusion, dataset_options=teachers, method="kd",
+                                     hparams={**kd, "ce_weight": 0.0, "kd_weight": 1.0},
+                                     teacher=image, **common)}
+        out["image_net", r] = image
+        for role, job in t.items():
+            out[role, r] = job
+        out["nokd", r] = Job(**mlp("text"), dataset_options=students, **common)
+        for _, role, teacher, _ in T7_ROWS:
+            out[role, r] = Job(**mlp("text"), dataset_options=students, method="kd", hparams=kd,
+                               teacher=t[teacher], **common)
+    return out
+
+
+def _executor(config: Config, executor):
+    from cmkd.jobs import ProcessExecutor
+    from cmkd.jobs.cluster import configured_executor
+
+    if executor is None:  # cmkd reproduce --executor (CMKD_EXECUTOR)
+        executor = configured_executor()
+    if executor is None and config.processes > 1:
+        executor = ProcessExecutor(config.processes)
+    return executor
+
+
+def t7_f1(job: Job, cache=None) -> dict[str, float]:
+    """Micro and macro F1 (%) on the test split of ``job``'s best-validation model
+    (torchmetrics' MultilabelF1Score, threshold 0.5 on the sigmoid)."""
+    from cmkd.jobs.run import job_outputs
+    from cmkd.metrics.task import task_metrics
+
+    out = job_outputs(job, "test", cache=cache)
+    metrics = task_metrics(("f1_micro", "f1_macro"), out["logits"].shape[1], "multilabel")
+    metrics.update(out["logits"].float(), out["label"].int())
+    return {**{k: 100 * float(v) for k, v in metrics.compute().items()},
+            "n_test": len(out["label"])}
+
+
+def run7(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
+    """Table 7's jobs (cached ones are not rerun).
+
+    Returns one row per (role, run): role, run, f1_micro, f1_macro (test, %, at the best
+    validation epoch), val (best validation micro F1, %), best_epoch, epochs_run, since_best,
+    converged (as :func:`run`), key; ``attrs``: seconds, jobs, window, n_test.
+    """
+    start = time.perf_counter()
+    config.preflight()
+    grid = t7_jobs(config)
+    with torch_threads(1):
+        rows = run_jobs(list(grid.values()), executor=_executor(config, executor), cache=cache,
+                        progress=progress)
+        scores = [t7_f1(job, cache) for job in grid.values()]
+    window = config.t7_patience or PLATEAU_EPOCHS
+    out = pd.DataFrame({
+        "role": [k[0] for k in grid], "run": [k[1] for k in grid],
+        "f1_micro": [s["f1_micro"] for s in scores], "f1_macro": [s["f1_macro"] for s in scores],
+        "val": 100 * rows.best_val.astype(float).to_numpy(),
+        "best_epoch": rows.best_epoch.to_numpy(), "epochs_run": rows.epochs_run.to_numpy(),
+        "since_best": rows.since_best.astype(int).to_numpy(), "key": rows.key.to_numpy(),
+        "row_test": 100 * rows.test_at_best_val.astype(float).to_numpy()})
+    out["converged"] = out.since_best >= window
+    out.attrs.update(seconds=time.perf_counter() - start, jobs=len(set(out.key)), window=window,
+                     n_test=scores[0]["n_test"])
+    return out
+
+
+def t7_histories(config: Config, cache=None) -> pd.DataFrame:
+    """Per-epoch validation micro F1 (%) of every Table 7 job: role, run, epoch, val."""
+    frames = []
+    for (role, r), job in t7_jobs(config).items():
+        h = read_history(job, cache)
+        frames.append(pd.DataFrame({"role": role, "run": r, "epoch": h.epoch + 1,
+                                    "val": 100 * h.val_f1_micro}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _f1(df: pd.DataFrame, role: str, measure: str) -> pd.Series:
+    return df[df.role == role].set_index("run")[measure]
+
+
+def table7(df: pd.DataFrame) -> pd.DataFrame:
+    """MFH Table 7's layout: per row the teacher's modality and micro / macro F1 and the text
+    student's (mean and std over runs); a No-KD row and the image network for reference."""
+    rows = []
+    for label, role, teacher, mod in (("No-KD", "nokd", None, "-"), *T7_ROWS):
+        row = {"KD": label, "teacher": mod}
+        for m in ("f1_micro", "f1_macro"):
+            t = _f1(df, teacher, m) if teacher else pd.Series(dtype=float)
+            row[f"teacher {m} mean"], row[f"teacher {m} std"] = t.mean(), t.std(ddof=0)
+        row["student"] = "T"
+        for m in ("f1_micro", "f1_macro"):
+            s = _f1(df, role, m)
+            row[f"student {m} mean"], row[f"student {m} std"] = s.mean(), s.std(ddof=0)
+        rows.append(row)
+    image = {"KD": "(image network)", "teacher": "I", "student": "-"}
+    for m in ("f1_micro", "f1_macro"):
+        a = _f1(df, "image_net", m)
+        image[f"teacher {m} mean"], image[f"teacher {m} std"] = a.mean(), a.std(ddof=0)
+    rows.append(image)
+    return pd.DataFrame(rows)
+
+
+T7_IDS = {"umkd": ("umkd", "text_teacher"), "specific": ("specific_kd", "specific_teacher"),
+          "regular": ("regular_kd", "regular_teacher")}
+
+
+def measured7(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Reference id (``mfh.table7.*``) -> (mean, std over runs) of ours."""
+    out = {}
+    for name, (student, teacher) in T7_IDS.items():
+        for who, role in (("teacher", teacher), ("student", student)):
+            for m in ("micro", "macro"):
+                a = _f1(df, role, f"f1_{m}")
+                out[f"mfh.table7.{name}.{who}_{m}_f1"] = (float(a.mean()), float(a.std(ddof=0)))
+    return out
+
+
+def _t7_unconverged(df: pd.DataFrame, *roles: str) -> list[str]:
+    d = df[df.role.isin(roles) & ~df.converged.astype(bool)]
+    return [f"{T7_ROLES[r]}, run {run}" for r, run in zip(d.role, d.run)]
+
+
+def claims7(df: pd.DataFrame) -> pd.DataFrame:
+    """MFH Table 7's claims by the verdict rule, on micro and on macro F1 (both must hold),
+    paired by run: the regular multimodal teacher's text student is better than the
+    modality-specific teacher's, and better than the unimodal teacher's.  The interval rests on
+    the spread over runs (the stand-in draws each run's data anew, so its spread holds the
+    test-sampling error; on MM-IMDB the runs share one test set, whose sampling error of F1 is
+    not added).  A part resting on a run the epoch cap ended is undecided."""
+    out = []
+    for other, what in (("specific_kd", "the modality-specific (T + I) teacher's"),
+                        ("umkd", "the unimodal (T) teacher's")):
+        short = _t7_unconverged(df, "regular_kd", other)
+        parts = [unless_unconverged(verdict_difference(
+            _f1(df, "regular_kd", m), _f1(df, other, m), alternative="greater",
+            label=f"{m.replace('f1_', '')} F1"), short) for m in ("f1_micro", "f1_macro")]
+        out.append(claim_row("MFH Table 7", f"the regular multimodal (T + I) teacher's text "
+                             f"student is better than {what}",
+                             "; ".join(f"{p.label} {p.text}" for p in parts)
+                             + f" points, paired over {df.run.nunique()} runs" + _mark(short),
+                             combine(parts)))
+    jobs = df.drop_duplicates("key")
+    short = jobs[~jobs.converged]
+    names = [f"{T7_ROLES[r]}, run {run}" for r, run in zip(short.role, short.run)]
+    out.append(claim_row("setting", f"every Table 7 job trained to a plateau (no validation "
+                         f"gain over its last {df.attrs.get('window', PLATEAU_EPOCHS)} epochs)",
+                         f"{len(jobs) - len(short)} of {len(jobs)} jobs ended by early stopping"
+                         + (f"; not converged: {', '.join(names)}" if names else ""),
+                         exact(not names, note=f"{len(short)} of {len(jobs)} short")))
+    return claims_frame(out)
+
+
+def t7_convergence(df: pd.DataFrame) -> pd.DataFrame:
+    """Per Table 7 role: epochs trained (mean, max), best epoch (mean), runs not converged."""
+    out = df.groupby("role", sort=False).agg(
+        epochs_mean=("epochs_run", "mean"), epochs_max=("epochs_run", "max"),
+        best_epoch_mean=("best_epoch", "mean"),
+        not_converged=("converged", lambda c: int((~c.astype(bool)).sum())),
+        runs=("run", "size")).reset_index()
+    out.insert(0, "job", [T7_ROLES[r] for r in out.role])
+    return out.drop(columns=["role"])
+
+
+def plot_t7_curves(curves: pd.DataFrame):
+    """Validation micro F1 per epoch (mean over runs): left the teachers and the image network,
+    right the text students."""
+    fig, (ax, ax2) = new_figure(ncols=2, width=10.5, height=3.8, sharey=True)
+    colors = {"text_teacher": "#1f77b4", "image_net": "#2ca02c", "specific_teacher": "#9467bd",
+              "regular_teacher": "#d62728", "nokd": "#7f7f7f", "umkd": "#1f77b4",
+              "specific_kd": "#9467bd", "regular_kd": "#d62728"}
+    for role, g in curves.groupby("role", sort=False):
+        s = g.groupby("epoch").val.mean()
+        a = ax2 if role in ("nokd", "umkd", "specific_kd", "regular_kd") else ax
+        a.plot(s.index, s.to_numpy(), color=colors[role], label=T7_ROLES[role])
+    ax.set_title("Table 7: teachers and the image network")
+    ax2.set_title("Table 7: text students")
+    for a in (ax, ax2):
+        a.set_xlabel("epoch")
+        a.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.set_ylabel("validation micro F1 (%)")
     return fig

@@ -215,7 +215,10 @@ class Job:
     model : a ``cmkd.models`` registry name: the student of a 'student' job, the teacher model
         of a 'teacher' job.
     inputs : the batch keys fed to ``model``, in order (e.g. ``('audio',)``).
-    kind : 'student' (default) or 'teacher' (a method that needs no teacher; no teacher).
+    kind : 'student' (default) or 'teacher': a model kept at its best validation epoch for
+        students to distil from, trained alone (a method that needs no teacher) or from a
+        teacher job of its own (a method that needs one: Xue et al. 2021's pseudo-labels, the
+        modality-specific teacher of MFH Table 7).
     method : a ``cmkd.methods`` registry name ('nokd' default).
     hparams : the method's hyperparameters (validated, stored with defaults filled).
     teacher : the teacher :class:`Job` (kind 'teacher', same dataset and root), or None.  Its
@@ -308,11 +311,13 @@ class Job:
         if self.metric not in METRICS:
             raise ParamError("metric", f"must be one of {METRICS}, got {self.metric!r}", _SOURCE)
         if self.kind == "teacher":
-            if cls.needs_teacher or self.teacher is not None:
-                raise ParamError("kind", "a 'teacher' job trains its model alone: its method "
-                                         "must need no teacher ('nokd', or 'ogm_ge' for a "
-                                         f"fusion model) and teacher must be None (got method "
-                                         f"{self.method!r}, teacher {self.teacher!r})", _SOURCE)
+            if cls.needs_teacher != (self.teacher is not None):
+                raise ParamError("kind", "a 'teacher' job trains its model alone (method 'nokd', "
+                                         "or 'ogm_ge' for a fusion model; teacher None) or "
+                                         "distils it from a teacher job (a method that needs a "
+                                         "teacher, e.g. 'kd' on another network's pseudo-labels; "
+                                         f"teacher given): got method {self.method!r}, teacher "
+                                         f"{self.teacher!r}", _SOURCE)
         if self.teacher is not None:
             t = self.teacher
             if not isinstance(t, Job):

@@ -3,6 +3,10 @@
 ``select`` distils only the samples of C2KD's KRC filter ('krc') or as many at random ('random':
 C2KD Table 2's "+KRC" and "+Random", :mod:`cmkd.methods.selection`); presets ``kd_krc`` and
 ``kd_random``.
+
+Multi-label targets (float multi-hot labels, MM-IMDB's genres; :func:`cmkd.metrics.task.
+infer_task`): the cross entropy is the binary one per label and the KD term the binary KD per
+label (:func:`cmkd.distill.kd.binary_kd_loss`, sigmoid instead of softmax), MFH Table 7.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cmkd.distill import kd_loss, masked_mean
+from cmkd.distill.kd import binary_kd_loss
 from cmkd.methods.base import Method, register
 from cmkd.methods.selection import omega_field, select_field, selection_of
+from cmkd.metrics.task import infer_task
 from cmkd.params import spec
 
 
@@ -45,6 +51,14 @@ class KD(Method):
         student = self.student_forward(batch)
         teacher = self.teacher_forward(batch)
         ce = self.supervised_loss(student, batch["label"])
+        if not self.runs and infer_task(student, batch["label"]) == "multilabel":
+            if self.hp.select != "none":
+                raise ValueError(f"kd: select {self.hp.select!r} ranks classes of one label; "
+                                 f"multi-label targets take select 'none'")
+            kd = binary_kd_loss(student, teacher, temperature=self.hp.temperature,
+                                reduction=self.hp.reduction)
+            total = self.hp.ce_weight * ce + self.hp.kd_weight * kd
+            return {"total": total, "ce": ce.detach(), "kd": kd.detach()}
         student, teacher, _ = self.samples(batch["label"], student, teacher)
         keep = self.selection.mask(teacher, student)
         if keep is None:
