@@ -62,7 +62,7 @@ t7_dataset: str = "mvd"  # Table 7's data: 'mvd' (offline stand-in: MVD Gaussian
 mmimdb_root: str = ""  # folder of MM-IMDB (t7_dataset 'mmimdb' only)
 mmimdb_boundaries: list = [15552, 18160]  # MM-IMDB: first validation row and first test row of the file (Arevalo's split: 15552, 18160)
 t7_runs: int = 1  # Table 7: runs (seeds) of every job
-t7_overlap: int = 5  # Table 7 stand-in: decisive features the two modalities share, of 10 each (gamma = o / (20 - o))
+t7_overlap: int = 5  # Table 7 stand-in: decisive features the two modalities share, of 10 each (gamma: o / (20 - o))
 t7_labels: int = 2  # Table 7 stand-in: binary labels (MFH: 2 genres)
 t7_n_train: int = 200  # Table 7 stand-in: training items (half to the teachers, half to the student)
 t7_n_val: int = 100  # Table 7 stand-in: validation items
