@@ -6,6 +6,7 @@ before any compute."""
 import json
 import shutil
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -139,3 +140,47 @@ def test_missing_dataset_and_weights_stop_before_compute(root, tmp_path):
                                                  "width": 32, "resnet18_weights": "nope.pth"})
     with pytest.raises(ParamError, match="square"):
         load_params(path, seg.Config, overrides={"dataset": "rgbd_scenes"})
+
+
+def _planted_runs(gain, converged):
+    """Table 4 rows of one pair, both directions, 4 seeds: C2KD = KD + ``gain`` (+ a small
+    seed-dependent wobble), every run converged but C2KD's seed 0 when ``converged`` is False."""
+    rows = []
+    for d in ("d2rgb", "rgb2d"):
+        for s in range(4):
+            for m, base in (("nokd", 20.0), ("kd", 21.0), ("c2kd", 21.0 + gain)):
+                rows.append({"pair": "rn18_rn18", "direction": d, "method": m, "seed": s,
+                             "miou": base + 0.1 * (s % 2), "epochs_run": 12,
+                             "converged": converged or not (m == "c2kd" and s == 0),
+                             "teacher_epochs_run": float("nan") if m == "nokd" else 15,
+                             "teacher_converged": float("nan") if m == "nokd" else True})
+    return pd.DataFrame(rows)
+
+
+def test_claims_need_converged_runs():
+    """A clear planted gain holds on converged runs; the same numbers with one C2KD run ended
+    by the epoch cap are undecided, and the evidence names that run."""
+    held = seg.claims(_planted_runs(5.0, True)).set_index("claim")
+    assert held.loc["C2KD beats KD in both directions", "verdict"] == "held"
+    short = seg.claims(_planted_runs(5.0, False)).set_index("claim")
+    row = short.loc["C2KD beats KD in both directions"]
+    assert row.verdict == "undecided" and "NOT CONVERGED" in row.evidence
+    assert "C2KD (Ours) rn18_rn18 d2rgb, seed 0" in row.evidence
+
+
+def test_convergence_claim_counts_each_job_once():
+    runs = _planted_runs(5.0, False)
+    jobs = seg.jobs_trained(runs, pd.DataFrame())
+    # 2 directions x 3 methods x 4 seeds students, and 2 teachers x 4 seeds (shared by KD, C2KD)
+    assert len(jobs) == 2 * 3 * 4 + 2 * 4
+    claim = seg.convergence_claim(runs, pd.DataFrame())
+    assert claim["verdict"] == "NOT held" and "30 of 32 jobs" in claim["evidence"]
+    table = seg.convergence_table(runs, pd.DataFrame())
+    assert table.converged.sum() == 30 and (table.runs == 4).all()
+
+
+def test_late_gain_measures_the_last_epochs():
+    """The plateau rule on planted curves: the gain of the last window over the best before."""
+    assert seg.late_gain(pd.Series([0.1, 0.2, 0.3, 0.30, 0.302, 0.301]), 3) == pytest.approx(0.2)
+    assert seg.late_gain(pd.Series([0.1, 0.3, 0.2, 0.25, 0.29]), 3) == 0.0
+    assert seg.late_gain(pd.Series([0.1, 0.2]), 3) == float("inf")

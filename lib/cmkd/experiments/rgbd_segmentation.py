@@ -47,11 +47,19 @@ from cmkd.jobs.cluster import configured_executor
 from cmkd.params import ParamError, spec
 from cmkd.reporting import new_figure, paper_entry
 from cmkd.runtime import DEVICES, device_available, select_device
-from cmkd.verdicts import claim_row, claims_frame, combine, verdict_difference
+from cmkd.verdicts import (
+    claim_row,
+    claims_frame,
+    combine,
+    exact,
+    unless_unconverged,
+    verdict_difference,
+)
 
 DATASETS = ("rgbd_scenes", "nyudv2", "nyudv2_cen")
 PAIRS = ("rn18_rn18", "rn18_mnv2", "mnv2_rn18")
 DIRECTIONS = ("d2rgb", "rgb2d")
+SCHEDULES = ("poly", "constant")
 METHODS = ("nokd", "kd", "shake", "dist", "nkd", "cirkd", "c2kd", "c2kd_dist")
 for _name in METHODS:
     registry.resolve(_name)
@@ -111,6 +119,12 @@ class Config:
     batch_size: int = field(metadata=spec("mini-batch size (C2KD: 16)", low=2))
     lr: float = field(metadata=spec("SGD learning rate (C2KD: 0.02, poly 0.9)", low=0,
                                     low_open=True))
+    schedule: str = field(metadata=spec("learning-rate schedule: poly (power 0.9 over the "
+                                        "epoch cap; C2KD) or constant", choices=SCHEDULES))
+    patience: int = field(metadata=spec("early stopping: epochs without a validation gain "
+                                        "(0: none, every job trains to its epoch cap)", low=0))
+    test_every: int = field(metadata=spec("test split evaluated every this many epochs (and "
+                                          "where validation improves, and at the end)", low=1))
     method_hparams: dict = field(metadata=spec(
         "hyperparameters per method or preset over the registry's defaults",
         validate=registry.check_method_hparams))
@@ -188,11 +202,13 @@ def _job(config: Config, modality: str, backbone: str, seed: int, **kw) -> Job:
 
 def _job_of(config: Config, model: str, opts: dict, inputs: tuple, seed: int, **kw) -> Job:
     options, root = _dataset(config)
+    optim = {"optimizer": "sgd", "lr": config.lr, "momentum": 0.9, "schedule": config.schedule}
+    if config.schedule == "poly":
+        optim["power"] = 0.9
     return Job(dataset=config.dataset, data_root=root, dataset_options=options, model=model,
-               model_options=opts, inputs=inputs, metric="miou",
-               optim={"optimizer": "sgd", "lr": config.lr, "momentum": 0.9,
-                      "schedule": "poly", "power": 0.9},
-               batch_size=config.batch_size, seed=seed, device=config.device, **kw)
+               model_options=opts, inputs=inputs, metric="miou", optim=optim,
+               batch_size=config.batch_size, seed=seed, device=config.device,
+               patience=config.patience or None, test_every=config.test_every, **kw)
 
 
 def seeds(config: Config) -> list[int]:
@@ -277,12 +293,62 @@ def _executor(config: Config, executor):
     return executor
 
 
+#: a run counts as converged when its last ``PLATEAU_EPOCHS`` epochs (with early stopping:
+#: its last ``patience`` epochs) raised the best validation mIoU by less than
+#: ``PLATEAU_GAIN`` points (0 for early stopping, which is what ended the run then)
+PLATEAU_EPOCHS = 5
+#: mIoU points: below the spread of one run over seeds on the default profile
+PLATEAU_GAIN = 0.5
+
+
+def plateau_window(config: Config) -> int:
+    """Epochs over which a run's validation gain is measured (:func:`late_gain`)."""
+    return config.patience or PLATEAU_EPOCHS
+
+
+def late_gain(val: pd.Series, window: int) -> float:
+    """mIoU points the last ``window`` epochs of the validation curve ``val`` (fractions) added
+    to the best before them (0 when they added nothing; inf when the run is not longer than
+    ``window`` epochs)."""
+    val = pd.to_numeric(val, errors="coerce").to_numpy(dtype=float)
+    if len(val) <= window:
+        return float("inf")
+    return max(0.0, 100 * (np.nanmax(val[-window:]) - np.nanmax(val[:-window])))
+
+
+def _converged(config: Config, history: pd.DataFrame) -> tuple[float, bool]:
+    """(late gain, converged): early stopping ended the run, or its last
+    :func:`plateau_window` epochs gained less than :data:`PLATEAU_GAIN` points."""
+    window = plateau_window(config)
+    gain = late_gain(history.val_miou, window)
+    stopped = config.patience > 0 and int(history.since_best.iloc[-1]) >= config.patience
+    return gain, bool(stopped or gain < PLATEAU_GAIN)
+
+
+def _training(config: Config, row, job: Job, cache) -> dict:
+    """How a job and its teacher trained: best_epoch, epochs_run, since_best (epochs after the
+    best one), late_gain and converged (:func:`_converged`), the teacher's epochs_run,
+    late_gain and converged (NaN without a teacher; from its history in the cache), seconds."""
+    gain, ok = _converged(config, read_history(job, cache))
+    out = {"best_epoch": int(row.best_epoch), "epochs_run": int(row.epochs_run),
+           "since_best": int(row.since_best), "late_gain": gain, "converged": ok,
+           "teacher_epochs_run": np.nan, "teacher_late_gain": np.nan,
+           "teacher_converged": np.nan, "seconds": float(row.seconds)}
+    if job.teacher is not None:
+        h = read_history(job.teacher, cache)
+        gain, ok = _converged(config, h)
+        out.update(teacher_epochs_run=len(h), teacher_late_gain=gain, teacher_converged=ok)
+    return out
+
+
 def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
     """Train every job of :func:`grid` (teachers first; cached jobs are not rerun).
 
     Returns one row per (pair, direction, method, seed): miou (test mIoU at the best validation
-    epoch, %), teacher_miou, teacher_end_miou (C2KD trains its teacher), best_epoch,
-    since_best, seconds.  ``attrs``: seconds, device, jobs.
+    epoch, %), teacher_miou, teacher_end_miou (C2KD trains its teacher), and how the job and
+    its teacher trained (:func:`_training`: best_epoch, epochs_run, since_best, late_gain,
+    converged, teacher_epochs_run, teacher_late_gain, teacher_converged, seconds).
+    ``attrs``: seconds, device, jobs, window (:func:`plateau_window`), patience.
     """
     preflight(config)
     start = time.perf_counter()
@@ -298,9 +364,9 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
                     "seed": c["seed"], "miou": 100 * float(r.test_at_best_val),
                     "teacher_miou": 100 * float(r.teacher_test),
                     "teacher_end_miou": 100 * float(end) if pd.notna(end) else np.nan,
-                    "best_epoch": int(r.best_epoch), "since_best": int(r.since_best),
-                    "seconds": float(r.seconds)})
+                    **_training(config, r, c["job"], cache)})
     df = pd.DataFrame(out)
+    df.attrs.update(window=plateau_window(config), patience=config.patience)
     df.attrs.update(seconds=time.perf_counter() - start, device=str(select_device(config.device)),
                     jobs=len({c["job"].key for c in cells}))
     return df
@@ -311,7 +377,7 @@ def run_mfh(config: Config, cache=None, executor=None, progress: bool = True) ->
     not rerun).  One row per (role, seed): role, seed, teacher (None for no KD), miou (the
     student's test mIoU at its best validation epoch, %), teacher_miou (the teacher's, on its
     evaluation input: RGB + D for the multimodal teachers, D for the depth and the
-    modality-general ones), best_epoch, since_best, seconds."""
+    modality-general ones), and how the job and its teacher trained (:func:`_training`)."""
     preflight(config)
     cells = mfh_grid(config)
     if not cells:
@@ -325,9 +391,10 @@ def run_mfh(config: Config, cache=None, executor=None, progress: bool = True) ->
         out.append({"role": c["role"], "seed": c["seed"], "teacher": MFH_ROLES[c["role"]],
                     "miou": 100 * float(r.test_at_best_val),
                     "teacher_miou": 100 * float(r.teacher_test),
-                    "best_epoch": int(r.best_epoch), "since_best": int(r.since_best),
-                    "seconds": float(r.seconds)})
-    return pd.DataFrame(out)
+                    **_training(config, r, c["job"], cache)})
+    df = pd.DataFrame(out)
+    df.attrs.update(window=plateau_window(config), patience=config.patience)
+    return df
 
 
 def histories(config: Config, cache=None) -> pd.DataFrame:
@@ -466,19 +533,41 @@ def mfh_paper_ids(df: pd.DataFrame) -> dict[str, tuple[float, float]]:
 
 
 # ----------------------------------------------------------------------------- claims
+def _unconverged(rows: pd.DataFrame, name: str, col: str = "converged") -> list[str]:
+    """'<name>, seed s' for each row whose run had not converged (``col`` False; rows without
+    the column, e.g. planted results, count as converged)."""
+    if col not in rows:
+        return []
+    return [f"{name}, seed {s}" for s, ok in zip(rows.seed, rows[col]) if ok is False
+            or (not pd.isna(ok) and not bool(ok))]
+
+
+def _mark(names: list[str]) -> str:
+    """The evidence's note on runs short of their plateau (empty when there are none)."""
+    return (f"; NOT CONVERGED (validation still gained {PLATEAU_GAIN:g}+ mIoU points in "
+            f"their last epochs; undecided whatever the interval): {', '.join(names)}"
+            if names else "")
+
+
 def claims(df: pd.DataFrame) -> pd.DataFrame:
     """C2KD Sec. 4.2's claims, per backbone pair and direction combined: C2KD beats KD in both
     directions; replacing its KL by DIST adds more; C2KD beats CIRKD when depth teaches RGB.
     Differences are paired over seeds (every method of a seed shares the teacher and the data
     order); each seed's test set is the same, so the spread over seeds is the noise measured
-    (with one seed every verdict is undecided)."""
+    (with one seed every verdict is undecided).  A part resting on a run that had not converged
+    (``converged`` False) is undecided whatever its interval, and the evidence names the run."""
     out = []
     present = set(df.method)
 
+    def rows(m, p, d):
+        return df[(df.method == m) & (df.pair == p) & (df.direction == d)]
+
     def diff(a, b, p, d):
-        x = df[(df.method == a) & (df.pair == p) & (df.direction == d)].set_index("seed").miou
-        y = df[(df.method == b) & (df.pair == p) & (df.direction == d)].set_index("seed").miou
-        return verdict_difference(x, y, alternative="greater", label=f"{p} {d}")
+        x, y = rows(a, p, d).set_index("seed").miou, rows(b, p, d).set_index("seed").miou
+        short = (_unconverged(rows(a, p, d), f"{LABELS[a]} {p} {d}")
+                 + _unconverged(rows(b, p, d), f"{LABELS[b]} {p} {d}"))
+        v = verdict_difference(x, y, alternative="greater", label=f"{p} {d}")
+        return unless_unconverged(v, short), short
 
     cells = list(dict.fromkeys(zip(df.pair, df.direction)))
     for a, b, claim, where in (
@@ -490,8 +579,9 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
         if a not in present or b not in present or not where:
             continue
         parts = [diff(a, b, p, d) for p, d in where]
-        v = combine(parts, label=claim)
-        evidence = "; ".join(f"{x.label}: {x.text}" for x in parts) + " mIoU points"
+        v = combine([x for x, _ in parts], label=claim)
+        evidence = ("; ".join(f"{x.label}: {x.text}" for x, _ in parts) + " mIoU points"
+                    + _mark([n for _, short in parts for n in short]))
         out.append(claim_row("C2KD Table 4", claim, evidence, v))
     return claims_frame(out)
 
@@ -513,42 +603,118 @@ def mfh_claims(df: pd.DataFrame) -> pd.DataFrame:
     def col(role, c):
         return df[df.role == role].set_index("seed")[c]
 
+    def short(roles, c="converged"):
+        return [n for r in roles for n in _unconverged(df[df.role == r], MFH_LABELS[r]
+                                                       + (" teacher" if c != "converged"
+                                                          else " student"), c)]
+
+    def scored(v, roles, c="converged"):
+        names = short(roles, c)
+        return unless_unconverged(v, names), _mark(names)
+
     present = set(df.role)
     for arch, label in (("sagate", "SA-Gate"), ("cen", "CEN")):
         role = f"cmkd_{arch}"
         if role not in present or "umkd" not in present:
             continue
         art = "MFH Table 6" + (" / Table 1 (right)" if arch == "sagate" else "")
-        v = verdict_difference(col(role, "teacher_miou"), col("umkd", "teacher_miou"),
-                               alternative="greater")
+        v, note = scored(verdict_difference(col(role, "teacher_miou"),
+                                            col("umkd", "teacher_miou"), alternative="greater"),
+                         (role, "umkd"), "teacher_converged")
         out.append(claim_row(art, f"the multimodal ({label}-like, RGB + D) teacher beats the "
-                             "RGB teacher", f"RGB + D - RGB teacher {v.text} mIoU points", v))
-        v = verdict_difference(col(role, "miou"), col("umkd", "miou"),
-                               alternative="not_greater", margin=NOT_BETTER_MARGIN)
+                             "RGB teacher", f"RGB + D - RGB teacher {v.text} mIoU points" + note,
+                             v))
+        v, note = scored(verdict_difference(col(role, "miou"), col("umkd", "miou"),
+                                            alternative="not_greater",
+                                            margin=NOT_BETTER_MARGIN), (role, "umkd"))
         out.append(claim_row(art, f"yet its student is not better than the UM-KD student "
                              f"({label}-like teacher)",
                              f"CM-KD - UM-KD student {v.text} mIoU points (a gain counts from "
-                             f"{NOT_BETTER_MARGIN:g})", v))
+                             f"{NOT_BETTER_MARGIN:g})" + note, v))
     if {"general_kd", "regular_kd"} <= present:
-        v = verdict_difference(col("general_kd", "teacher_miou"),
-                               col("regular_kd", "teacher_miou"), alternative="equal",
-                               margin=COMPARABLE_MARGIN)
+        v, note = scored(verdict_difference(col("general_kd", "teacher_miou"),
+                                            col("regular_kd", "teacher_miou"),
+                                            alternative="equal", margin=COMPARABLE_MARGIN),
+                         ("general_kd", "regular_kd"), "teacher_converged")
         out.append(claim_row("MFH Table 3", "the modality-general (RGB/D) and the regular "
                              "depth teacher have comparable mIoU on depth",
                              f"general - regular teacher {v.text} mIoU points (comparable "
-                             f"within {COMPARABLE_MARGIN:g})", v))
-        v = verdict_difference(col("general_kd", "miou"), col("regular_kd", "miou"),
-                               alternative="greater")
+                             f"within {COMPARABLE_MARGIN:g})" + note, v))
+        v, note = scored(verdict_difference(col("general_kd", "miou"), col("regular_kd", "miou"),
+                                            alternative="greater"), ("general_kd", "regular_kd"))
         out.append(claim_row("MFH Table 3", "the modality-general teacher's RGB student beats "
                              "the regular depth teacher's",
-                             f"Modality-general-KD - Regular-KD student {v.text} mIoU points",
-                             v))
+                             f"Modality-general-KD - Regular-KD student {v.text} mIoU points"
+                             + note, v))
     return claims_frame(out)
 
 
+def _get(row, name: str) -> float:
+    return getattr(row, name, np.nan)
+
+
+def jobs_trained(runs: pd.DataFrame, mfh: pd.DataFrame) -> pd.DataFrame:
+    """Every distinct job of the notebook once (students of Table 4 and MFH, and their
+    teachers): table, name, seed, epochs_run, late_gain, converged; teachers named by their
+    network (one row per teacher job, however many students share it)."""
+    rows = []
+    for r in runs.itertuples():
+        name = f"{LABELS[r.method]} ({_column(r.pair, r.direction)})"
+        rows.append(("C2KD Table 4", name, r.seed, r.epochs_run, _get(r, "late_gain"),
+                     r.converged))
+        if not pd.isna(r.teacher_converged):
+            t_mod, t_bb = _backbones(r.pair, r.direction)[0]
+            rows.append(("teacher", f"{t_mod} {t_bb.upper()}", r.seed, r.teacher_epochs_run,
+                         _get(r, "teacher_late_gain"), r.teacher_converged))
+    for r in mfh.itertuples():
+        if r.role != "nokd":
+            rows.append(("MFH", MFH_LABELS[r.role], r.seed, r.epochs_run,
+                         _get(r, "late_gain"), r.converged))
+        if not pd.isna(r.teacher_converged):
+            name = (f"{r.teacher} RN18" if r.teacher in MODALITIES
+                    else f"{TEACHER_MODALITY[r.teacher]} ({r.teacher})")
+            rows.append(("teacher", name, r.seed, r.teacher_epochs_run,
+                         _get(r, "teacher_late_gain"), r.teacher_converged))
+    out = pd.DataFrame(rows, columns=["table", "job", "seed", "epochs_run", "late_gain",
+                                      "converged"])
+    return out.drop_duplicates(["table", "job", "seed"], ignore_index=True)
+
+
+def convergence_table(runs: pd.DataFrame, mfh: pd.DataFrame) -> pd.DataFrame:
+    """Per (table, job) over seeds: epochs trained (mean, max), the largest validation gain of
+    the last :func:`plateau_window` epochs (mIoU points) and how many runs converged
+    (:func:`_converged`)."""
+    jobs = jobs_trained(runs, mfh)
+    g = jobs.groupby(["table", "job"], sort=False)
+    return g.agg(runs=("seed", "size"), epochs_mean=("epochs_run", "mean"),
+                 epochs_max=("epochs_run", "max"), late_gain_max=("late_gain", "max"),
+                 converged=("converged", lambda c: int(c.astype(bool).sum()))).reset_index()
+
+
+def convergence_claim(runs: pd.DataFrame, mfh: pd.DataFrame) -> dict:
+    """Every job (students and teachers) trained to its plateau (:func:`_converged`; an exact
+    count, no interval)."""
+    window = runs.attrs.get("window", PLATEAU_EPOCHS)
+    jobs = jobs_trained(runs, mfh)
+    short = jobs[~jobs.converged.astype(bool)]
+    names = [f"{j}, seed {s}" + ("" if pd.isna(g) else f" (+{g:.2f})")
+             for j, s, g in zip(short.job, short.seed, short.late_gain)]
+    rule = (f"early stopping (patience {runs.attrs['patience']}) or a gain below "
+            if runs.attrs.get("patience") else "a gain below ")
+    evidence = (f"{len(jobs) - len(short)} of {len(jobs)} jobs converged"
+                + (f"; not converged (gain of the last {window} epochs): {', '.join(names)}"
+                   if names else ""))
+    return claim_row("setting", f"every job trained to a plateau ({rule}{PLATEAU_GAIN:g} mIoU "
+                     f"points of validation over its last {window} epochs)", evidence,
+                     exact(not names, note=f"{len(short)} of {len(jobs)} short"))
+
+
 def all_claims(runs: pd.DataFrame, mfh: pd.DataFrame) -> pd.DataFrame:
-    """C2KD Table 4's claims (:func:`claims`), then MFH's (:func:`mfh_claims`)."""
+    """C2KD Table 4's claims (:func:`claims`), then MFH's (:func:`mfh_claims`), then whether
+    every job trained to its plateau (:func:`convergence_claim`, when the rows say)."""
     parts = [claims(runs)] + ([mfh_claims(mfh)] if len(mfh) else [])
+    if "converged" in runs:
+        parts.append(claims_frame([convergence_claim(runs, mfh)]))
     return pd.concat(parts, ignore_index=True)
 
 
