@@ -466,6 +466,8 @@ def run_jobs(jobs: Iterable[Job], executor: Executor | None = None,
     since = refresh_since(refresh)
     jc.remove_incomplete(cache)
     todo = [j for j in everything if _stale(cache, j.key, since) or not jc.has(cache, j.key)]
+    if todo:
+        jc.writable(cache)  # a read-only or full cache disk: said before any training
     if executor is None:  # CMKD_EXECUTOR (cmkd reproduce --executor), else in this process
         from cmkd.jobs.cluster import configured_executor
 
