@@ -18,7 +18,7 @@ def test_views_and_classes_are_declared():
     assert mfeat.VIEWS == {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
     assert mfeat.CLASSES == 10 and data.classes("mfeat") == 10
     assert "mfeat" in data.DATASETS and "mfeat" in data.EMBEDDED and "mfeat" not in data.REAL
-    assert data.option_names("mfeat") == ("views", "standardize")
+    assert data.option_names("mfeat") == ("views", "standardize", "order")
 
 
 def test_stored_arrays_and_provenance():
@@ -132,7 +132,7 @@ def test_builder_jobs_for_mfeat_and_another_pair(monkeypatch):
                                 teacher_epochs=1, batch_size=16))
     job = make.student("mfeat", "v2a", 0, "kd")
     assert job.inputs == ("fou",) and job.teacher.inputs == ("kar",)
-    assert job.dataset_options == {"views": ["fou", "kar"], "standardize": True}
+    assert job.dataset_options == {"views": ["fou", "kar"], "standardize": True, "order": None}
     assert job.model_options["in_features"] == 76 and job.teacher.model_options[
         "in_features"] == 64
     monkeypatch.setitem(specs.SPECS, "mfeat", specs.mfeat_spec(("pix", "mor")))
