@@ -227,18 +227,26 @@ def generate_multiclass(spec: MVDSpec, n: int, rng: np.random.Generator, classes
     -------
     MVDData with ``y`` in {0, ..., K - 1} and ``delta`` the decision matrix W.
     """
-    if n < 1:
-        raise ValueError(f"n must be a positive number of samples, got {n}")
     if classes < 2:
         raise ValueError(f"classes must be >= 2, got {classes}")
-    if weights is None:
-        weights = rng.standard_normal((classes, spec.d_star))
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != (classes, spec.d_star):
-        raise ValueError(f"weights must have shape ({classes}, {spec.d_star}), got "
-                         f"{weights.shape}")
+    weights = _decision_weights(spec, n, rng, classes, weights)
     return _draw(spec, n, rng, weights,
                  lambda x_star: np.argmax(x_star @ weights.T, axis=1).astype(np.int64))
+
+
+def _decision_weights(spec: MVDSpec, n: int, rng: np.random.Generator, rows: int,
+                      weights: np.ndarray | None) -> np.ndarray:
+    """The (rows, d_star) decision matrix W of a draw of ``n`` samples: ``weights`` checked, or
+    drawn from ``rng`` first (before x* and the noise) when not given."""
+    if n < 1:
+        raise ValueError(f"n must be a positive number of samples, got {n}")
+    if weights is None:
+        weights = rng.standard_normal((rows, spec.d_star))
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (rows, spec.d_star):
+        raise ValueError(f"weights must have shape ({rows}, {spec.d_star}), got "
+                         f"{weights.shape}")
+    return weights
 
 
 def generate_multilabel(spec: MVDSpec, n: int, rng: np.random.Generator, labels: int,
@@ -250,16 +258,9 @@ def generate_multilabel(spec: MVDSpec, n: int, rng: np.random.Generator, labels:
     matrix W.  Each label is MFH Eq. (27)'s binary rule with its own hyperplane; every label
     reads the same decisive features, so the modality-general share gamma is the spec's.
     """
-    if n < 1:
-        raise ValueError(f"n must be a positive number of samples, got {n}")
     if labels < 1:
         raise ValueError(f"labels must be >= 1, got {labels}")
-    if weights is None:
-        weights = rng.standard_normal((labels, spec.d_star))
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != (labels, spec.d_star):
-        raise ValueError(f"weights must have shape ({labels}, {spec.d_star}), got "
-                         f"{weights.shape}")
+    weights = _decision_weights(spec, n, rng, labels, weights)
     return _draw(spec, n, rng, weights,
                  lambda x_star: (x_star @ weights.T > 0).astype(np.int64))
 
