@@ -14,8 +14,9 @@ exceeds the target, 'met' when even the (possibly loaded) wall time is within it
 'undecided' in between (measure on 2 idle cores to decide).  A notebook whose
 run trained no job (all from the cache) measures nothing and leaves its target undecided.
 
-To measure from scratch: ``CMKD_CACHE=$(mktemp -d) cmkd reproduce --only NN --force``, then
-``make bench ONLY=notebooks``.
+A rerun that reproduces the published bytes keeps the published provenance (and its time);
+to measure a notebook from scratch: ``cmkd reproduce --only NN --refresh-jobs`` (every job
+trained again; the manifest then records this run), then ``make bench ONLY=notebooks``.
 """
 
 from __future__ import annotations
