@@ -26,9 +26,10 @@
 # * **Settings**: every ordered pair of the six `mfeat` views (real handwritten digits, six
 #   feature sets of the same items: 30 settings), both directions of `avdigits` and
 #   `avmnist_mini` (paper profile: their CNNs cost far more than the default allows), and MVD
-#   data (MFH Eq. 3, the Fig. 2 layout: binary and K-class, across γ; in this layout
-#   α = β = (1 − γ)/2, so α moves with γ) in both directions (x^a 25-d teaching x^b 50-d, and
-#   the reverse).
+#   data (MFH Eq. 3, binary and K-class) in both directions: across γ in the Fig. 2 layout
+#   (α = β = (1 − γ)/2; x^a 25-d teaching x^b 50-d, and the reverse), and across α in the
+#   Fig. 3 layout (`mvd_alphas`, the `mvd` loader's `extra` option: β = 0, γ = 1 − α; x^a
+#   50-d sees x^b's 10 decisive features and α/(1 − α) · 10 more).
 # * **Prediction**: `cmkd.diagnose.measure_direction`, the very code of `cmkd diagnose`, on the
 #   unimodal models' held-out outputs (seeds of each).
 # * **Measurement**: KD (Hinton) and C2KD students (`methods`; the default: KD) on the student
@@ -40,8 +41,11 @@
 #   Spearman's correlation of the prediction (−1 / 0 / +1) with the gain, each with a bootstrap
 #   interval over settings, on mfeat, on the real data and on all settings; and every indicator
 #   alone as a predictor. Goals of the issue: agreement ≥ 90%, Spearman ≥ 0.8.
-# * **Not here yet**: notebook 05's feature-nullified teachers (built by another issue). They
-#   join through `diagnostic_validation.register_settings` (parameter `extra_settings`).
+# * **Not here yet**: notebook 05's feature-nullified teachers. They join through
+#   `diagnostic_validation.register_settings` (parameter `extra_settings`); no module
+#   registers them yet.
+# * **Cost**: with `processes` > 1 the per-setting diagnosis (Algorithm 1's permutations, KRC)
+#   runs in the worker processes, as the training does (same numbers as in this process).
 
 # %% tags=["parameters"]
 profile: str = "smoke"  # reports/<profile>/ receives figures and tables
@@ -57,6 +61,7 @@ mfeat_pairs: list = ["kar>fou", "fou>kar"]  # ordered mfeat view pairs 'teacher>
 av_datasets: list = []  # audio-visual datasets diagnosed in both directions
 mvd_classes: list = [2]  # classes K of the MVD settings (2: binary)
 mvd_gammas: list = [1.0]  # gamma of the MVD settings (MFH Fig. 2 layout)
+mvd_alphas: list = [0.5]  # alpha of more MVD settings (MFH Fig. 3 layout: beta 0, gamma = 1 - alpha)
 mvd_directions: list = ["a2b"]  # MVD directions: a2b (x^a teaches x^b), b2a
 mvd_n_train: int = 200  # MVD training samples
 mvd_hidden: int = 16  # width of the MVD MLPs' two hidden layers
