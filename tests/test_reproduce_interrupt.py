@@ -199,6 +199,10 @@ def test_ctrl_c_kill_and_a_second_run(project):
                 "wall_seconds", "peak_rss_mib"):
         assert key in prov
     assert prov["peak_rss_mib"] > 10 and prov["wall_seconds"] > 0 and prov["device"] == "cpu"
+    # what the run cost (make bench ONLY=notebooks): papermill and its kernel used CPU time, the
+    # notebook trains no job, and the load average is the machine's three
+    assert 0 < prov["cpu_seconds"] and prov["jobs_trained"] == 0
+    assert len(prov["load_average"]) == 3
     assert b"## Environment" in report
 
     # Ctrl-C while the notebook runs: one line, the artefacts as they were, REPORT.md rebuilt

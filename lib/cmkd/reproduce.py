@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -809,6 +810,37 @@ def _refreshing() -> bool:
         return False
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children so far: papermill, its
+    kernel and the kernel's job workers, once each has been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cache_entries() -> int | None:
+    """Folders in the job cache (None when it cannot be listed)."""
+    from cmkd.jobs.cache import cache_dir
+
+    try:
+        folder = cache_dir()
+        return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.exists() else 0
+    except OSError:
+        return None
+
+
+def _cost(cpu_before: float, entries_before: int | None) -> dict:
+    """What a notebook's run cost, for its manifest (``make bench ONLY=notebooks`` reads it):
+    ``cpu_seconds`` of its processes (user + system: the machine's load does not inflate it, as
+    it does the wall time), ``jobs_trained`` (new job-cache folders during the run: 0 when every
+    job came from the cache; another process filling the same cache at once counts too) and the
+    machine's ``load_average`` (1, 5, 15 minutes) at the end."""
+    entries = _cache_entries()
+    trained = (None if entries is None or entries_before is None
+               else max(0, entries - entries_before))
+    return {"cpu_seconds": round(_children_cpu() - cpu_before, 1), "jobs_trained": trained,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None, force: bool,
          failed: dict[str, str]) -> str:
     """Skip, or run and publish, one notebook; returns what happened, in a few words.  A failure
@@ -830,7 +862,7 @@ def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None
     # invalidated first: whatever happens from here, a rerun redoes this notebook
     _write(state_path, json.dumps({"inputs": digest, "ok": False, "running": True}) + "\n")
     staging = out / ".staging" / nb
-    start = time.perf_counter()
+    start, cpu, entries = time.perf_counter(), _children_cpu(), _cache_entries()
     try:
         try:
             _run_one(root, profile, nb, params, staging)
@@ -838,7 +870,8 @@ def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None
             run = json.loads((staging / RUN_FILE).read_text()) \
                 if (staging / RUN_FILE).is_file() else {}
             provenance = dict(environment(root, params.get("device")),
-                              wall_seconds=round(seconds, 1), **run)
+                              wall_seconds=round(seconds, 1), **run,
+                              **_cost(cpu, entries))
             if _refreshing():
                 provenance["refresh_jobs"] = True
             if _executor_record() is not None:

@@ -24,6 +24,8 @@ BENCHMARKS = {
               "hour, MLPs and CNNs, KD and C2KD), and where a notebook-06 job spends an epoch",
     "dask_grid": "notebook 06's smoke grid on a local Dask cluster of 2 CPU workers against "
                  "serial (issue 21)",
+    "notebooks": "each notebook's recorded time on the default profile (wall and CPU seconds "
+                 "of the run that made its report) against the issues' targets",
 }
 DEVICE_BENCHMARKS = ("c2kd", "krc")
 

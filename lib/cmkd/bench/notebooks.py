@@ -1,0 +1,103 @@
+"""The time of each notebook on a profile (default: ``default``), against the issues' targets.
+
+Nothing is rerun here: ``cmkd reproduce`` records, in each notebook's manifest
+(``reports/<profile>/manifest/NN.json``, ``provenance``), the wall time of the run that made the
+published artefacts, its CPU seconds (user + system of papermill, the kernel and the job
+workers), the job-cache folders it added (the jobs it trained) and the machine's load average
+at its end.  This benchmark puts them in one table with the targets.
+
+A time measured on a machine that other work keeps busy is longer than on an idle one, so two
+bounds decide a target on 2 cores: the CPU seconds divided by 2 are at most the wall time the
+same run needs on 2 idle cores (both cores busy all along is the best case), and the wall time
+measured under load is at least that idle time.  Hence 'not met' when the CPU bound alone
+exceeds the target, 'met' when even the (possibly loaded) wall time is within it, and
+'undecided' in between (measure on 2 idle cores to decide).  A notebook whose
+run trained no job (all from the cache) measures nothing and leaves its target undecided.
+
+To measure from scratch: ``CMKD_CACHE=$(mktemp -d) cmkd reproduce --only NN --force``, then
+``make bench ONLY=notebooks``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+#: (notebooks, the most minutes they may take together on 2 CPU cores, where the target is set)
+TARGETS = (
+    (("06",), 20.0, "issue 15: notebook 06, default profile"),
+    (("04", "05"), 10.0, "issue 18: notebooks 04 and 05 together"),
+    (("07", "09"), 8.0, "issue 19: notebooks 07 and 09 together"),
+    (("10",), 6.0, "issue 20: notebook 10"),
+    (None, 60.0, "issue 15: the whole default profile"),
+)
+
+#: Cores the targets are stated for.
+CORES = 2
+
+
+def recorded(profile: str = "default", root: Path | None = None) -> list[dict]:
+    """One row per published notebook of ``profile``: its recorded cost (NaN where the
+    manifest predates the record)."""
+    from cmkd.reporting import repo_root
+    from cmkd.reproduce import discover, reports_dir
+
+    root = root or repo_root()
+    rows = []
+    for nb in discover(root):
+        path = reports_dir(profile, root) / "manifest" / f"{nb}.json"
+        if not path.is_file():
+            continue
+        prov = json.loads(path.read_text()).get("provenance", {})
+        load = prov.get("load_average") or [math.nan] * 3
+        cpu = prov.get("cpu_seconds", math.nan)
+        trained = prov.get("jobs_trained")
+        rows.append({"notebook": nb, "commit": str(prov.get("commit", ""))[:9],
+                     "wall s": prov.get("wall_seconds", math.nan), "CPU s": cpu,
+                     "2 idle cores, at least (min)": cpu / CORES / 60,
+                     "jobs trained": math.nan if trained is None else trained,
+                     "load (15 min)": load[2]})
+    return rows
+
+
+def verdict(rows: list[dict], minutes: float) -> tuple[str, str]:
+    """'met', 'not met' or 'undecided' for ``rows`` against ``minutes`` (module docstring),
+    with the numbers behind it."""
+    if not rows:
+        return "undecided", "not run on this profile"
+    cpu = sum(r["CPU s"] for r in rows)
+    wall = sum(r["wall s"] for r in rows)
+    bound = cpu / CORES / 60
+    if math.isnan(cpu):
+        return "undecided", "CPU time not recorded (run before the record existed)"
+    if bound > minutes:
+        return "not met", f"CPU s / {CORES} = {bound:.1f} min > {minutes:g}"
+    if any(not r["jobs trained"] for r in rows):  # 0 or NaN: from the cache, or not recorded
+        return "undecided", "a run took its jobs from the cache"
+    if wall / 60 <= minutes:
+        return "met", f"wall {wall / 60:.1f} min <= {minutes:g}"
+    return "undecided", (f"CPU bound {bound:.1f} min <= {minutes:g} < wall {wall / 60:.1f} min "
+                         f"measured under load: measure on {CORES} idle cores")
+
+
+def run(profile: str | None = None) -> list[dict]:
+    """Rows: one per notebook, then one per target (module docstring)."""
+    profile = profile or os.environ.get("CMKD_BENCH_PROFILE", "default")
+    rows = recorded(profile)
+    out = []
+    for r in rows:
+        out.append({"benchmark": f"{profile}: {r['notebook']}", **{k: v for k, v in r.items()
+                                                                 if k != "notebook"},
+                    "target": "", "why": ""})
+    for notebooks, minutes, what in TARGETS:
+        part = [r for r in rows if notebooks is None or r["notebook"][:2] in notebooks]
+        v, why = verdict(part, minutes)
+        cpu = sum(r["CPU s"] for r in part) if part else math.nan
+        out.append({"benchmark": f"{profile}: {what} <= {minutes:g} min", "commit": "",
+                    "wall s": sum(r["wall s"] for r in part) if part else math.nan,
+                    "CPU s": cpu, "2 idle cores, at least (min)": cpu / CORES / 60,
+                    "jobs trained": sum(r["jobs trained"] for r in part) if part else math.nan,
+                    "load (15 min)": math.nan, "target": v, "why": why})
+    return out

@@ -1,0 +1,60 @@
+"""`make bench ONLY=notebooks`: the recorded notebook times read from the manifests, and the
+met / not met / undecided rule against a target."""
+
+import json
+import math
+
+from cmkd.bench import notebooks as bn
+
+
+def _row(nb, wall, cpu, trained=5):
+    return {"notebook": nb, "wall s": wall, "CPU s": cpu, "jobs trained": trained}
+
+
+def test_the_cpu_bound_alone_says_not_met():
+    # 2,700 CPU s on 2 cores: at least 22.5 min even on idle cores, over 20
+    v, why = bn.verdict([_row("06_c2kd", 3000.0, 2700.0)], 20.0)
+    assert v == "not met" and "22.5" in why
+
+
+def test_a_wall_time_within_the_target_says_met_even_under_load():
+    v, _ = bn.verdict([_row("04_a", 200.0, 300.0), _row("05_b", 250.0, 380.0)], 10.0)
+    assert v == "met"  # 450 s of wall <= 600
+
+
+def test_between_the_bounds_or_from_the_cache_is_undecided():
+    # CPU bound 15 min <= 20 < 40 min of wall measured on a loaded machine
+    v, why = bn.verdict([_row("06_c2kd", 2400.0, 1800.0)], 20.0)
+    assert v == "undecided" and "idle" in why
+    # every job from the cache: a short run that measures nothing
+    v, why = bn.verdict([_row("06_c2kd", 30.0, 20.0, trained=0)], 20.0)
+    assert v == "undecided" and "cache" in why
+    v, why = bn.verdict([_row("06_c2kd", 30.0, math.nan, trained=math.nan)], 20.0)
+    assert v == "undecided" and "not recorded" in why
+    assert bn.verdict([], 20.0)[0] == "undecided"
+
+
+def test_rows_come_from_the_manifests_of_the_profile(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    manifests = tmp_path / "reports" / "default" / "manifest"
+    manifests.mkdir(parents=True)
+    for nb, prov in (("06_c2kd", {"wall_seconds": 1500.0, "cpu_seconds": 2700.0,
+                                  "jobs_trained": 200, "load_average": [2.0, 2.1, 2.2],
+                                  "commit": "0123456789abcdef"}),
+                     ("10_rgbd_segmentation", {"wall_seconds": 300.0})):
+        (tmp_path / "notebooks" / f"{nb}.ipynb").write_text("{}")
+        (manifests / f"{nb}.json").write_text(json.dumps({"provenance": prov}))
+    monkeypatch.setattr("cmkd.reporting.repo_root", lambda: tmp_path)
+    rows = {r["benchmark"]: r for r in bn.run("default")}
+    six = rows["default: 06_c2kd"]
+    assert six["CPU s"] == 2700.0 and six["2 idle cores, at least (min)"] == 22.5
+    assert six["jobs trained"] == 200 and six["load (15 min)"] == 2.2
+    assert six["commit"] == "012345678"
+    assert rows["default: issue 15: notebook 06, default profile <= 20 min"]["target"] == \
+        "not met"
+    ten = rows["default: 10_rgbd_segmentation"]
+    assert math.isnan(ten["CPU s"]) and math.isnan(ten["jobs trained"])
+    assert rows["default: issue 20: notebook 10 <= 6 min"]["target"] == "undecided"
+    # 04 and 05 were never published on this profile
+    assert rows["default: issue 18: notebooks 04 and 05 together <= 10 min"]["why"] == \
+        "not run on this profile"
