@@ -141,19 +141,23 @@ fig_ind
 report.claims(dv.claims(runs, config.bootstrap, config.seed))
 
 # %% [markdown]
-# **Reading.** The smoke profile (three settings, three epochs) only checks that everything
-# runs. The default profile (reports/default/09_diagnostic_validation: 60 settings, the 30
-# mfeat view pairs and 30 MVD settings, 2 seeds, KD's gain only; every run ended by early
-# stopping but 3, whose settings' gains were within noise anyway) reaches **none of the
-# goals**. KD's measured gain is within noise in 26 of 30 mfeat settings and 54 of 60 in all,
-# so sign agreement rests on 1 (mfeat) and 2 (all) decided settings (both agree: 1.00, no
-# usable interval). Verdict agreement: 0.57 [0.40, 0.73] on mfeat, 0.65 [0.52, 0.77] on all,
-# *below* saying "unclear" everywhere (0.87, 0.90): the rule calls "hurt" for 19 settings, 17
-# of them measured unclear (a weaker teacher rarely measurably hurts here). Spearman of the
-# rule's verdict with KD's gain: 0.72 [0.51, 0.84] on mfeat (undecided against 0.8), 0.51
-# [0.31, 0.68] on all (NOT held). Among single indicators (all settings), C2KD's imbalance
-# predicts best: teacher accuracy advantage 0.51 [0.28, 0.68], target-probability gap 0.47;
-# then the KRC keep share 0.35 and mean KRC 0.20; our estimate of MFH's gamma is last, 0.10
-# [-0.16, 0.36]. That ranking is a finding neither paper has, though the difference between
-# the two best is not decided (+0.04 [-0.03, +0.11]). Not here: C2KD's gain and the AV
-# datasets (paper profile), MVD with alpha independent of gamma, notebook 05's teachers.
+# **Reading.** The smoke profile (four settings, three epochs) only checks that everything
+# runs. The default profile (reports/default/09_diagnostic_validation: 72 settings, the 30
+# mfeat view pairs, 30 MVD settings across γ and 12 across α, 2 seeds, KD's gain only; every
+# run ended by early stopping but 3, whose settings' gains were within noise anyway) reaches
+# **none of the goals**. KD's measured gain is within noise in 26 of 30 mfeat settings and 63
+# of 72 in all, so sign agreement rests on 1 (mfeat) and 5 (all) decided settings (all agree:
+# 1.00, no usable interval). Verdict agreement: 0.57 [0.40, 0.73] on mfeat, 0.69 [0.58, 0.79]
+# on all, *below* saying "unclear" everywhere (0.87, 0.88): the rule calls "hurt" for 23
+# settings, 18 of them measured unclear (a weaker teacher rarely measurably hurts here), and
+# never "help" (4 settings measurably gain). Spearman of the rule's verdict with KD's gain:
+# 0.72 [0.51, 0.84] on mfeat (undecided against 0.8), 0.55 [0.36, 0.69] on all (NOT held).
+# Across α (MFH Fig. 3 layout), the three settings where the weak x^b teaches x^a at α = 0.8
+# are the only ones measured "hurt" (−2.5, −10.5, −6.9 points at K = 2, 5, 10), and the rule
+# predicts all three; at α = 0.33 every gain is within noise. Among single indicators (all
+# settings), C2KD's imbalance predicts best: teacher accuracy advantage 0.50 [0.28, 0.68],
+# target-probability gap 0.47 [0.26, 0.64]; then the KRC keep share 0.33 [0.10, 0.53] and mean
+# KRC 0.25 [0.02, 0.46]; our estimate of MFH's γ is last, 0.15 [−0.10, 0.37]. That ranking
+# is a finding neither paper has, though the difference between the two best is not decided
+# (+0.03 [−0.02, +0.09]). Not here: C2KD's gain and the AV datasets (paper profile), notebook
+# 05's feature-nullified teachers.
