@@ -94,6 +94,28 @@ def test_mvd_settings_both_directions_share_data_and_models():
     assert len(dv._jobs(sets)) == 2 * (2 + 2 * len(cfg.methods))
 
 
+def test_mvd_alpha_settings_are_mfh_fig3():
+    """Settings across alpha: the loader's Fig. 3 layout ('extra' per run: alpha = e / (e + 10),
+    beta 0), x^a 50-d, after the gamma settings, with stacks of their own."""
+    cfg = config(mvd_gammas=[1.0], mvd_alphas=[0.5, 0.8], mvd_directions=["a2b", "b2a"])
+    sets = dv.mvd_settings(cfg)
+    assert len(sets) == 2 + 4
+    gam, alph = sets[:2], sets[2:]
+    assert all("gamma=1.00" in st.name for st in gam)
+    assert [st.name for st in alph[::2]] == ["MVD K=2 alpha=0.50 (beta=0) xa>xb",
+                                             "MVD K=2 alpha=0.80 (beta=0) xa>xb"]
+    job, run = alph[2].teacher[0]
+    assert job.run_dataset_options(run)["extra"] == 40
+    assert job.model_options["in_features"] == 50 and job.inputs == ("xa",)
+    assert dv._ref(gam[0].teacher[0])[0].model_options["in_features"] == 25
+    assert dv._ref(gam[0].teacher[0])[0].key != job.key
+    assert [st.info["beta"] for st in alph] == [0.0] * 4
+    assert [st.info["gamma"] for st in alph[::2]] == pytest.approx([0.5, 0.2])
+    with pytest.raises(ParamError, match="mvd_alphas"):
+        config(mvd_alphas=[0.9])  # not reachable in the Fig. 3 layout (at most 0.8)
+    assert len(dv.mvd_settings(config(mvd_gammas=[], mvd_alphas=[0.5]))) == 1
+
+
 def test_av_settings_both_directions_share_unimodal_models():
     """The AV path (no training here): each direction's students read the student modality
     and learn from the teacher modality's unimodal model of the same seed."""
@@ -160,7 +182,7 @@ def test_no_kd_baseline_is_the_unimodal_model(tmp_path):
     from cmkd.jobs import run_jobs
 
     cfg = config(epochs=2)
-    uni = dv._mvd_job(cfg, 2, 10, "xb", 0)
+    uni = dv._mvd_job(cfg, 2, ("overlap", 10), "xb", 0)
     nokd = dataclasses.replace(uni, kind="student")
     assert uni.key != nokd.key
     rows = run_jobs([uni, nokd], cache=tmp_path, progress=False).set_index("kind")
@@ -181,3 +203,9 @@ def test_run_end_to_end_on_a_tiny_grid(tmp_path):
     assert a2b.krc_mean == pytest.approx(b2a.krc_mean)
     table = dv.claims(df, n_boot=200)
     assert set(table.verdict) <= {"held", "NOT held", "undecided"}
+    # the diagnosis in worker processes gives the serial numbers
+    from cmkd.jobs import ProcessExecutor
+
+    sets = dv.settings(cfg)
+    pooled = dv.predictions(sets, cfg, tmp_path, ProcessExecutor(1), progress=False)
+    assert pd.DataFrame(pooled).equals(df[list(pooled[0])])

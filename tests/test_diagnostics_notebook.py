@@ -57,7 +57,7 @@ def test_paper_profile_on_fixture_datasets(project, tmp_path):
 def test_grid_shares_the_unimodal_models(root):
     config = load_params(root / "params/default/07_diagnostics.yaml", dg.Config)
     jobs, tags = dg.grid(config)
-    students = len(dg.TABLE2) - 1  # w/o KD is a unimodal model
+    students = len(config.methods) - 1  # w/o KD is a unimodal model
     per_seed = 2 * len(dg.CAPACITIES) + len(config.directions) * students
     assert len(jobs) == config.n_seeds * per_seed
     t2 = tags[tags.part == "table2"]
@@ -138,6 +138,9 @@ def test_table2_puts_proba_under_w_o_kd_and_compare_finds_nothing_for_avdigits()
     res.runs["key"] = np.arange(len(res.runs))
     t = dg.table2(res)
     assert list(t.method[:2]) == ["w/o KD", "proba."]
+    # only the rows the runs hold (the planted runs have no TCKD +KRC / +Random, no DKD)
+    assert list(t.method[2:]) == ["w/ KD", "KD +Random", "KD +KRC", "TCKD", "NCKD",
+                                  "NCKD +Random", "NCKD +KRC"]
     assert t.loc[1, "avdigits Audio mean"] == pytest.approx(0.7)
     assert t.loc[1, "avdigits Visual mean"] == pytest.approx(0.4)
     assert dg.compare(res) == {}

@@ -38,6 +38,7 @@ __all__ = [
     "table2_spec",
     "gamma_to_overlap",
     "alpha_to_extra",
+    "layout_spec",
     "VARY_GAMMA_DECISIVE",
     "VARY_ALPHA_DECISIVE_B",
     "load",
@@ -347,10 +348,31 @@ SPLITS = ("train", "val", "test")
 HALVES = ("all", "first", "second")
 
 
+#: the generator stream of the Fig. 3 layout (``extra`` set): a spawn key of its own, so its
+#: draws never coincide with a Fig. 2 draw of the same numbers
+ALPHA_STREAM = (3,)
+
+
+def layout_spec(overlap: int, extra: int | None) -> MVDSpec:
+    """The spec of the ``mvd`` dataset: MFH Fig. 2 (:func:`vary_gamma_spec` of ``overlap``) when
+    ``extra`` is None, else Fig. 3 (:func:`vary_alpha_spec` of ``extra``)."""
+    return vary_gamma_spec(overlap) if extra is None else vary_alpha_spec(extra)
+
+
 @functools.lru_cache(maxsize=64)
 def _fig2_draws(overlap: int, classes: int, n_train: int, n_val: int, n_test: int, seed: int,
-                run: int, multilabel: int = 0) -> dict[str, MVDData]:
-    if multilabel:
+                run: int, multilabel: int = 0, extra: int | None = None
+                ) -> dict[str, MVDData]:
+    if extra is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, extra, run, multilabel],
+                                                           spawn_key=ALPHA_STREAM))
+        if multilabel:
+            def draw(spec, n, rng, weights=None):
+                return generate_multilabel(spec, n, rng, multilabel, weights)
+        else:
+            def draw(spec, n, rng, weights=None):
+                return generate_multiclass(spec, n, rng, classes, weights)
+    elif multilabel:
         rng = np.random.default_rng(np.random.SeedSequence([seed, overlap, run, multilabel]))
 
         def draw(spec, n, rng, weights=None):
@@ -360,7 +382,7 @@ def _fig2_draws(overlap: int, classes: int, n_train: int, n_val: int, n_test: in
 
         def draw(spec, n, rng, weights=None):
             return generate_multiclass(spec, n, rng, classes, weights)
-    spec = vary_gamma_spec(overlap)
+    spec = layout_spec(overlap, extra)
     train = draw(spec, n_train, rng)
     test = draw(spec, n_test, rng, train.delta)
     out = {"train": train, "test": test}
@@ -379,10 +401,14 @@ def half_rows(n: int, half: str) -> slice:
 
 def load(root=None, split: str = "train", overlap: int = 10, classes: int = 2,
          n_train: int = 200, n_val: int = 0, n_test: int = 1000, seed: int = 0, run: int = 0,
-         multilabel: int = 0, half: str = "all"):
+         multilabel: int = 0, half: str = "all", extra: int | None = None):
     """Registry entry ``mvd``: K-class MVD data (:func:`generate_multiclass`) in MFH Fig. 2's
     layout (:func:`vary_gamma_spec`: x^a 25-d and x^b 50-d observe 10 decisive features each,
     ``overlap`` of them shared), as a dataset whose items are {'xa', 'xb', 'label'}.
+    ``extra`` (an int, default None): MFH Fig. 3's layout instead (:func:`vary_alpha_spec`:
+    x^a and x^b 50-d, x^b observes 10 decisive features, x^a the same 10 plus ``extra``: beta
+    0, ``alpha = extra / (extra + 10)``, gamma = 1 - alpha; ``overlap`` is then unused), drawn
+    from a generator stream of its own (seed, extra, run, L).
 
     The draw is determined by (seed, overlap, run): one generator draws the training split,
     then the test split, then (``n_val`` > 0) a validation split, all of one task (the training
@@ -407,10 +433,16 @@ def load(root=None, split: str = "train", overlap: int = 10, classes: int = 2,
                              f"{value!r}")
     if half not in HALVES:
         raise ValueError(f"dataset 'mvd': option 'half' must be one of {HALVES}, got {half!r}")
-    draws = _fig2_draws(overlap, classes, n_train, n_val, n_test, seed, run, multilabel)
+    top = VARY_ALPHA_DIMS[0] - VARY_ALPHA_DECISIVE_B
+    if extra is not None and (isinstance(extra, bool) or not isinstance(extra, int)
+                              or not 0 <= extra <= top):
+        raise ValueError(f"dataset 'mvd': option 'extra' must be None (Fig. 2 layout) or an int "
+                         f"in [0, {top}] (Fig. 3 layout), got {extra!r}")
+    draws = _fig2_draws(overlap, classes, n_train, n_val, n_test, seed, run, multilabel, extra)
     if split not in draws:  # no validation split
-        return ArrayDataset({"xa": torch.zeros(0, VARY_GAMMA_DIMS[0]),
-                             "xb": torch.zeros(0, VARY_GAMMA_DIMS[1]),
+        spec = layout_spec(overlap, extra)
+        return ArrayDataset({"xa": torch.zeros(0, spec.dim_a),
+                             "xb": torch.zeros(0, spec.dim_b),
                              "label": (torch.zeros(0, multilabel) if multilabel
                                        else torch.zeros(0, dtype=torch.int64))})
     d = draws[split]

@@ -121,6 +121,9 @@ class Config:
                                                  low=2, high=100))
     mvd_gammas: list[float] = field(metadata=spec("gamma of the MVD settings (MFH Fig. 2 "
                                                   "layout)", low=0, high=1))
+    mvd_alphas: list[float] = field(kw_only=True, default_factory=list, metadata=spec(
+        "alpha of more MVD settings (MFH Fig. 3 layout: beta 0, gamma = 1 - alpha; x^a 50-d)",
+        low=0, high=1, high_open=True))
     mvd_directions: list[str] = field(metadata=spec(
         "MVD directions: a2b (x^a, 25-d, teaches x^b, 50-d), b2a", choices=MVD_DIRECTIONS))
     mvd_n_train: int = field(metadata=spec("MVD training samples", low=16, high=1_000_000))
@@ -147,12 +150,14 @@ class Config:
 
     def check(self) -> None:
         check_each("mvd_gammas", self.mvd_gammas, mvd.gamma_to_overlap)
+        check_each("mvd_alphas", self.mvd_alphas, mvd.alpha_to_extra)
         if "kd" not in self.methods:
             raise ParamError("methods", "must include kd (the goals are scored on KD's gain)")
-        if (self.mvd_classes and self.mvd_gammas) and not self.mvd_directions:
+        if (self.mvd_classes and (self.mvd_gammas or self.mvd_alphas)
+                and not self.mvd_directions):
             raise ParamError("mvd_directions", "name a2b and/or b2a for the MVD settings")
         if not (self.mfeat_pairs or self.av_datasets or self.extra_settings
-                or (self.mvd_classes and self.mvd_gammas)):
+                or (self.mvd_classes and (self.mvd_gammas or self.mvd_alphas))):
             raise ParamError("mfeat_pairs", "no setting to validate: name mfeat pairs, AV "
                                             "datasets or MVD classes and gammas")
 
@@ -275,10 +280,17 @@ def av_settings(config: Config) -> list[Setting]:
 MVD_KEYS = ("xa", "xb")
 
 
-def _mvd_job(config: Config, classes: int, overlap: int, key: str, seed: int,
+#: the two MVD layouts: MFH Fig. 2 (the loader's ``overlap``: gamma moves, alpha = beta) and
+#: Fig. 3 (its ``extra``: alpha moves, beta = 0, gamma = 1 - alpha), with the modalities' widths
+MVD_LAYOUTS = {"overlap": mvd.VARY_GAMMA_DIMS, "extra": mvd.VARY_ALPHA_DIMS}
+
+
+def _mvd_job(config: Config, classes: int, option: tuple[str, int], key: str, seed: int,
              method: str = "nokd", teacher: Job | None = None, runs: list | None = None
              ) -> Job:
-    dims = dict(zip(MVD_KEYS, mvd.VARY_GAMMA_DIMS))
+    """An MVD MLP job; ``option``: the layout's loader option and value ('overlap', o) or
+    ('extra', e) (:data:`MVD_LAYOUTS`)."""
+    dims = dict(zip(MVD_KEYS, MVD_LAYOUTS[option[0]]))
     hp = {}
     if method != "nokd":
         method, hp = registry.hparams_for(method, {"c2kd": {"omega": float(config.omega)}})
@@ -287,7 +299,7 @@ def _mvd_job(config: Config, classes: int, overlap: int, key: str, seed: int,
                model_options={"in_features": dims[key], "classes": classes,
                               "hidden": [config.mvd_hidden, config.mvd_hidden],
                               "modality": key},
-               dataset_options={"classes": classes, "overlap": overlap, "n_train": n,
+               dataset_options={"classes": classes, option[0]: option[1], "n_train": n,
                                 "n_val": max(n // 4, 100), "n_test": max(n // 2, 200),
                                 "seed": config.seed, "run": 0},
                kind="teacher" if teacher is None and method == "nokd" else "student",
@@ -298,39 +310,48 @@ def _mvd_job(config: Config, classes: int, overlap: int, key: str, seed: int,
                runs=runs or ())
 
 
-def mvd_settings(config: Config) -> list[Setting]:
-    """K-class MVD (MFH Fig. 2 layout, one data draw per (K, gamma)), each direction.  Per K,
-    every (gamma, seed) is one run of a stack (its data draw set by the run's overlap), so a
-    K trains one stack per modality (the unimodal models) and per direction and method."""
+def _mvd_layout(config: Config, name: str, values: list[int]) -> list[Setting]:
+    """The MVD settings of one layout (loader option ``name``: 'overlap' or 'extra', over
+    ``values``): per K, every (value, seed) is one run of a stack (its data draw set by the
+    run's option), so a K trains one stack per modality (the unimodal models) and per direction
+    and method."""
     out = []
-    overlaps = [mvd.gamma_to_overlap(g) for g in config.mvd_gammas]
-    if not (config.mvd_classes and overlaps):
+    if not (config.mvd_classes and values):
         return out
-    runs = [{"seed": s, "dataset_options": {"overlap": o}} for o in overlaps
-            for s in _seeds(config)]
-    index = {(r["dataset_options"]["overlap"], r["seed"]): i for i, r in enumerate(runs)}
+    runs = [{"seed": s, "dataset_options": {name: v}} for v in values for s in _seeds(config)]
+    index = {(r["dataset_options"][name], r["seed"]): i for i, r in enumerate(runs)}
+    first = (name, values[0])
     for k in config.mvd_classes:
-        uni = {key: _mvd_job(config, k, overlaps[0], key, config.seed, runs=runs)
-               for key in MVD_KEYS}
+        uni = {key: _mvd_job(config, k, first, key, config.seed, runs=runs) for key in MVD_KEYS}
         students = {}
         for d in config.mvd_directions:
             t, s_mod = MVD_KEYS if d == "a2b" else MVD_KEYS[::-1]
-            students[d] = {m: _mvd_job(config, k, overlaps[0], s_mod, config.seed, m, uni[t],
-                                       runs) for m in config.methods}
-        for o in overlaps:
-            gamma = mvd.vary_gamma_spec(o).gamma
-            idx = {s: index[o, s] for s in _seeds(config)}
+            students[d] = {m: _mvd_job(config, k, first, s_mod, config.seed, m, uni[t], runs)
+                           for m in config.methods}
+        for v in values:
+            spec = mvd.layout_spec(v, None) if name == "overlap" else mvd.layout_spec(0, v)
+            label = (f"gamma={spec.gamma:.2f}" if name == "overlap"
+                     else f"alpha={spec.alpha:.2f} (beta=0)")
+            idx = {s: index[v, s] for s in _seeds(config)}
             for d in config.mvd_directions:
                 t, s_mod = MVD_KEYS if d == "a2b" else MVD_KEYS[::-1]
-                out.append(Setting(f"MVD K={k} gamma={gamma:.2f} {t}>{s_mod}",
+                out.append(Setting(f"MVD K={k} {label} {t}>{s_mod}",
                                    "MVD binary" if k == 2 else "MVD K-class", False,
                                    {s: (uni[t], i) for s, i in idx.items()},
                                    {s: (uni[s_mod], i) for s, i in idx.items()},
                                    {m: {s: (j, i) for s, i in idx.items()}
                                     for m, j in students[d].items()},
-                                   {"dataset": "mvd", "classes": k, "gamma": gamma,
-                                    "alpha": (1 - gamma) / 2}))
+                                   {"dataset": "mvd", "classes": k, "gamma": spec.gamma,
+                                    "alpha": spec.alpha, "beta": spec.beta}))
     return out
+
+
+def mvd_settings(config: Config) -> list[Setting]:
+    """K-class MVD, each direction: MFH Fig. 2's layout across ``mvd_gammas`` (alpha = beta =
+    (1 - gamma) / 2), then Fig. 3's across ``mvd_alphas`` (beta = 0, gamma = 1 - alpha; x^a
+    50-d sees x^b's 10 decisive features and ``extra`` more); one data draw per (K, value)."""
+    return (_mvd_layout(config, "overlap", [mvd.gamma_to_overlap(g) for g in config.mvd_gammas])
+            + _mvd_layout(config, "extra", [mvd.alpha_to_extra(a) for a in config.mvd_alphas]))
 
 
 def settings(config: Config) -> list[Setting]:
@@ -383,9 +404,81 @@ class _RunHead:
                 self.classifier.bias.copy_(layer.bias[run].detach())
 
 
+def _outputs(value, cache, memo: dict) -> dict:
+    """The test outputs (logits, label, pooled features, model) of a setting's job reference;
+    ``memo`` keeps each job's outputs (a stack's, all runs) once loaded."""
+    from cmkd.jobs import job_outputs, load_model
+
+    job, run = _ref(value)
+    if job.key not in memo:
+        memo[job.key] = (diagnose.job_outputs(job, "test", cache) if run is None
+                         else job_outputs(job, "test", ("pooled",), cache)
+                         | {"model": load_model(job, cache)})
+    out = memo[job.key]
+    if run is None:
+        return out
+    return {"logits": out["logits"][run], "label": out["label"][run],
+            "pooled": out["pooled"][run], "model": _RunHead(out["model"], run)}
+
+
+#: worker-process memo of job outputs (one pool of the diagnosis reuses loaded jobs)
+_MEMO: dict = {}
+
+
+def _predict(st: Setting, omega: float, permutations: int, cache, memo: dict) -> dict:
+    """The diagnostic's prediction of one setting from its unimodal models alone."""
+    seeds = sorted(st.teacher)
+    t_out = {s: _outputs(st.teacher[s], cache, memo) for s in seeds}
+    s_out = {s: _outputs(st.student[s], cache, memo) for s in seeds}
+    d = diagnose.measure_direction(t_out, s_out, omega, permutations)
+    return {"gamma_hat": d["gamma_hat"], "keep_share": d["krc"]["keep_share"],
+            "krc_mean": d["krc"]["mean"], "advantage": d["teacher_advantage"]["estimate"],
+            "advantage_verdict": d["teacher_advantage"]["verdict"],
+            "target_gap": np.mean([_target_probability(t_out[s]) - _target_probability(
+                s_out[s]) for s in seeds]),
+            "pred_kd": d["kd"]["verdict"], "pred_c2kd": d["c2kd"]["verdict"]}
+
+
+def _predict_chunk(task: tuple) -> list[tuple[int, dict]]:  # pragma: no cover - in a worker
+    """Worker side of :func:`predictions`: (index, prediction) of each setting of a chunk."""
+    chunk, omega, permutations, cache = task
+    with torch.no_grad():
+        return [(i, _predict(st, omega, permutations, cache, _MEMO)) for i, st in chunk]
+
+
+def predictions(sets: list[Setting], config: Config, cache, executor=None,
+                progress: bool = True) -> list[dict]:
+    """:func:`_predict` of every setting: serially in this process, or (``executor`` a
+    :class:`ProcessExecutor`) in its worker processes, in contiguous chunks of settings (a
+    chunk's settings share unimodal jobs, loaded once per worker).  Same numbers either way:
+    Algorithm 1's permutations are seeded per setting and seed."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(sets), desc="diagnosing settings", unit="setting",
+               disable=not progress)
+    out: list = [None] * len(sets)
+    if executor is None:
+        memo: dict = {}
+        with torch.no_grad():
+            for i, st in enumerate(sets):
+                out[i] = _predict(st, config.omega, config.permutations, cache, memo)
+                bar.update()
+    else:
+        n = max(1, min(len(sets), 4 * executor.processes))
+        bounds = np.linspace(0, len(sets), n + 1).round().astype(int)
+        chunks = [[(i, sets[i]) for i in range(a, b)] for a, b in zip(bounds[:-1], bounds[1:])]
+        tasks = [(c, config.omega, config.permutations, cache) for c in chunks if c]
+        for done in executor.map(_predict_chunk, tasks):
+            for i, row in done:
+                out[i] = row
+            bar.update(len(done))
+    bar.close()
+    return out
+
+
 def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
     """Train (or read from the cache) every job, then per setting the diagnostic's prediction
-    and the measured gains.
+    (in the worker processes when ``processes`` > 1 on a CPU) and the measured gains.
 
     Returns
     -------
@@ -395,7 +488,7 @@ def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
     the measured gain, its interval (gain_kd, low_kd, high_kd, ...) and verdict (meas_kd,
     meas_c2kd).  ``attrs``: seconds, jobs, device.
     """
-    from cmkd.jobs import cache_dir, job_outputs, load_model
+    from cmkd.jobs import cache_dir
 
     start = time.perf_counter()
     device = select_device(config.device)
@@ -409,31 +502,14 @@ def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
         rows = run_jobs(jobs, executor=executor, cache=cache, progress=progress)
     by_ref = {(r.key, None if pd.isna(getattr(r, "run", np.nan)) else int(r.run)): r
               for r in rows.itertuples()}
-    outs = {}
-
-    def outputs(value):
-        job, run = _ref(value)
-        if job.key not in outs:
-            outs[job.key] = (diagnose.job_outputs(job, "test", cache) if run is None
-                             else job_outputs(job, "test", ("pooled",), cache)
-                             | {"model": load_model(job, cache)})
-        out = outs[job.key]
-        if run is None:
-            return out
-        return {"logits": out["logits"][run], "label": out["label"][run],
-                "pooled": out["pooled"][run], "model": _RunHead(out["model"], run)}
+    pool = (executor if isinstance(executor, ProcessExecutor) and device.type == "cpu"
+            else None)
+    with torch_threads(1 if device.type == "cpu" else None):
+        predicted = predictions(sets, config, cache, pool, progress)
 
     records = []
-    it = sets
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(sets, desc="diagnosing settings", unit="setting")
     methods = [m for m in METHODS if any(m in st.students for st in sets)]
-    for st in it:
-        seeds = sorted(st.teacher)
-        t_out = {s: outputs(st.teacher[s]) for s in seeds}
-        s_out = {s: outputs(st.student[s]) for s in seeds}
-        d = diagnose.measure_direction(t_out, s_out, config.omega, config.permutations)
+    for st, pred in zip(sets, predicted):
         recs = [{"direction": st.name, "method": m, "seed": s,
                  "test_at_best_val": float(by_ref[_key(v)].test_at_best_val),
                  "test_correct": by_ref[_key(v)].test_correct}
@@ -441,13 +517,7 @@ def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
                 for s, v in per.items()]
         runs_of = [by_ref[_key(v)] for per in [st.teacher, st.student, *st.students.values()]
                    for v in per.values()]
-        row = {"setting": st.name, "family": st.family, "real": st.real,
-               "gamma_hat": d["gamma_hat"], "keep_share": d["krc"]["keep_share"],
-               "krc_mean": d["krc"]["mean"], "advantage": d["teacher_advantage"]["estimate"],
-               "advantage_verdict": d["teacher_advantage"]["verdict"],
-               "target_gap": np.mean([_target_probability(t_out[s]) - _target_probability(
-                   s_out[s]) for s in seeds]),
-               "pred_kd": d["kd"]["verdict"], "pred_c2kd": d["c2kd"]["verdict"],
+        row = {"setting": st.name, "family": st.family, "real": st.real, **pred,
                "epochs_run": max(int(r.epochs_run) for r in runs_of),
                "at_cap": sum(_still_improving(r) for r in runs_of),
                **{k: v for k, v in st.info.items() if k != "dataset"}}

@@ -347,7 +347,8 @@ def table2(res: Results) -> pd.DataFrame:
     s = _ms(sub, ["label", "dataset", "direction"], "acc")
     p = _ms(_proba(res).assign(label=PROBA), ["label", "dataset", "direction"], "value")
     s = pd.concat([s, p], ignore_index=True)
-    order = [NOKD.label, PROBA] + [r.label for r in TABLE2[1:]]
+    trained = set(s.label)  # the rows the config's methods name
+    order = [NOKD.label, PROBA] + [r.label for r in TABLE2[1:] if r.label in trained]
     out = pd.DataFrame({"method": order})
     for (dataset, direction), part in s.groupby(["dataset", "direction"], sort=False):
         part = part.set_index("label")
