@@ -55,8 +55,10 @@ temperature: float = 1.0  # KD softening temperature
 teacher_epochs: int = 1  # most epochs of every teacher
 epochs: int = 1  # most epochs of every student
 patience: int = 0  # early stopping: epochs without validation gain (0: none)
-batch_size: int = 256  # mini-batch size
-lr: float = 0.002  # AdamW learning rate (constant)
+batch_size: int = 256  # mini-batch size of every student
+lr: float = 0.002  # AdamW learning rate (constant) of every student
+teacher_batch_size: int = 256  # mini-batch size of the teachers and the image network (notebook 05's batch_size: its teacher and image network are then these jobs, trained once)
+teacher_lr: float = 0.002  # AdamW learning rate (constant) of the teachers and the image network (notebook 05's lr, for the same sharing)
 weight_decay: float = 0.0001  # AdamW weight decay
 t7_dataset: str = "mvd"  # Table 7's data: 'mvd' (offline stand-in: MVD Gaussian data with multi-label targets) or 'mmimdb' (MM-IMDB, Arevalo's hdf5, mmimdb_root)
 mmimdb_root: str = ""  # folder of MM-IMDB (t7_dataset 'mmimdb' only)
@@ -72,6 +74,7 @@ t7_epochs: int = 1  # Table 7: most epochs of every job
 t7_patience: int = 0  # Table 7: early stopping, epochs without a validation gain (0: none)
 t7_batch_size: int = 64  # Table 7: mini-batch size
 t7_lr: float = 0.001  # Table 7: AdamW learning rate
+t7_pseudo_labels: str = "soft"  # Table 7: what the modality-specific teacher learns from the image network: 'soft' (its sigmoid outputs, binary KD with no label term) or 'hard' (those outputs thresholded at 0.5, a binary cross entropy on them)
 processes: int = 1  # jobs trained at once in worker processes (1: one after the other in this process)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda or mps
 
@@ -144,7 +147,9 @@ fig_curves
 #   (`cmkd.distill.kd.binary_kd_loss`, summed over labels; the task loss is the binary cross
 #   entropy). MFH gives no formula for it and its official code has no MM-IMDB part; this is the
 #   usual per-label form. The pseudo-labels of the modality-specific teacher are the image
-#   network's soft sigmoid outputs (KD with no label term).
+#   network's soft sigmoid outputs (KD with no label term; `t7_pseudo_labels: soft`). MFH says
+#   only "pseudo labels"; `t7_pseudo_labels: hard` trains that teacher on the image network's
+#   outputs thresholded at 0.5 instead (registry method `pseudo_label`, a binary cross entropy).
 # * **Scores.** Micro and macro F1 from torchmetrics (`MultilabelF1Score`, threshold 0.5) on the
 #   test split, at each job's best validation micro F1.
 # * **Data.** Paper profile: MM-IMDB (`mmimdb_root`, Arevalo's hdf5: 300-d text and 4096-d VGG
