@@ -64,7 +64,7 @@ def test_grid_uses_mfh_b1_networks_and_eq1_weights():
     grid = cs.jobs(config)
     for key in (("audio_teacher", None, 0), ("fusion_teacher", None, 0), ("image", None, 0)):
         assert grid[key].batch_size == 128 and grid[key].optim.lr == 0.002
-    for key in (("nokd", None, 0), ("umkd", 0.5, 0), ("cmkd", 0.0, 0)):
+    for key in (("nokd", None, 0), ("umkd", 0.5, 0), ("cmkd", 0.5, 0)):
         assert grid[key].batch_size == 32 and grid[key].optim.lr == 0.001
 
 
