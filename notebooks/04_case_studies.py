@@ -202,7 +202,11 @@ report.claims(pd.concat([cs.claims(runs), cs.claims7(t7)], ignore_index=True))
 # the image network train at batch 128 and lr 2e-3, notebook 05's settings, so 05 reads them
 # from the cache; the KD students read their frozen teacher's features stored once per training
 # item (`kd_nullified` keeping every channel: KD's loss) instead of a teacher forward on every
-# batch.
+# batch. Measured on one thread, a KD epoch costs about 8 CPU s with the per-batch forward and
+# about 6 with the stored features (plus about 13 s once per teacher and worker process);
+# patience 3 instead of 4 and the teachers at batch 128 brought the eight Table 1 / 5 jobs from
+# 116 to 99 epochs, about 810 -> 630 CPU s by estimate, and notebook 05 no longer trains its own
+# teacher and image network (about 90 CPU s). README's notebook 04 paragraph has the run's time.
 #
 # Table 7 on the stand-in asks MFH's question where the answer is known by construction: the
 # modality-specific teacher imitates an image network, so its soft labels rest on the image's
