@@ -45,15 +45,54 @@ def test_grid_uses_mfh_b1_networks_and_eq1_weights():
     assert tuple(fusion_t.model_options["encoders"]) == ("lenet5", "audio_cnn5")
     for rho in (0.0, 0.5):
         um, cm = grid["umkd", rho, 1], grid["cmkd", rho, 1]
-        assert um.model == cm.model == "audio_cnn3" and um.method == "kd"
+        assert um.model == cm.model == "audio_cnn3"
         assert um.teacher == grid["audio_teacher", None, 1]
         assert cm.teacher == grid["fusion_teacher", None, 1]
-        # MFH Eq. (1): rho * CE + (1 - rho) * KL
-        assert um.hparams["ce_weight"] == rho and um.hparams["kd_weight"] == 1 - rho
+        # MFH Eq. (1): rho * CE + (1 - rho) * KL; KD's loss through kd_nullified keeping every
+        # channel of the teacher's classifier input (audio_cnn6: 192; LeNet-5 84 + audio_cnn5
+        # 96 = 180), so the teacher's stored features serve every epoch
+        for job, width in ((um, 192), (cm, 180)):
+            assert job.method == "kd_nullified" and job.hparams["layer"] == "pooled"
+            assert job.hparams["keep"] == list(range(width))
+            assert job.hparams["ce_weight"] == rho and job.hparams["kd_weight"] == 1 - rho
     assert grid["nokd", None, 0].teacher is None
     # runs differ in seed; the roles of one run share it
     assert audio_t.seed == fusion_t.seed != grid["audio_teacher", None, 1].seed
-    assert audio_t.dataset_options["per_class"] == 10
+    assert audio_t.dataset_options["per_class"] == 4
+    # teachers and the image network: their own batch size and learning rate
+    config = _config(batch_size=32, lr=0.001, teacher_batch_size=128, teacher_lr=0.002)
+    grid = cs.jobs(config)
+    for key in (("audio_teacher", None, 0), ("fusion_teacher", None, 0), ("image", None, 0)):
+        assert grid[key].batch_size == 128 and grid[key].optim.lr == 0.002
+    for key in (("nokd", None, 0), ("umkd", 0.5, 0), ("cmkd", 0.5, 0)):
+        assert grid[key].batch_size == 32 and grid[key].optim.lr == 0.001
+
+
+def test_default_profile_shares_the_teacher_and_the_image_network_with_notebook_05():
+    """Notebook 05's default teacher (audio_cnn6) and image network (LeNet-5) are notebook 04's
+    jobs (same keys), so `cmkd reproduce --only 04 05` trains each once."""
+    from cmkd.experiments import feature_ranking as fr
+
+    def load(module, name):
+        raw = yaml.safe_load((ROOT / f"params/default/{name}.yaml").read_text())
+        return params.from_mapping(module.Config, raw, source="default")
+
+    grid = cs.jobs(load(cs, "04_case_studies"))
+    base = fr.base_jobs(load(fr, "05_feature_ranking"))
+    assert grid["audio_teacher", None, 0].key == base["teacher", 0].key
+    assert grid["image", None, 0].key == base["other", 0].key
+
+
+def test_table7_pseudo_labels_soft_or_hard():
+    soft = cs.t7_jobs(_config())["specific_teacher", 0]
+    hard = cs.t7_jobs(_config(t7_pseudo_labels="hard"))["specific_teacher", 0]
+    assert soft.method == "kd" and soft.hparams["ce_weight"] == 0.0
+    assert soft.hparams["kd_weight"] == 1.0
+    assert hard.method == "pseudo_label" and hard.teacher == soft.teacher
+    assert hard.teacher.inputs == ("xa",)  # the image network labels it
+    hard.check()
+    with pytest.raises(ParamError, match="t7_pseudo_labels"):
+        _config(t7_pseudo_labels="argmax")
 
 
 def _planted(runs: int = 6, n: int = 400, seed: int = 0) -> pd.DataFrame:

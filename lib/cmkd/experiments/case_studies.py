@@ -44,6 +44,8 @@ from cmkd.verdicts import (
 DATASETS = ("avmnist_mini", "avmnist")
 #: Table 7's data: the MVD stand-in, or MM-IMDB itself
 T7_DATASETS = ("mvd", "mmimdb")
+#: Table 7: the image network's pseudo-labels the modality-specific teacher learns from
+PSEUDO_LABELS = ("soft", "hard")
 #: MFH B.1's networks (registry name, options)
 AUDIO_TEACHER = ("audio_cnn6", {})
 AUDIO_STUDENT = ("audio_cnn3", {})
@@ -94,9 +96,17 @@ class Config:
     epochs: int = field(metadata=spec("most epochs of every student", low=1, high=10_000))
     patience: int = field(metadata=spec("early stopping: epochs without validation gain "
                                         "(0: none)", low=0, high=10_000))
-    batch_size: int = field(metadata=spec("mini-batch size", low=2, high=100_000))
-    lr: float = field(metadata=spec("AdamW learning rate (constant)", low=0, high=10,
-                                    low_open=True))
+    batch_size: int = field(metadata=spec("mini-batch size of every student", low=2,
+                                          high=100_000))
+    lr: float = field(metadata=spec("AdamW learning rate (constant) of every student", low=0,
+                                    high=10, low_open=True))
+    teacher_batch_size: int = field(metadata=spec(
+        "mini-batch size of the teachers and the image network (notebook 05's batch_size: "
+        "its teacher and image network are then these jobs, trained once)", low=2,
+        high=100_000))
+    teacher_lr: float = field(metadata=spec(
+        "AdamW learning rate (constant) of the teachers and the image network (notebook 05's "
+        "lr, for the same sharing)", low=0, high=10, low_open=True))
     weight_decay: float = field(metadata=spec("AdamW weight decay", low=0, high=1))
     t7_dataset: str = field(metadata=spec(
         "Table 7's data: 'mvd' (offline stand-in: MVD Gaussian data with multi-label targets) or "
@@ -127,6 +137,10 @@ class Config:
     t7_batch_size: int = field(metadata=spec("Table 7: mini-batch size", low=2, high=100_000))
     t7_lr: float = field(metadata=spec("Table 7: AdamW learning rate", low=0, high=10,
                                        low_open=True))
+    t7_pseudo_labels: str = field(metadata=spec(
+        "Table 7: what the modality-specific teacher learns from the image network: 'soft' "
+        "(its sigmoid outputs, binary KD with no label term) or 'hard' (those outputs "
+        "thresholded at 0.5, a binary cross entropy on them)", choices=PSEUDO_LABELS))
     processes: int = field(metadata=spec("jobs trained at once in worker processes (1: one "
                                          "after the other in this process)", low=1, high=64))
     device: str = field(metadata=spec("compute device", choices=DEVICES,
@@ -168,13 +182,30 @@ class Config:
 
 
 # ----------------------------------------------------------------------------- the jobs
-def builder(config: Config) -> Builder:
-    patience = config.patience or None
-    training = Training(optim={"optimizer": "adamw", "lr": config.lr,
+def builder(config: Config, teachers: bool = False) -> Builder:
+    """The students' builder, or (``teachers``) that of the teachers and the image network
+    (``teacher_batch_size``, ``teacher_lr``)."""
+    lr, batch = ((config.teacher_lr, config.teacher_batch_size) if teachers
+                 else (config.lr, config.batch_size))
+    training = Training(optim={"optimizer": "adamw", "lr": lr,
                                "weight_decay": config.weight_decay},
                         epochs=config.epochs, teacher_epochs=config.teacher_epochs,
-                        batch_size=config.batch_size, device=config.device, patience=patience)
+                        batch_size=batch, device=config.device,
+                        patience=config.patience or None)
     return Builder(config.params(), training)
+
+
+def kd_row(config: Config, rho: float, teacher: Job) -> dict:
+    """The KD student's hyperparameters: MFH Eq. (1) at ``rho`` through ``kd_nullified``
+    keeping every channel of the teacher's 'pooled' features (the loss of ``kd`` exactly,
+    tested), so the frozen teacher's features of each training item are computed once and
+    reused at every epoch instead of a teacher forward on every batch."""
+    import torch
+
+    with torch.device("meta"):  # no memory, no compute
+        channels = teacher.build_model(check=True).feature_shapes["pooled"][0]
+    return {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho,
+            "layer": "pooled", "keep": list(range(channels))}
 
 
 def run_seed(config: Config, run: int) -> int:
@@ -184,21 +215,22 @@ def run_seed(config: Config, run: int) -> int:
 def jobs(config: Config) -> dict[tuple[str, float | None, int], Job]:
     """(role, rho, run) -> job: the teachers and the image network (rho None), the no-KD student
     (rho None) and the KD students of every rho."""
-    b, d = builder(config), config.dataset
+    b, bt, d = builder(config), builder(config, teachers=True), config.dataset
     out = {}
     for r in range(config.n_runs):
         seed = run_seed(config, r)
-        audio_t = b.teacher(d, "audio", seed, model=AUDIO_TEACHER)
-        fusion_t = b.fusion_teacher(d, "fusion_concat", DIRECTION, seed, encoders=FUSION_ENCODERS)
-        out["image", None, r] = b.teacher(d, "visual", seed, model=IMAGE_NET)
+        audio_t = bt.teacher(d, "audio", seed, model=AUDIO_TEACHER)
+        fusion_t = bt.fusion_teacher(d, "fusion_concat", DIRECTION, seed,
+                                     encoders=FUSION_ENCODERS)
+        out["image", None, r] = bt.teacher(d, "visual", seed, model=IMAGE_NET)
         out["audio_teacher", None, r] = audio_t
         out["fusion_teacher", None, r] = fusion_t
         student = (AUDIO_STUDENT[0], {**AUDIO_STUDENT[1], "grid": config.student_grid})
         out["nokd", None, r] = b.student(d, DIRECTION, seed, "nokd", model=student)
         for rho in config.rhos:
-            row = {"temperature": config.temperature, "ce_weight": rho, "kd_weight": 1 - rho}
             for role, teacher in (("umkd", audio_t), ("cmkd", fusion_t)):
-                out[role, rho, r] = b.student(d, DIRECTION, seed, "kd", row=row,
+                out[role, rho, r] = b.student(d, DIRECTION, seed, "kd_nullified",
+                                              row=kd_row(config, rho, teacher),
                                               teacher=teacher, model=student)
     return out
 
@@ -508,11 +540,21 @@ def t7_labels(config: Config) -> int:
     return config.t7_labels if config.t7_dataset == "mvd" else len(MMIMDB_GENRES)
 
 
+def pseudo_labelled(config: Config, kd: dict) -> dict:
+    """Method and hyperparameters of the modality-specific teacher, which learns the image
+    network's pseudo-labels and no true label: 'soft', KD with ``ce_weight`` 0 (the binary KD
+    to the image network's sigmoid outputs); 'hard', ``pseudo_label`` (the binary cross
+    entropy to those outputs thresholded at 0.5)."""
+    if config.t7_pseudo_labels == "hard":
+        return {"method": "pseudo_label", "hparams": {}}
+    return {"method": "kd", "hparams": {**kd, "ce_weight": 0.0, "kd_weight": 1.0}}
+
+
 def t7_jobs(config: Config) -> dict[tuple[str, int], Job]:
     """(role, run) -> job of Table 7.  Every job is of kind 'teacher': it keeps its
     best-validation weights (micro F1 on the validation split selects them), from which both
-    F1 scores are computed; the modality-specific teacher is distilled (KD with ``ce_weight``
-    0: the image network's soft pseudo-labels only) from the image network, and each KD
+    F1 scores are computed; the modality-specific teacher learns the image network's
+    pseudo-labels (``t7_pseudo_labels``, :func:`pseudo_labelled`), and each KD
     student (``ce_weight`` = rho = 0) from its teacher."""
     labels, hidden = t7_labels(config), tuple(config.t7_hidden)
     optim = {"optimizer": "adamw", "lr": config.t7_lr, "weight_decay": config.weight_decay}
@@ -540,9 +582,8 @@ def t7_jobs(config: Config) -> dict[tuple[str, int], Job]:
         image = Job(**mlp("image"), dataset_options=teachers, **common)
         t = {"text_teacher": Job(**mlp("text"), dataset_options=teachers, **common),
              "regular_teacher": Job(**fusion, dataset_options=teachers, **common),
-             "specific_teacher": Job(**fusion, dataset_options=teachers, method="kd",
-                                     hparams={**kd, "ce_weight": 0.0, "kd_weight": 1.0},
-                                     teacher=image, **common)}
+             "specific_teacher": Job(**fusion, dataset_options=teachers,
+                                     **pseudo_labelled(config, kd), teacher=image, **common)}
         out["image_net", r] = image
         for role, job in t.items():
             out[role, r] = job

@@ -38,8 +38,8 @@ from cmkd.text import quote, shorten
 
 # the methods register themselves on import
 from cmkd.methods import (  # noqa: E402,F401,I001  isort: skip
-    c2kd, cirkd, dist, dkd, dlb, dml, fitnet, kd, kd_nullified, nkd, nokd, ogm_ge, review, rkd,
-    shake, uskd, zipf)
+    c2kd, cirkd, dist, dkd, dlb, dml, fitnet, kd, kd_nullified, nkd, nokd, ogm_ge, pseudo_label,
+    review, rkd, shake, uskd, zipf)
 from cmkd.methods.c2kd import C2KD_PRESETS  # noqa: E402  isort: skip
 
 #: C2KD Table 2's logit-KD rows and the registry method and switches of each: KD, and DKD (Eq. 2)
