@@ -19,7 +19,7 @@ import pytest
 
 from cmkd.data.files import ItemError
 from cmkd.jobs import Job, ProcessExecutor
-from cmkd.jobs.executors import JobError, WorkerDied
+from cmkd.jobs.executors import JobError, WorkerDied, _exit_code
 from cmkd.params import ParamError
 from cmkd.text import TextError
 
@@ -106,6 +106,31 @@ def test_a_pool_worker_killed_with_9_is_named_with_its_job(tmp_path, monkeypatch
     assert f"worker pid {pid} (killed by SIGKILL)" in str(err)
     assert j.describe() in str(err) and '"seed":11' in str(err)
 
+
+
+class ReapedElsewhere:
+    """A dead worker whose exit code another thread (the pool's manager) is storing: our own
+    ``join`` sees the process gone (its waitpid fails with ECHILD) and ``exitcode`` reads None
+    until that thread has stored the code, here after the third join."""
+
+    def __init__(self, code):
+        self.code, self.joins = code, 0
+
+    def join(self, timeout=None):
+        self.joins += 1
+
+    @property
+    def exitcode(self):
+        return self.code if self.joins >= 3 else None
+
+
+def test_the_exit_code_stored_by_the_pool_thread_is_waited_for():
+    dead = ReapedElsewhere(-signal.SIGKILL)
+    assert _exit_code(dead) == -signal.SIGKILL and dead.joins == 3
+    assert _exit_code(None) is None
+    never = ReapedElsewhere(0)
+    never.joins = -10**9  # the code never appears: give up after the timeout, report None
+    assert _exit_code(never, timeout=0.2) is None
 
 # ----------------------------------------------------------------------------- orphans
 def children() -> dict[int, int]:

@@ -13,6 +13,7 @@ import pickle
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -83,6 +84,21 @@ def _signal_name(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit status {code}"
+
+
+def _exit_code(process, timeout: float = 10.0) -> int | None:
+    """The exit code of a pool worker ``process`` (None: still running, or not known).
+
+    The pool's own management thread may reap the same process at the same moment: our
+    ``waitpid`` then fails (ECHILD) and ``exitcode`` reads None until that thread has stored
+    the code, so wait for the code (up to ``timeout`` s) once the process is known to be gone."""
+    if process is None:
+        return None
+    deadline = time.monotonic() + timeout
+    process.join(timeout=timeout)
+    while process.exitcode is None and time.monotonic() < deadline:
+        process.join(timeout=0.05)
+    return process.exitcode
 
 
 def _sendable(err: BaseException) -> BaseException:
@@ -173,10 +189,7 @@ class ProcessExecutor:
                 continue
         lines = []
         for pid, index in sorted(running.items(), key=lambda item: item[1]):
-            process = workers.get(pid)
-            if process is not None:
-                process.join(timeout=5)
-            code = None if process is None else process.exitcode
+            code = _exit_code(workers.get(pid))
             if code == -signal.SIGTERM and len(running) > 1:
                 continue  # stopped by the pool when the other one died
             lines.append(f"worker pid {pid} ({_signal_name(code)}) was running job "
