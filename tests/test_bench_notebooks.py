@@ -7,8 +7,9 @@ import math
 from cmkd.bench import notebooks as bn
 
 
-def _row(nb, wall, cpu, trained=5):
-    return {"notebook": nb, "wall s": wall, "CPU s": cpu, "jobs trained": trained}
+def _row(nb, wall, cpu, trained=5, scratch=None):
+    return {"notebook": nb, "wall s": wall, "CPU s": cpu, "jobs trained": trained,
+            "from scratch": bool(trained) if scratch is None else scratch}
 
 
 def test_the_cpu_bound_alone_says_not_met():
@@ -32,6 +33,10 @@ def test_between_the_bounds_or_from_the_cache_is_undecided():
     v, why = bn.verdict([_row("06_c2kd", 30.0, math.nan, trained=math.nan)], 20.0)
     assert v == "undecided" and "not recorded" in why
     assert bn.verdict([], 20.0)[0] == "undecided"
+    # notebooks 01-03 train outside the job cache: --refresh-jobs alone says from scratch
+    v, _ = bn.verdict([_row("01_a", 30.0, 40.0, trained=0, scratch=True),
+                       _row("06_c2kd", 900.0, 1700.0)], 20.0)
+    assert v == "met"
 
 
 def test_rows_come_from_the_manifests_of_the_profile(tmp_path, monkeypatch):
@@ -41,7 +46,9 @@ def test_rows_come_from_the_manifests_of_the_profile(tmp_path, monkeypatch):
     for nb, prov in (("06_c2kd", {"wall_seconds": 1500.0, "cpu_seconds": 2700.0,
                                   "jobs_trained": 200, "load_average": [2.0, 2.1, 2.2],
                                   "commit": "0123456789abcdef"}),
-                     ("10_rgbd_segmentation", {"wall_seconds": 300.0})):
+                     ("10_rgbd_segmentation", {"wall_seconds": 300.0}),
+                     ("01_mvd", {"wall_seconds": 30.0, "cpu_seconds": 40.0, "jobs_trained": 0,
+                                 "refresh_jobs": True})):
         (tmp_path / "notebooks" / f"{nb}.ipynb").write_text("{}")
         (manifests / f"{nb}.json").write_text(json.dumps({"provenance": prov}))
     monkeypatch.setattr("cmkd.reporting.repo_root", lambda: tmp_path)
@@ -54,6 +61,7 @@ def test_rows_come_from_the_manifests_of_the_profile(tmp_path, monkeypatch):
         "not met"
     ten = rows["default: 10_rgbd_segmentation"]
     assert math.isnan(ten["CPU s"]) and math.isnan(ten["jobs trained"])
+    assert not ten["from scratch"] and rows["default: 01_mvd"]["from scratch"]
     assert rows["default: issue 20: notebook 10 <= 6 min"]["target"] == "undecided"
     # 04 and 05 were never published on this profile
     assert rows["default: issue 18: notebooks 04 and 05 together <= 10 min"]["why"] == \

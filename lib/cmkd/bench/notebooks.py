@@ -11,8 +11,11 @@ bounds decide a target on 2 cores: the CPU seconds divided by 2 are at most the 
 same run needs on 2 idle cores (both cores busy all along is the best case), and the wall time
 measured under load is at least that idle time.  Hence 'not met' when the CPU bound alone
 exceeds the target, 'met' when even the (possibly loaded) wall time is within it, and
-'undecided' in between (measure on 2 idle cores to decide).  A notebook whose
-run trained no job (all from the cache) measures nothing and leaves its target undecided.
+'undecided' in between (measure on 2 idle cores to decide).  A run counts as from scratch when
+it ran with ``--refresh-jobs`` (every job trained again: the manifest records ``refresh_jobs``;
+notebooks 01-03 train outside the job cache, so only this flag says so for them) or trained
+jobs into the cache; a run that took its jobs from the cache measures nothing and leaves its
+target undecided.
 
 A rerun that reproduces the published bytes keeps the published provenance (and its time);
 to measure a notebook from scratch: ``cmkd reproduce --only NN --refresh-jobs`` (every job
@@ -55,10 +58,12 @@ def recorded(profile: str = "default", root: Path | None = None) -> list[dict]:
         load = prov.get("load_average") or [math.nan] * 3
         cpu = prov.get("cpu_seconds", math.nan)
         trained = prov.get("jobs_trained")
+        scratch = bool(prov.get("refresh_jobs")) or bool(trained)
         rows.append({"notebook": nb, "commit": str(prov.get("commit", ""))[:9],
                      "wall s": prov.get("wall_seconds", math.nan), "CPU s": cpu,
                      "2 idle cores, at least (min)": cpu / CORES / 60,
                      "jobs trained": math.nan if trained is None else trained,
+                     "from scratch": scratch,
                      "load (15 min)": load[2]})
     return rows
 
@@ -75,7 +80,7 @@ def verdict(rows: list[dict], minutes: float) -> tuple[str, str]:
         return "undecided", "CPU time not recorded (run before the record existed)"
     if bound > minutes:
         return "not met", f"CPU s / {CORES} = {bound:.1f} min > {minutes:g}"
-    if any(not r["jobs trained"] for r in rows):  # 0 or NaN: from the cache, or not recorded
+    if not all(r.get("from scratch", bool(r["jobs trained"])) for r in rows):
         return "undecided", "a run took its jobs from the cache"
     if wall / 60 <= minutes:
         return "met", f"wall {wall / 60:.1f} min <= {minutes:g}"
@@ -100,5 +105,6 @@ def run(profile: str | None = None) -> list[dict]:
                     "wall s": sum(r["wall s"] for r in part) if part else math.nan,
                     "CPU s": cpu, "2 idle cores, at least (min)": cpu / CORES / 60,
                     "jobs trained": sum(r["jobs trained"] for r in part) if part else math.nan,
+                    "from scratch": all(r["from scratch"] for r in part) if part else False,
                     "load (15 min)": math.nan, "target": v, "why": why})
     return out
