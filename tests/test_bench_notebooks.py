@@ -7,15 +7,21 @@ import math
 from cmkd.bench import notebooks as bn
 
 
-def _row(nb, wall, cpu, trained=5, scratch=None):
+def _row(nb, wall, cpu, trained=5, scratch=None, load=1.5):
     return {"notebook": nb, "wall s": wall, "CPU s": cpu, "jobs trained": trained,
-            "from scratch": bool(trained) if scratch is None else scratch}
+            "from scratch": bool(trained) if scratch is None else scratch,
+            "load (15 min)": load}
 
 
 def test_the_cpu_bound_alone_says_not_met():
     # 2,700 CPU s on 2 cores: at least 22.5 min even on idle cores, over 20
     v, why = bn.verdict([_row("06_c2kd", 3000.0, 2700.0)], 20.0)
     assert v == "not met" and "22.5" in why
+    # the same CPU seconds measured under load do not bound the idle time (they inflate there)
+    v, why = bn.verdict([_row("06_c2kd", 5000.0, 2700.0, load=5.5)], 20.0)
+    assert v == "undecided" and "load" in why
+    v, _ = bn.verdict([_row("06_c2kd", 3000.0, 2700.0, load=math.nan)], 20.0)
+    assert v == "undecided"
 
 
 def test_a_wall_time_within_the_target_says_met_even_under_load():

@@ -6,12 +6,15 @@ published artefacts, its CPU seconds (user + system of papermill, the kernel and
 workers), the job-cache folders it added (the jobs it trained) and the machine's load average
 at its end.  This benchmark puts them in one table with the targets.
 
-A time measured on a machine that other work keeps busy is longer than on an idle one, so two
-bounds decide a target on 2 cores: the CPU seconds divided by 2 are at most the wall time the
-same run needs on 2 idle cores (both cores busy all along is the best case), and the wall time
-measured under load is at least that idle time.  Hence 'not met' when the CPU bound alone
-exceeds the target, 'met' when even the (possibly loaded) wall time is within it, and
-'undecided' in between (measure on 2 idle cores to decide).  A run counts as from scratch when
+A time measured on a machine that other work keeps busy is longer than on an idle one: the wall
+time measured under load is at least the idle time, so 'met' when even the (possibly loaded)
+wall time is within the target.  The CPU seconds divided by 2 bound the wall time of the same
+run on 2 idle cores from below, but only where the CPU seconds were measured without other
+work on the machine: on a shared virtual machine, CPU time itself inflates under load (this
+project's 2 cores: notebook 06 recorded 3,928 CPU s at a load of 5.5 and 1,650 on idle cores).
+Hence 'not met' when the CPU bound exceeds the target on a run whose 15-minute load average
+was at most ``IDLE_LOAD`` (the notebook's own two job processes), and 'undecided' otherwise
+(measure on 2 idle cores to decide).  A run counts as from scratch when
 it ran with ``--refresh-jobs`` (every job trained again: the manifest records ``refresh_jobs``;
 notebooks 01-03 train outside the job cache, so only this flag says so for them) or trained
 jobs into the cache; a run that took its jobs from the cache measures nothing and leaves its
@@ -40,6 +43,9 @@ TARGETS = (
 
 #: Cores the targets are stated for.
 CORES = 2
+#: the highest 15-minute load average of a run whose CPU seconds bound its idle wall time: the
+#: notebook's own two job processes, and a little more
+IDLE_LOAD = CORES + 0.5
 
 
 def recorded(profile: str = "default", root: Path | None = None) -> list[dict]:
@@ -78,12 +84,17 @@ def verdict(rows: list[dict], minutes: float) -> tuple[str, str]:
     bound = cpu / CORES / 60
     if math.isnan(cpu):
         return "undecided", "CPU time not recorded (run before the record existed)"
-    if bound > minutes:
+    loads = [r.get("load (15 min)", math.nan) for r in rows]
+    idle = all(load <= IDLE_LOAD for load in loads)  # NaN (not recorded): not known to be idle
+    if bound > minutes and idle:
         return "not met", f"CPU s / {CORES} = {bound:.1f} min > {minutes:g}"
     if not all(r.get("from scratch", bool(r["jobs trained"])) for r in rows):
         return "undecided", "a run took its jobs from the cache"
     if wall / 60 <= minutes:
         return "met", f"wall {wall / 60:.1f} min <= {minutes:g}"
+    if bound > minutes:
+        return "undecided", (f"CPU s / {CORES} = {bound:.1f} min > {minutes:g}, but measured under "
+                             f"a load above {IDLE_LOAD:g}: measure on {CORES} idle cores")
     return "undecided", (f"CPU bound {bound:.1f} min <= {minutes:g} < wall {wall / 60:.1f} min "
                          f"measured under load: measure on {CORES} idle cores")
 
