@@ -29,7 +29,17 @@
 #   data (MFH Eq. 3, binary and K-class) in both directions: across γ in the Fig. 2 layout
 #   (α = β = (1 − γ)/2; x^a 25-d teaching x^b 50-d, and the reverse), and across α in the
 #   Fig. 3 layout (`mvd_alphas`, the `mvd` loader's `extra` option: β = 0, γ = 1 − α; x^a
-#   50-d sees x^b's 10 decisive features and α/(1 − α) · 10 more).
+#   50-d sees x^b's 10 decisive features and α/(1 − α) · 10 more); and (default profile)
+#   notebook 05's feature-nullified audio teachers of `avmnist_mini` (real digits and speech;
+#   `extra_settings: [feature_nullified]`, 05's parameters in `feature_ranking`): the regular
+#   teacher and the modality-specific, random and modality-general teachers at each of 05's
+#   ratios r (10 settings at r = 25, 50, 75%). The diagnostic sees the *derived* teacher: the
+#   trained audio CNN with only the kept channels of its ranked layer (its logits, pooled
+#   features and head masked); the baseline and the KD student are 05's own no-KD student
+#   and its student of that teacher (MFH Eq. 1 at 05's ρ = 0: the soft labels alone; 05's
+#   jobs, from the cache when 05 ran first), one run (05's), so their gain's interval holds
+#   the paired test items' term only. 05 trains no C2KD student: these settings count in KD's
+#   scores only. The smoke profile leaves them out (cost).
 # * **Prediction**: `cmkd.diagnose.measure_direction`, the very code of `cmkd diagnose`, on the
 #   unimodal models' held-out outputs (seeds of each).
 # * **Measurement**: KD (Hinton) and C2KD students (`methods`; the default: KD) on the student
@@ -39,11 +49,12 @@
 #   noise is "unclear", and the diagnostic is scored on whether it says so.
 # * **Scores**: verdict agreement (help / hurt / unclear), sign agreement where both are decided,
 #   Spearman's correlation of the prediction (−1 / 0 / +1) with the gain, each with a bootstrap
-#   interval over settings, on mfeat, on the real data and on all settings; and every indicator
-#   alone as a predictor. Goals of the issue: agreement ≥ 90%, Spearman ≥ 0.8.
-# * **Not here yet**: notebook 05's feature-nullified teachers. They join through
-#   `diagnostic_validation.register_settings` (parameter `extra_settings`); no module
-#   registers them yet.
+#   interval over settings, on mfeat, on the real data, on 05's nullified teachers and on all
+#   settings; and every indicator alone as a predictor. Goals of the issue: agreement ≥ 90%,
+#   Spearman ≥ 0.8.
+# * **More settings**: a module can add its own through
+#   `diagnostic_validation.register_settings` (parameters `extra_settings`,
+#   `setting_modules`); `feature_nullified` above is registered that way.
 # * **Cost**: with `processes` > 1 the per-setting diagnosis (Algorithm 1's permutations, KRC)
 #   runs in the worker processes, as the training does (same numbers as in this process).
 
