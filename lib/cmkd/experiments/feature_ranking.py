@@ -310,22 +310,25 @@ def nullified_settings(config09, cache=None) -> list:
     """Notebook 09's settings ``feature_nullified`` (:func:`cmkd.experiments.
     diagnostic_validation.register_settings`): per run of notebook 05's parameters
     ``config09.feature_ranking`` (seed :func:`run_seed`), the regular teacher and each derived
-    teacher of the table (modality-specific, random, modality-general; official_half too when
-    ``official_half_mask``) at each of ``ratios``, at ``rhos[0]``.  The teacher the diagnostic
-    sees is the derived one (a :class:`~cmkd.experiments.diagnostic_validation.Masked`
-    reference: the trained teacher with only the kept channels of ``layer``); the no-KD
-    baseline is 05's no-KD student; the one method measured is 05's student of that teacher
-    (``kd``: Eq. (1) with 05's rho and temperature).  Every job is notebook 05's own (same
-    keys: read from ``cache`` when 05 ran first, the base jobs trained here otherwise);
-    Algorithm 1 reruns (deterministic, seeded as 05 seeds it) to find the kept channels."""
+    teacher of the table (modality-specific, random, modality-general) at each of ``ratios``
+    (and, with ``official_half_mask``, the official script's half-zeroed one), at
+    ``rhos[0]``.  The teacher the diagnostic sees is the derived one (a
+    :class:`~cmkd.experiments.diagnostic_validation.Masked` reference: the trained teacher
+    with only the kept channels of ``layer``); the no-KD baseline is 05's no-KD student; the
+    one method measured is 05's student of that teacher (``kd``: Eq. (1) with 05's rho and
+    temperature).  Every job is notebook 05's own (same keys: read from ``cache`` when 05 ran
+    first, the base jobs trained here otherwise); Algorithm 1 reruns (deterministic, seeded as
+    05 seeds it) to find the kept channels."""
     from cmkd import params
     from cmkd.experiments import diagnostic_validation as dv
 
     config = params.from_mapping(Config, config09.feature_ranking,
                                  "diagnostic_validation's feature_ranking")
     t_mod, s_mod = _modalities(config)
-    kinds = [k for k in KINDS if k != "official_half" or config.official_half_mask]
+    kinds = [k for k in KINDS if k != "official_half"]
     cells = [("regular", 0.0)] + [(k, r) for r in config.ratios for k in kinds]
+    if config.official_half_mask:  # one teacher whatever the ratio
+        cells.append(("official_half", config.ratios[0]))
     per_run = [derived_teachers(config, cells, r, cache=cache) for r in range(config.n_runs)]
     seeds = [run_seed(config, r) for r in range(config.n_runs)]
     out = []
@@ -337,7 +340,7 @@ def nullified_settings(config09, cache=None) -> list:
             teacher[seed] = (d["teacher"] if kind == "regular" else
                              dv.Masked(d["teacher"], config.layer, tuple(int(k) for k in keep)))
         name = f"{config.dataset} {t_mod}>{s_mod} {LABELS[kind]}"
-        if kind != "regular":
+        if kind not in ("regular", "official_half"):
             name += f" r={100 * ratio:g}%"
         out.append(dv.Setting(
             name, f"{config.dataset} nullified", True, teacher,
