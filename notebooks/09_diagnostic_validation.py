@@ -29,7 +29,17 @@
 #   data (MFH Eq. 3, binary and K-class) in both directions: across γ in the Fig. 2 layout
 #   (α = β = (1 − γ)/2; x^a 25-d teaching x^b 50-d, and the reverse), and across α in the
 #   Fig. 3 layout (`mvd_alphas`, the `mvd` loader's `extra` option: β = 0, γ = 1 − α; x^a
-#   50-d sees x^b's 10 decisive features and α/(1 − α) · 10 more).
+#   50-d sees x^b's 10 decisive features and α/(1 − α) · 10 more); and (default profile)
+#   notebook 05's feature-nullified audio teachers of `avmnist_mini` (real digits and speech;
+#   `extra_settings: [feature_nullified]`, 05's parameters in `feature_ranking`): the regular
+#   teacher and the modality-specific, random and modality-general teachers at each of 05's
+#   ratios r (10 settings at r = 25, 50, 75%). The diagnostic sees the *derived* teacher: the
+#   trained audio CNN with only the kept channels of its ranked layer (its logits, pooled
+#   features and head masked); the baseline and the KD student are 05's own no-KD student
+#   and its student of that teacher (MFH Eq. 1 at 05's ρ = 0: the soft labels alone; 05's
+#   jobs, from the cache when 05 ran first), one run (05's), so their gain's interval holds
+#   the paired test items' term only. 05 trains no C2KD student: these settings count in KD's
+#   scores only. The smoke profile leaves them out (cost).
 # * **Prediction**: `cmkd.diagnose.measure_direction`, the very code of `cmkd diagnose`, on the
 #   unimodal models' held-out outputs (seeds of each).
 # * **Measurement**: KD (Hinton) and C2KD students (`methods`; the default: KD) on the student
@@ -39,11 +49,12 @@
 #   noise is "unclear", and the diagnostic is scored on whether it says so.
 # * **Scores**: verdict agreement (help / hurt / unclear), sign agreement where both are decided,
 #   Spearman's correlation of the prediction (−1 / 0 / +1) with the gain, each with a bootstrap
-#   interval over settings, on mfeat, on the real data and on all settings; and every indicator
-#   alone as a predictor. Goals of the issue: agreement ≥ 90%, Spearman ≥ 0.8.
-# * **Not here yet**: notebook 05's feature-nullified teachers. They join through
-#   `diagnostic_validation.register_settings` (parameter `extra_settings`); no module
-#   registers them yet.
+#   interval over settings, on mfeat, on the real data, on 05's nullified teachers and on all
+#   settings; and every indicator alone as a predictor. Goals of the issue: agreement ≥ 90%,
+#   Spearman ≥ 0.8.
+# * **More settings**: a module can add its own through
+#   `diagnostic_validation.register_settings` (parameters `extra_settings`,
+#   `setting_modules`); `feature_nullified` above is registered that way.
 # * **Cost**: with `processes` > 1 the per-setting diagnosis (Algorithm 1's permutations, KRC)
 #   runs in the worker processes, as the training does (same numbers as in this process).
 
@@ -142,22 +153,29 @@ report.claims(dv.claims(runs, config.bootstrap, config.seed))
 
 # %% [markdown]
 # **Reading.** The smoke profile (four settings, three epochs) only checks that everything
-# runs. The default profile (reports/default/09_diagnostic_validation: 72 settings, the 30
-# mfeat view pairs, 30 MVD settings across γ and 12 across α, 2 seeds, KD's gain only; every
-# run ended by early stopping but 3, whose settings' gains were within noise anyway) reaches
-# **none of the goals**. KD's measured gain is within noise in 26 of 30 mfeat settings and 63
-# of 72 in all, so sign agreement rests on 1 (mfeat) and 5 (all) decided settings (all agree:
-# 1.00, no usable interval). Verdict agreement: 0.57 [0.40, 0.73] on mfeat, 0.69 [0.58, 0.79]
-# on all, *below* saying "unclear" everywhere (0.87, 0.88): the rule calls "hurt" for 23
-# settings, 18 of them measured unclear (a weaker teacher rarely measurably hurts here), and
-# never "help" (4 settings measurably gain). Spearman of the rule's verdict with KD's gain:
-# 0.72 [0.51, 0.84] on mfeat (undecided against 0.8), 0.55 [0.36, 0.69] on all (NOT held).
-# Across α (MFH Fig. 3 layout), the three settings where the weak x^b teaches x^a at α = 0.8
-# are the only ones measured "hurt" (−2.5, −10.5, −6.9 points at K = 2, 5, 10), and the rule
-# predicts all three; at α = 0.33 every gain is within noise. Among single indicators (all
-# settings), C2KD's imbalance predicts best: teacher accuracy advantage 0.50 [0.28, 0.68],
-# target-probability gap 0.47 [0.26, 0.64]; then the KRC keep share 0.33 [0.10, 0.53] and mean
-# KRC 0.25 [0.02, 0.46]; our estimate of MFH's γ is last, 0.15 [−0.10, 0.37]. That ranking
-# is a finding neither paper has, though the difference between the two best is not decided
-# (+0.03 [−0.02, +0.09]). Not here: C2KD's gain and the AV datasets (paper profile), notebook
-# 05's feature-nullified teachers.
+# runs. The default profile (reports/default/09_diagnostic_validation: 82 settings, the 30
+# mfeat view pairs, 30 MVD settings across γ and 12 across α at 2 seeds, and notebook 05's 10
+# feature-nullified `avmnist_mini` teachers at its one run; KD's gain only; every run ended by
+# early stopping but 3, whose settings' gains were within noise anyway) reaches **none of the
+# goals**. KD's measured gain is within noise in 26 of 30 mfeat settings and 70 of 82 in all,
+# so sign agreement rests on 1 (mfeat) and 5 (all) decided settings (all agree: 1.00, no
+# usable interval). Verdict agreement: 0.57 [0.40, 0.73] on mfeat, 0.70 [0.60, 0.79] on all,
+# *below* saying "unclear" everywhere (0.87, 0.85): the rule calls "hurt" for 23 settings, 18
+# of them measured unclear (a weaker teacher rarely measurably hurts here), and never "help"
+# (5 settings measurably gain). Spearman of the rule's verdict with KD's gain: 0.72 [0.51,
+# 0.84] on mfeat (undecided against 0.8), 0.43 [0.24, 0.59] on all (NOT held; 0.55 [0.36,
+# 0.69] on the 72 settings before the nullified teachers joined). Across α (MFH Fig. 3
+# layout), the three settings where the weak x^b teaches x^a at α = 0.8 are the only α
+# settings measured "hurt" (−2.5, −10.5, −6.9 points at K = 2, 5, 10), and the rule predicts
+# all three; at α = 0.33 every gain is within noise. **Notebook 05's nullified teachers**: the
+# rule says "unclear" for all 10 (no teacher is significantly weaker than the image student,
+# −2.3 to +19.3 points, every mean KRC is aligned, 0.18 to 0.28, but gamma_hat is about 0.01
+# for each: never "general"); measured, 7 are unclear, modality-specific at r = 50% helps
+# (+4.0 [+0.2, +7.8] points) and random and modality-general at r = 75% hurt (−8.0, −6.7):
+# agreement 0.70 [0.40, 1.00], no better than "unclear" everywhere, and no Spearman (the
+# prediction is constant). Among single indicators (all settings), C2KD's imbalance predicts
+# best: teacher target-probability gap 0.42 [0.21, 0.59], accuracy advantage 0.35 [0.13,
+# 0.53]; then the mean KRC 0.30 [0.08, 0.48] and the KRC keep share 0.28 [0.06, 0.48]; our
+# estimate of MFH's γ is last, 0.25 [0.03, 0.44]. That ranking is a finding neither paper
+# has, though the difference between the two best is not decided (+0.07 [−0.02, +0.18]). Not
+# here: C2KD's gain and the AV datasets (paper profile).

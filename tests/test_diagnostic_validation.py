@@ -171,7 +171,7 @@ def test_config_errors_before_any_compute():
 def test_registered_settings_join(monkeypatch):
     extra = dv.mvd_settings(config())[0]
     extra = dataclasses.replace(extra, name="planted", family="planted")
-    monkeypatch.setitem(dv.EXTRA, "planted", lambda cfg: [extra])
+    monkeypatch.setitem(dv.EXTRA, "planted", lambda cfg, cache: [extra])
     names = [st.name for st in dv.settings(config(extra_settings=["planted"]))]
     assert names[-1] == "planted" and len(names) == 2
 
@@ -209,3 +209,218 @@ def test_run_end_to_end_on_a_tiny_grid(tmp_path):
     sets = dv.settings(cfg)
     pooled = dv.predictions(sets, cfg, tmp_path, ProcessExecutor(1), progress=False)
     assert pd.DataFrame(pooled).equals(df[list(pooled[0])])
+
+
+# ----------------------------------------------------------------------------- notebook 05's
+# feature-nullified teachers (extra_settings: feature_nullified)
+def test_a_nullified_model_ignores_every_channel_outside_keep():
+    """The derived teacher the diagnostic sees: its logits are notebook 05's
+    (nullified_logits), its pooled features are zero outside ``keep``, and noise planted on a
+    dropped channel of the nullified layer cannot change the logits (on a kept one it does)."""
+    import torch
+
+    from cmkd import models
+    from cmkd.mfh import NullifiedModel, nullified_logits
+
+    torch.manual_seed(0)
+    net = models.build("audio_cnn3", classes=4, channels=4).eval()
+    x = torch.randn(6, 1, 16, 16)
+    keep, dropped = [1, 3, 8, 12], [0, 2, 15]
+    model = NullifiedModel(net, "pooled", keep)
+    with torch.no_grad():
+        logits, feats = model.forward_features(x)
+        torch.testing.assert_close(logits, nullified_logits(net, [x], "pooled", keep))
+        torch.testing.assert_close(model(x), logits)
+        assert not torch.equal(logits, net(x))  # the mask matters for this net
+        pooled = feats["pooled"]
+        assert (pooled[:, dropped] == 0).all() and (pooled[:, keep] != 0).any()
+        # the head the diagnostic permutes through masks too
+        noisy = pooled.clone()
+        noisy[:, dropped] += torch.randn(6, len(dropped)) * 10
+        torch.testing.assert_close(model.classify(noisy), logits)
+        noisy[:, keep[0]] += 10
+        assert not torch.allclose(model.classify(noisy), logits)
+
+    # an inner layer: block2 (8 channels) masked by a hook, pooled computed from it
+    block_keep = [1, 3, 7]
+    model = NullifiedModel(net, "block2", block_keep)
+
+    def plant(channel):
+        def hook(module, inputs, out):
+            out = out.clone()
+            out[:, channel] += 5.0
+            return out
+        return net.block2.register_forward_hook(hook)
+
+    with torch.no_grad():
+        want = nullified_logits(net, [x], "block2", block_keep)
+        torch.testing.assert_close(model(x), want)
+        handle = plant(4)  # runs before the mask's hook: a dropped channel
+        try:
+            torch.testing.assert_close(model(x), want)
+        finally:
+            handle.remove()
+        handle = plant(3)  # a kept channel
+        try:
+            assert not torch.allclose(model(x), want)
+        finally:
+            handle.remove()
+        torch.testing.assert_close(model(x), want)  # no hook left behind
+    with pytest.raises(ValueError, match="layer"):
+        NullifiedModel(net, "nope", keep)
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        NullifiedModel(net, "pooled", [16])
+
+
+def test_masked_teachers_are_their_jobs_for_training_and_their_masks_for_the_diagnostic():
+    job = dv._mvd_job(config(), 2, ("overlap", 10), "xa", 0)
+    masked = dv.Masked(job, "pooled", (0, 2))
+    assert dv._ref(masked) == (job, None) and dv._key(masked) == (job.key, None)
+    st = dv.Setting("s", "f", True, {0: masked}, {0: job}, {"kd": {0: job}})
+    assert [j.key for j in dv._jobs([st])] == [job.key]
+
+
+def _kd_only_frame():
+    """Six settings whose C2KD gain was measured and four (nullified teachers) with KD only."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(10):
+        both = i < 6
+        gain = float(rng.normal())
+        rows.append({
+            "setting": f"s{i}", "family": "mfeat" if both else "avmnist_mini nullified",
+            "real": True, "teacher_acc": 80.0, "student_acc": 70.0, "advantage": 10.0,
+            "krc_mean": float(rng.normal()), "keep_share": float(rng.random()),
+            "gamma_hat": float(rng.random()), "target_gap": float(rng.normal()),
+            "pred_kd": ["help", "hurt", "unclear"][i % 3],
+            "pred_c2kd": ["unclear", "help"][i % 2],
+            "gain_kd": gain, "low_kd": gain - 1, "high_kd": gain + 1,
+            "meas_kd": "help" if gain > 1 else "hurt" if gain < -1 else "unclear",
+            "gain_c2kd": gain / 2 if both else np.nan,
+            "low_c2kd": gain / 2 - 1 if both else np.nan,
+            "high_c2kd": gain / 2 + 1 if both else np.nan,
+            "meas_c2kd": ("help" if i % 2 else "unclear") if both else None,
+            "epochs_run": 3})
+    return pd.DataFrame(rows)
+
+
+def test_scoring_counts_c2kd_only_where_it_was_measured():
+    df = _kd_only_frame()
+    assert dv.measured_methods(df) == ["kd", "c2kd"]
+    table = dv.score_table(df, n_boot=200)
+    n = table.set_index(["settings", "method"])["n"]
+    assert n["all", "KD"] == 10 and n["all", "C2KD"] == 6
+    assert n[dv.NULLIFIED, "KD"] == 4 and (dv.NULLIFIED, "C2KD") not in n
+    assert n["mfeat", "C2KD"] == 6
+    c2 = dv.scores(df[df.meas_c2kd.notna()], "c2kd", n_boot=200)
+    row = table[(table.settings == "all") & (table.method == "C2KD")].iloc[0]
+    assert row.agreement == c2["agreement"].text and row.Spearman == c2["spearman"].text
+    claims = dv.claims(df, n_boot=200)
+    c2_rows = claims[claims.artefact.str.startswith("C2KD")]
+    assert len(c2_rows) == 2 and c2_rows.iloc[0].claim.endswith("n=6)")
+    assert claims.claim.str.contains(f"({dv.NULLIFIED}, n=4)", regex=False).any()
+    shown = dv.per_setting(df)
+    assert shown.meas_c2kd.isna().sum() == 4 and shown.gain_c2kd.isna().sum() == 4
+    assert dv.plot_scatter(df) is not None and dv.plot_indicators(df) is not None
+    assert dv.confusion(df, "c2kd").iloc[:, 1:].to_numpy().sum() == 6
+    # KD only everywhere: no C2KD column is scored
+    kd_only = df.assign(meas_c2kd=None, gain_c2kd=np.nan)
+    assert dv.measured_methods(kd_only) == ["kd"]
+    assert set(dv.score_table(kd_only, n_boot=200).method) == {"KD"}
+    assert not dv.claims(kd_only, n_boot=200).artefact.str.startswith("C2KD").any()
+
+
+def test_default_profile_carries_notebook_05s_default_params():
+    """09's copy of 05's parameters is 05's params file: the settings' jobs are 05's."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    nine = yaml.safe_load((root / "params/default/09_diagnostic_validation.yaml").read_text())
+    five = yaml.safe_load((root / "params/default/05_feature_ranking.yaml").read_text())
+    assert "feature_nullified" in nine["extra_settings"]
+    assert nine["feature_ranking"] == five
+    smoke = yaml.safe_load((root / "params/smoke/09_diagnostic_validation.yaml").read_text())
+    assert not smoke.get("extra_settings")  # the smoke profile stays cheap
+    with pytest.raises(ParamError, match="feature_ranking"):
+        config(extra_settings=["feature_nullified"]).preflight()
+    with pytest.raises(ParamError, match="feature_ranking.*missing"):
+        config(feature_ranking={"seed": 0})
+
+
+def _tiny_feature_ranking() -> dict:
+    """Notebook 05's smoke parameters, smaller still: one ratio, no sweep, no Grad-CAM."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    values = yaml.safe_load((root / "params/smoke/05_feature_ranking.yaml").read_text())
+    values.update(ratios=[0.5], sweep_ratios=[], sweep_permutations=[],
+                  permutations=2, rank_epochs=2, gradcam_images=0, device="cpu", processes=1,
+                  teacher_options={"channels": 2}, official_half_mask=True)
+    return values
+
+
+def test_nullified_settings_are_notebook_05s_jobs_and_masked_teachers(tmp_path):
+    """The settings feature_nullified end to end on a tiny notebook 05: the same job keys as
+    05's own run, a teacher the diagnostic sees with 05's mask (its accuracy is 05's
+    teacher_score of the derived teacher), KD measured alone beside a setting with C2KD."""
+    import torch
+
+    from cmkd.experiments import feature_ranking as fr
+    from cmkd.jobs import load_model
+    from cmkd.mfh import nullified_logits
+
+    five = _tiny_feature_ranking()
+    cfg = config(methods=["kd", "c2kd"], extra_settings=["feature_nullified"],
+                 feature_ranking=five)
+    df = dv.run(cfg, cache=tmp_path, progress=False)
+    sets = dv.settings(cfg, tmp_path)
+    nul = [st for st in sets if st.family == "avmnist_mini nullified"]
+    assert [st.info["kind"] for st in nul] == ["regular", "specific", "random", "general",
+                                               "official_half"]
+    assert len(df) == 1 + 5 and list(df.setting[1:]) == [st.name for st in nul]
+    # KD alone on 05's settings: C2KD empty there and scored on the MVD setting only
+    assert df.meas_c2kd.isna().sum() == 5 and df.meas_c2kd.notna().sum() == 1
+    assert df.meas_kd.notna().all() and np.isfinite(df.gain_kd).all()
+    assert df.pred_kd.notna().all() and np.isfinite(df.gamma_hat).all()
+
+    # notebook 05's own run: the same jobs (so cached, nothing trains twice)
+    fconf = params.from_mapping(fr.Config, five, "test")
+    res = fr.run(fconf, cache=tmp_path, progress=False)
+    table = res[res.grid == "table"].set_index("kind")
+    base = res[res.grid == "base"].set_index("kind")
+    seed = fr.run_seed(fconf, 0)
+    for st in nul:
+        kind = st.info["kind"]
+        assert list(st.students) == ["kd"] and list(st.teacher) == [seed]
+        assert st.students["kd"][seed].key == table.key[kind]
+        assert st.student[seed].key == base.key["nokd"]
+        assert dv._ref(st.teacher[seed])[0].key == base.key["teacher"]
+        assert st.students["kd"][seed].teacher.key == base.key["teacher"]
+        # the diagnostic's teacher outputs: masked exactly as 05 scores the derived teacher
+        out = dv._outputs(st.teacher[seed], tmp_path, {})
+        acc = 100 * float((out["logits"].argmax(-1) == out["label"]).double().mean())
+        assert acc == pytest.approx(table.teacher_acc[kind], abs=1e-4)  # 05: float32
+        keep = list(st.students["kd"][seed].hparams["keep"])
+        assert len(keep) == table.kept[kind]
+        dropped = sorted(set(range(out["pooled"].shape[1])) - set(keep))
+        if kind == "regular":
+            assert not dropped and not isinstance(st.teacher[seed], dv.Masked)
+            continue
+        assert isinstance(st.teacher[seed], dv.Masked) and list(st.teacher[seed].keep) == keep
+        assert (out["pooled"][:, dropped] == 0).all()
+        job = st.teacher[seed].job
+        model = load_model(job, tmp_path).eval()
+        x = torch.cat([b[job.inputs[0]] for b in fr._loader(job, "test", 256)])
+        with torch.no_grad():
+            want = nullified_logits(model, [x], "pooled", keep)
+        torch.testing.assert_close(out["logits"], want)
+    # the regular teacher and a derived one are different models to the diagnostic
+    memo: dict = {}
+    reg, gen = nul[0].teacher[seed], nul[3].teacher[seed]
+    assert not torch.equal(dv._outputs(reg, tmp_path, memo)["pooled"],
+                           dv._outputs(gen, tmp_path, memo)["pooled"])
+    assert dv.score_table(df, n_boot=200).query("method == 'C2KD'").empty  # 1 setting < 3

@@ -3,7 +3,8 @@
 For many settings where the answer can be measured - the ordered view pairs of ``mfeat`` (real
 digits, six views of the same items), K-class and binary MVD data (MFH Eq. 3, the Fig. 2 layout
 of the registered ``mvd``: gamma moves, and with it alpha = beta = (1 - gamma) / 2) in both
-directions, and both directions of ``avdigits`` and ``avmnist_mini`` - this module
+directions, both directions of ``avdigits`` and ``avmnist_mini``, and notebook 05's
+feature-nullified teachers (``extra_settings: [feature_nullified]``, below) - this module
 
 1. trains the unimodal models of both modalities (``seeds`` of each; jobs of :mod:`cmkd.jobs`,
    cached) and computes **the diagnostic's prediction from them alone**, with the very functions
@@ -29,13 +30,24 @@ accuracy advantage and target-probability gap: imbalance) is compared by its Spe
 correlation with the measured gain (:func:`indicators`).  Nothing is fitted: the rule is
 :data:`cmkd.diagnose.RULE`, fixed before this validation.
 
-**Hook for more settings** (notebook 05's feature-nullified teachers, or any other): a module
-registers a function with :func:`register_settings`; it receives the Config and returns
-:class:`Setting` objects (teacher and student unimodal jobs per seed, KD and C2KD student jobs
-per seed).  The Config's ``extra_settings`` names the registered functions to include (and
-``setting_modules`` the modules that register them, imported first).  None is shipped here:
-the feature-nullified teachers are built by notebook 05's issue; until a module registers them,
-naming them is a clear error, not an empty result.
+**Hook for more settings**: a module registers a function with :func:`register_settings`; it
+receives the Config and the job cache and returns :class:`Setting` objects (teacher and
+student unimodal jobs per seed, KD and C2KD student jobs per seed).  The Config's
+``extra_settings`` names the registered functions to include (and ``setting_modules`` the
+modules that register them, imported first).
+
+**Notebook 05's feature-nullified teachers** are registered here as ``feature_nullified``
+(built by :func:`cmkd.experiments.feature_ranking.nullified_settings` from notebook 05's
+parameters, the Config's ``feature_ranking``): per run of notebook 05, the regular teacher and
+each derived teacher of its table (modality-specific, random, modality-general at each ratio).
+The diagnostic sees the derived teacher, not the trained one: a :class:`Masked` teacher
+reference, whose test logits, pooled features and head are those of the trained teacher with
+only the kept channels of 05's ``layer`` (:class:`cmkd.mfh.NullifiedModel`).  The no-KD
+baseline is 05's no-KD student and the one method measured is 05's student of that teacher
+(``kd``: MFH Eq. (1) at 05's rho); 05 trains no C2KD student, so these settings' C2KD columns
+are empty and count in no C2KD score.  Every job is notebook 05's (same keys: read from the
+cache when 05 ran first).  With 05's single run (its default) a setting has one seed: its
+measured gain's interval holds the paired test-item term only, no seed spread.
 """
 
 from __future__ import annotations
@@ -77,12 +89,22 @@ INDICATORS = {"gamma_hat": "gamma_hat (MFH)", "keep_share": "KRC keep share (C2K
 
 #: name -> function(config) -> list[Setting]: more settings (see the module docstring)
 EXTRA: dict[str, Callable] = {}
+#: name -> function(config) raising ParamError when the Config cannot build those settings
+EXTRA_CHECKS: dict[str, Callable] = {}
 
 
-def register_settings(name: str, build: Callable) -> None:
-    """Add settings to the validation: ``build(config)`` returns a list of :class:`Setting`
-    (e.g. notebook 05's feature-nullified teachers); named in the Config's ``extra_settings``."""
+def register_settings(name: str, build: Callable, check: Callable | None = None) -> None:
+    """Add settings to the validation: ``build(config, cache)`` returns a list of
+    :class:`Setting` (e.g. notebook 05's feature-nullified teachers; ``cache``: the job cache
+    :func:`run` uses, None the default, for jobs the builder reads or trains to find its
+    settings); named in the Config's ``extra_settings``.
+    ``check(config)``, if given, raises :class:`ParamError` before any compute (the Config's
+    preflight) when the Config lacks what ``build`` needs."""
     EXTRA[name] = build
+    if check is None:
+        EXTRA_CHECKS.pop(name, None)
+    else:
+        EXTRA_CHECKS[name] = check
 
 
 def _pair(value: str) -> None:
@@ -94,6 +116,17 @@ def _pair(value: str) -> None:
 def _module(value: str) -> None:
     if importlib.util.find_spec(value) is None:
         raise ValueError(f"module {value!r} is not importable")
+
+
+def _feature_ranking(value: dict) -> None:
+    """Notebook 05's parameters (every field of its Config), or empty."""
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of notebook 05's parameters, got {value!r}")
+    if value:
+        from cmkd.experiments import feature_ranking
+        from cmkd.params import from_mapping
+
+        from_mapping(feature_ranking.Config, value, "notebook 05's parameters")
 
 
 @dataclass(frozen=True)
@@ -147,6 +180,10 @@ class Config:
         "feature-nullified teachers once its module registers them)"))
     setting_modules: list[str] = field(kw_only=True, default_factory=list, metadata=spec(
         "modules that register setting builders, imported first", validate=_module))
+    feature_ranking: dict = field(kw_only=True, default_factory=dict, metadata=spec(
+        "notebook 05's parameters (all of them: its params file's content) whose derived "
+        "teachers the settings 'feature_nullified' diagnose (the same jobs as notebook 05's, "
+        "read from the cache when it ran first); empty: none", validate=_feature_ranking))
 
     def check(self) -> None:
         check_each("mvd_gammas", self.mvd_gammas, mvd.gamma_to_overlap)
@@ -168,9 +205,12 @@ class Config:
         missing = [n for n in self.extra_settings if n not in EXTRA]
         if missing:
             raise ParamError("extra_settings", f"{', '.join(missing)} not registered (known: "
-                             f"{', '.join(EXTRA) or 'none'}); notebook 05's feature-nullified "
-                             f"teachers join once a module of setting_modules registers them "
-                             f"with cmkd.experiments.diagnostic_validation.register_settings")
+                             f"{', '.join(EXTRA) or 'none'}); a module of setting_modules "
+                             f"registers more with cmkd.experiments.diagnostic_validation."
+                             f"register_settings")
+        for name in self.extra_settings:
+            if name in EXTRA_CHECKS:
+                EXTRA_CHECKS[name](self)
 
     def user_code(self) -> list[tuple[str, str]]:
         return [("setting_modules", m) for m in self.setting_modules]
@@ -194,6 +234,19 @@ class Setting:
     info: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Masked:
+    """A teacher reference of a :class:`Setting`: the trained ``job`` with only the channels
+    ``keep`` of its feature ``layer`` (MFH's derived teachers, notebook 05).  The job trains
+    as it is; the diagnostic sees the derived teacher: its test logits computed with the other
+    channels zeroed, its pooled features and head those of that model
+    (:class:`cmkd.mfh.NullifiedModel`)."""
+
+    job: Job
+    layer: str
+    keep: tuple[int, ...]
+
+
 def _settings(config: Config) -> diagnose.Settings:
     return diagnose.Settings(seeds=config.seeds, seed=config.seed, epochs=config.epochs,
                              patience=config.patience, batch_size=config.batch_size,
@@ -206,7 +259,10 @@ def _seeds(config: Config) -> range:
 
 
 def _ref(value) -> tuple[Job, int | None]:
-    """A setting's job reference as (job, run): run None for a job of one run."""
+    """A setting's job reference as (job, run): run None for a job of one run (a
+    :class:`Masked` teacher: its job)."""
+    if isinstance(value, Masked):
+        return value.job, None
     return value if isinstance(value, tuple) else (value, None)
 
 
@@ -354,12 +410,29 @@ def mvd_settings(config: Config) -> list[Setting]:
             + _mvd_layout(config, "extra", [mvd.alpha_to_extra(a) for a in config.mvd_alphas]))
 
 
-def settings(config: Config) -> list[Setting]:
-    """Every setting of the config, in report order (mfeat, AV, MVD, registered extras)."""
+def _feature_nullified(config: Config, cache=None) -> list[Setting]:
+    from cmkd.experiments import feature_ranking
+
+    return feature_ranking.nullified_settings(config, cache)
+
+
+def _feature_nullified_check(config: Config) -> None:
+    if not config.feature_ranking:
+        raise ParamError("feature_ranking", "extra_settings names feature_nullified: give "
+                                            "notebook 05's parameters (its params file's "
+                                            "content) here")
+
+
+register_settings("feature_nullified", _feature_nullified, _feature_nullified_check)
+
+
+def settings(config: Config, cache=None) -> list[Setting]:
+    """Every setting of the config, in report order (mfeat, AV, MVD, registered extras; those
+    builders get ``cache``)."""
     config.preflight()
     out = mfeat_settings(config) + av_settings(config) + mvd_settings(config)
     for name in config.extra_settings:
-        out += list(EXTRA[name](config))
+        out += list(EXTRA[name](config, cache))
     return out
 
 
@@ -409,6 +482,8 @@ def _outputs(value, cache, memo: dict) -> dict:
     ``memo`` keeps each job's outputs (a stack's, all runs) once loaded."""
     from cmkd.jobs import job_outputs, load_model
 
+    if isinstance(value, Masked):
+        return _masked_outputs(value, cache, memo)
     job, run = _ref(value)
     if job.key not in memo:
         memo[job.key] = (diagnose.job_outputs(job, "test", cache) if run is None
@@ -419,6 +494,25 @@ def _outputs(value, cache, memo: dict) -> dict:
         return out
     return {"logits": out["logits"][run], "label": out["label"][run],
             "pooled": out["pooled"][run], "model": _RunHead(out["model"], run)}
+
+
+def _masked_outputs(value: Masked, cache, memo: dict) -> dict:
+    """:func:`_outputs` of a :class:`Masked` teacher: the test outputs of the derived teacher
+    (its logits and pooled features with the channels outside ``keep`` zeroed), its model the
+    :class:`cmkd.mfh.NullifiedModel` (whose head masks too)."""
+    from cmkd import data
+    from cmkd.engine import collect_outputs, make_loader
+    from cmkd.jobs import load_model
+    from cmkd.mfh import NullifiedModel
+
+    job = value.job
+    key = (job.key, value.layer, value.keep)
+    if key not in memo:
+        model = NullifiedModel(load_model(job, cache), value.layer, list(value.keep)).eval()
+        ds = data.load(job.dataset, job.data_root, "test", **dict(job.dataset_options))
+        out = collect_outputs(model, make_loader(ds, 256), job.inputs, ("pooled",))
+        memo[key] = out | {"model": model}
+    return memo[key]
 
 
 #: worker-process memo of job outputs (one pool of the diagnosis reuses loaded jobs)
@@ -493,7 +587,7 @@ def run(config: Config, cache=None, progress: bool = True) -> pd.DataFrame:
     start = time.perf_counter()
     device = select_device(config.device)
     cache = cache_dir(cache)
-    sets = settings(config)
+    sets = settings(config, cache)
     jobs = _jobs(sets)
     executor = configured_executor()  # cmkd reproduce --executor (CMKD_EXECUTOR)
     if executor is None and config.processes > 1:
@@ -634,17 +728,26 @@ def _beats_floor(df: pd.DataFrame, method: str, n_boot: int, seed: int) -> Verdi
                      f"{method} agreement - 'unclear' everywhere", 0.0, "+.2f")
 
 
+#: the subset of notebook 05's feature-nullified teachers (families '<dataset> nullified')
+NULLIFIED = "nullified teachers (05)"
+
+
+def _nullified(df: pd.DataFrame) -> pd.Series:
+    return df.family.str.endswith(" nullified")
+
+
 def measured_methods(df: pd.DataFrame) -> list[str]:
     """The methods whose gain ``df`` measured (the Config's ``methods``)."""
     return [m for m in METHODS if f"meas_{m}" in df and df[f"meas_{m}"].notna().any()]
 
 
 def score_table(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per subset (mfeat, real, all) and method: settings, agreement, sign agreement,
+    """Per subset (mfeat, real, notebook 05's nullified teachers, all; a subset of fewer than
+    3 settings measured is left out) and method: settings, agreement, sign agreement,
     Spearman, with intervals."""
     rows = []
     for subset, sel in (("mfeat", df.family == "mfeat"), ("real (mfeat + AV)", df.real),
-                        ("all", df.family.notna())):
+                        (NULLIFIED, _nullified(df)), ("all", df.family.notna())):
         for m in measured_methods(df):
             part = df[sel & df[f"meas_{m}"].notna()]
             if len(part) < 3:
@@ -681,11 +784,13 @@ def per_setting(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def claims(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """The issue's goals, scored: KD's verdict agreement >= 90% and Spearman >= 0.8, on mfeat
-    and on all settings (held when the bootstrap interval clears the goal); C2KD's the same on
-    all settings; and whether one indicator predicts KD's gain better than the next best."""
+    """The issue's goals, scored: KD's verdict agreement >= 90% and Spearman >= 0.8, on mfeat,
+    on notebook 05's nullified teachers (where there are 3 or more) and on all settings (held
+    when the bootstrap interval clears the goal); C2KD's the same on the settings where it was
+    measured; and whether one indicator predicts KD's gain better than the next best."""
     rows = []
-    for subset, part in (("mfeat", df[df.family == "mfeat"]), ("all settings", df)):
+    for subset, part in (("mfeat", df[df.family == "mfeat"]), (NULLIFIED, df[_nullified(df)]),
+                         ("all settings", df)):
         if len(part) < 3:
             continue
         s = scores(part, "kd", n_boot, seed)
@@ -713,7 +818,8 @@ def claims(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- figures
 FAMILY_COLORS = {"mfeat": "tab:blue", "avdigits": "tab:red", "avmnist_mini": "tab:purple",
-                 "MVD binary": "tab:green", "MVD K-class": "tab:orange"}
+                 "MVD binary": "tab:green", "MVD K-class": "tab:orange",
+                 "avmnist_mini nullified": "tab:brown"}
 
 
 def plot_scatter(df: pd.DataFrame):

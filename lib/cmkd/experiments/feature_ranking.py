@@ -254,11 +254,11 @@ def student_job(config: Config, teacher: Job, run: int, rho: float, keep=None) -
 def derived_teacher(config: Config, kind: str, ratio: float, run: int = 0,
                     rho: float | None = None, cache=None, executor=None,
                     progress: bool = False) -> dict:
-    """One derived teacher of notebook 05, for other notebooks (notebook 09's
-    ``register_settings``): run ``run``'s base jobs (:func:`base_jobs`, trained or read from
-    the cache), Algorithm 1 on the teacher's ``config.layer`` (:func:`rank`, as :func:`run`
-    does it) and the kept channels of ``kind`` ('general', 'specific', 'random',
-    'official_half') at ``ratio`` with M = ``config.permutations``.
+    """One derived teacher of notebook 05, for other notebooks: run ``run``'s base jobs
+    (:func:`base_jobs`, trained or read from the cache), Algorithm 1 on the teacher's
+    ``config.layer`` (:func:`rank`, as :func:`run` does it) and the kept channels of ``kind``
+    ('general', 'specific', 'random', 'official_half') at ``ratio`` with M =
+    ``config.permutations`` (:func:`derived_teachers`: several at once, one Algorithm 1).
 
     Returns ``{'teacher': Job, 'other': Job, 'nokd': Job, 'keep': (k,) int array,
     'salience': (C,) array, 'student': Job}``: the trained teacher's job (the derived teacher
@@ -267,10 +267,26 @@ def derived_teacher(config: Config, kind: str, ratio: float, run: int = 0,
     at ``rho`` (default ``config.rhos[0]``), not trained.  The same arguments give the same
     jobs and channels as :func:`run`'s table.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if not 0 <= ratio < 1:
-        raise ValueError(f"ratio must lie in [0, 1), got {ratio!r}")
+    out = derived_teachers(config, [(kind, ratio)], run, rho, cache, executor, progress)
+    return {**{k: v for k, v in out.items() if k != "derived"}, **out["derived"][kind, ratio]}
+
+
+def derived_teachers(config: Config, cells: list[tuple[str, float]], run: int = 0,
+                     rho: float | None = None, cache=None, executor=None,
+                     progress: bool = False) -> dict:
+    """Several derived teachers of run ``run`` (notebook 09's settings): :func:`derived_teacher`
+    for each (kind, ratio) of ``cells`` with one Algorithm 1; kind 'regular' is the regular
+    teacher (every channel kept, ratio ignored: :func:`run`'s regular KD, a ``kd_nullified``
+    job keeping every channel).
+
+    Returns ``{'teacher', 'other', 'nokd': Job, 'salience': (C,) array, 'derived': {(kind,
+    ratio): {'keep': (k,) int array, 'student': Job}}}``.
+    """
+    for kind, ratio in cells:
+        if kind not in KINDS and kind != "regular":
+            raise ValueError(f"kind must be 'regular' or one of {KINDS}, got {kind!r}")
+        if not 0 <= ratio < 1:
+            raise ValueError(f"ratio must lie in [0, 1), got {ratio!r}")
     if not 0 <= run < config.n_runs:
         raise ValueError(f"run must lie in [0, {config.n_runs}), got {run!r}")
     config.preflight()
@@ -280,10 +296,60 @@ def derived_teacher(config: Config, kind: str, ratio: float, run: int = 0,
         run_jobs(list(jobs.values()), executor=executor, cache=cache, progress=progress)
         salience = rank(config, jobs["teacher"], jobs["other"], cache,
                         seed=run_seed(config, run))["salience"][config.permutations]
-    keep = derived_keep(config, salience, kind, ratio, run)
     rho = config.rhos[0] if rho is None else rho
-    return {**jobs, "keep": keep, "salience": salience,
-            "student": student_job(config, jobs["teacher"], run, rho, keep)}
+    derived = {}
+    for kind, ratio in cells:
+        keep = (np.arange(len(salience)) if kind == "regular"
+                else derived_keep(config, salience, kind, ratio, run))
+        derived[kind, ratio] = {"keep": keep, "student": student_job(config, jobs["teacher"],
+                                                                      run, rho, keep)}
+    return {**jobs, "salience": salience, "derived": derived}
+
+
+def nullified_settings(config09, cache=None) -> list:
+    """Notebook 09's settings ``feature_nullified`` (:func:`cmkd.experiments.
+    diagnostic_validation.register_settings`): per run of notebook 05's parameters
+    ``config09.feature_ranking`` (seed :func:`run_seed`), the regular teacher and each derived
+    teacher of the table (modality-specific, random, modality-general) at each of ``ratios``
+    (and, with ``official_half_mask``, the official script's half-zeroed one), at
+    ``rhos[0]``.  The teacher the diagnostic sees is the derived one (a
+    :class:`~cmkd.experiments.diagnostic_validation.Masked` reference: the trained teacher
+    with only the kept channels of ``layer``); the no-KD baseline is 05's no-KD student; the
+    one method measured is 05's student of that teacher (``kd``: Eq. (1) with 05's rho and
+    temperature).  Every job is notebook 05's own (same keys: read from ``cache`` when 05 ran
+    first, the base jobs trained here otherwise); Algorithm 1 reruns (deterministic, seeded as
+    05 seeds it) to find the kept channels."""
+    from cmkd import params
+    from cmkd.experiments import diagnostic_validation as dv
+
+    config = params.from_mapping(Config, config09.feature_ranking,
+                                 "diagnostic_validation's feature_ranking")
+    t_mod, s_mod = _modalities(config)
+    kinds = [k for k in KINDS if k != "official_half"]
+    cells = [("regular", 0.0)] + [(k, r) for r in config.ratios for k in kinds]
+    if config.official_half_mask:  # one teacher whatever the ratio
+        cells.append(("official_half", config.ratios[0]))
+    per_run = [derived_teachers(config, cells, r, cache=cache) for r in range(config.n_runs)]
+    seeds = [run_seed(config, r) for r in range(config.n_runs)]
+    out = []
+    for kind, ratio in cells:
+        teacher, keeps = {}, set()
+        for seed, d in zip(seeds, per_run):
+            keep = d["derived"][kind, ratio]["keep"]
+            keeps.add(len(keep))
+            teacher[seed] = (d["teacher"] if kind == "regular" else
+                             dv.Masked(d["teacher"], config.layer, tuple(int(k) for k in keep)))
+        name = f"{config.dataset} {t_mod}>{s_mod} {LABELS[kind]}"
+        if kind not in ("regular", "official_half"):
+            name += f" r={100 * ratio:g}%"
+        out.append(dv.Setting(
+            name, f"{config.dataset} nullified", True, teacher,
+            {seed: d["nokd"] for seed, d in zip(seeds, per_run)},
+            {"kd": {seed: d["derived"][kind, ratio]["student"]
+                    for seed, d in zip(seeds, per_run)}},
+            {"dataset": config.dataset, "kind": kind, "ratio": ratio,
+             "kept": min(keeps)}))
+    return out
 
 
 def _cells(config: Config) -> list[tuple[str, str, float, int, float]]:

@@ -13,6 +13,7 @@ from cmkd.mfh.salience import (
 )
 from cmkd.mfh.selection import (
     KINDS,
+    NullifiedModel,
     channel_mask,
     nullified_logits,
     nullify_channels,
@@ -26,6 +27,7 @@ __all__ = [
     "NORMALIZATIONS",
     "KINDS",
     "LayerHead",
+    "NullifiedModel",
     "channel_mask",
     "grad_cam",
     "layer_features",

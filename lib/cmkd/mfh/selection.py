@@ -125,6 +125,54 @@ def nullified_logits(model: nn.Module, inputs, layer: str, keep) -> torch.Tensor
         handle.remove()
 
 
+class NullifiedModel(nn.Module):
+    """A Backbone (``cmkd.models.base``) as the teacher MFH derives from it: the channels of its
+    feature ``layer`` outside ``keep`` are zero on every forward pass.  Its logits are
+    :func:`nullified_logits`'; :meth:`forward_features` returns them with the derived teacher's
+    features (``pooled`` masked when ``layer`` is ``'pooled'``, computed from the masked layer
+    otherwise), and :meth:`classify` is its head on the pooled features (masking them first
+    when ``layer`` is ``'pooled'``), so code reading a model's logits, pooled features and head
+    (``cmkd.diagnose``) sees the derived teacher."""
+
+    def __init__(self, model: nn.Module, layer: str, keep):
+        super().__init__()
+        shapes = getattr(model, "feature_shapes", None) or {}
+        if layer not in shapes:
+            raise ValueError(f"layer must be one of the model's features {list(shapes)}, got "
+                             f"{layer!r}")
+        if layer != "pooled" and dict(model.named_modules()).get(layer) is None:
+            raise ValueError(f"feature {layer!r} is not the output of a submodule of "
+                             f"{type(model).__name__}: nullify 'pooled' or a block's output")
+        channel_mask(keep, shapes[layer][0])  # kept channels in range
+        self.model, self.layer = model, layer
+        self.keep = [int(k) for k in np.asarray(keep).ravel()]
+        self.classes, self.modalities = model.classes, model.modalities
+        self.feature_shapes = model.feature_shapes
+
+    def features(self, *inputs: torch.Tensor):
+        if self.layer == "pooled":
+            feats = self.model.features(*inputs)
+            feats["pooled"] = nullify_channels(feats["pooled"], self.keep)
+            return feats
+        handle = nullify_layer(dict(self.model.named_modules())[self.layer], self.keep)
+        try:
+            return self.model.features(*inputs)
+        finally:
+            handle.remove()
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.layer == "pooled":
+            pooled = nullify_channels(pooled, self.keep)
+        return self.model.classify(pooled)
+
+    def forward_features(self, *inputs: torch.Tensor):
+        feats = self.features(*inputs)
+        return self.classify(feats["pooled"]), feats
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(*inputs)[0]
+
+
 def recovery_rate(salience: torch.Tensor | np.ndarray, truth) -> float:
     """Fraction of the ``|truth|`` most salient channels that are in ``truth``.
 
