@@ -176,3 +176,57 @@ def test_fit_scores_miou_on_rgbd_scenes():
               optim={"lr": 0.01}, epochs=1, device="cpu", progress=False, metrics=("miou",))
     assert 0 <= res.test_last["miou"] <= 1
     assert {"train_miou", "test_miou"} <= set(res.history.columns)
+
+
+def test_class_major_softmaxes_match_torch_on_many_rows_and_are_torch_on_few():
+    from cmkd.distill import _softmax as rows
+
+    g = torch.Generator().manual_seed(5)
+    many = (4 * torch.randn(rows.MANY_ROWS + 3, 5, generator=g)).requires_grad_()
+    target = torch.randint(0, 5, (many.shape[0],), generator=g)
+    for ours, ref in [(rows.log_softmax, lambda z: F.log_softmax(z, -1)),
+                      (rows.softmax, lambda z: torch.softmax(z, -1)),
+                      (lambda z: rows.cross_entropy(z, target),
+                       lambda z: F.cross_entropy(z, target, reduction="none"))]:
+        a, b = ours(many), ref(many)
+        assert a.dim() == 1 or not a.is_contiguous()  # computed class-major: a transposed view
+        weights = torch.randn(a.shape, generator=g)  # a gradient that is not uniform
+        (ga,) = torch.autograd.grad((a * weights).sum(), many)
+        (gb,) = torch.autograd.grad((b * weights).sum(), many)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+    # a leading run dimension: classes stay the last dimension
+    stack = torch.randn(3, rows.MANY_ROWS, 4, generator=g)
+    torch.testing.assert_close(rows.log_softmax(stack), F.log_softmax(stack, -1))
+    # a classification batch takes torch's own kernels: exactly torch's numbers
+    few = torch.randn(256, 10, generator=g)
+    assert torch.equal(rows.log_softmax(few), F.log_softmax(few, -1))
+    assert torch.equal(rows.softmax(few), torch.softmax(few, -1))
+    y = torch.randint(0, 10, (256,), generator=g)
+    assert torch.equal(rows.cross_entropy(few, y), F.cross_entropy(few, y, reduction="none"))
+
+
+def test_testing_only_the_best_state_gives_the_scores_of_testing_every_epoch():
+    """fit(test_every=0) tests once training has ended, at the best-validation state it kept:
+    the same test at best validation, last test, selected epoch and states as a test curve
+    drawn every epoch, with no test pass in between."""
+    from cmkd.data.rgbd_scenes import RGBDScenes
+
+    train = RGBDScenes("train", n=16, size=32)
+    val, test = RGBDScenes("val", n=8, size=32), RGBDScenes("test", n=8, size=32)
+    out = {}
+    for every in (1, 0):
+        s, _ = _seg_models(4, classes=5)
+        m = methods.build("nokd", student=s, classes=5)
+        out[every] = fit(m, make_loader(train, 4, shuffle=True, seed=1), make_loader(val, 4),
+                         make_loader(test, 4), optim={"lr": 0.05, "momentum": 0.9}, epochs=6,
+                         device="cpu", seed=3, progress=False, metrics=("miou",),
+                         test_every=every)
+    curve, end = out[1], out[0]
+    assert curve.best_epoch == end.best_epoch < 5  # the best epoch is not the last one
+    assert curve.test_at_best_val == end.test_at_best_val
+    assert curve.test_last == end.test_last and curve.best_val == end.best_val
+    for which in ("student", "best_student"):
+        a, b = curve.state_dicts[which], end.state_dicts[which]
+        assert all(torch.equal(a[k], b[k]) for k in a), which
+    assert end.history.test_miou.notna().tolist() == [False] * 5 + [True]

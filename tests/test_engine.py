@@ -300,6 +300,25 @@ def test_evaluate_against_direct_computations():
     assert miou == pytest.approx(float(torch.stack(ious).mean()))
 
 
+def test_dense_scores_match_torchmetrics_on_the_logits_ties_included():
+    # evaluate hands torchmetrics each pixel's top-1 class (max over dim 1) instead of the
+    # logits; the scores must be those torchmetrics computes from the logits themselves
+    from cmkd.metrics.task import task_metrics
+
+    g = torch.Generator().manual_seed(3)
+    seg = torch.randn(6, Fixed.classes, 5, 7, generator=g)
+    seg[:, 2] = seg[:, 1]  # ties between two classes: the first one wins either way
+    seg[0, :, 0, 0] = 0.0  # a pixel whose classes all tie
+    target = torch.randint(0, Fixed.classes, (6, 5, 7), generator=g)
+    target[:, 0] = 255
+    loader = DataLoader(DictDataset(z=seg, label=target), batch_size=4)
+    ours = evaluate(Fixed(), loader, ("z",), ("miou", "accuracy"))
+    ref = task_metrics(("miou", "accuracy"), Fixed.classes, "segmentation")
+    ref.update(seg[:4], target[:4])
+    ref.update(seg[4:], target[4:])
+    assert ours == {k: float(v) for k, v in ref.compute().items()}
+
+
 def test_collect_outputs():
     torch.manual_seed(0)
     model = TinyNet(4, 3, modality="a")
@@ -459,6 +478,27 @@ def test_each_run_selects_its_own_best_validation_epoch():
     model.load_state_dict(res.state_dicts["best_student"])
     assert evaluate(model, val, ("b",)) == res.best_val
     assert evaluate(model, test, ("b",)) == res.test_at_best_val
+
+
+def test_a_stack_tested_only_at_its_best_states_scores_as_with_a_test_curve():
+    """fit(test_every=0) on a stack: each run's test at its own best epoch (and per-item
+    correctness) as when every epoch is tested."""
+    out = {}
+    for every in (1, 0):
+        method, train, val, test = _stack_setup("kd", None, list(range(R_RUNS)))
+        out[every] = fit(method, train, val, test, optim=OptimConfig(lr=0.1, momentum=0.9),
+                         epochs=5, device="cpu", seed=0, test_every=every)
+    curve, end = out[1], out[0]
+    assert curve.best_epoch == end.best_epoch and len(set(end.best_epoch)) > 1
+    assert curve.test_at_best_val == end.test_at_best_val
+    assert curve.test_last == end.test_last
+    for a, b in zip(curve.test_correct, end.test_correct):
+        assert torch.equal(a, b)
+    h = end.history
+    assert h[h.epoch < 4].test_accuracy.isna().all() and h[h.epoch == 4].test_accuracy.notna().all()
+    with pytest.raises(ValueError, match="test_every must be an int >= 0"):
+        fit(method, train, val, test, optim=OptimConfig(lr=0.1), epochs=1, device="cpu",
+            test_every=-1)
 
 
 class StackedThreshold(nn.Module):

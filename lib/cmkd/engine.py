@@ -227,13 +227,20 @@ class _Scores:
 
     def __init__(self, names: Sequence[str], classes: int, device: torch.device):
         self.names, self.classes, self.device, self.metrics = tuple(names), classes, device, None
+        self.labels = False
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         if self.metrics is None:
             task = infer_task(logits, target)
             self.metrics = task_metrics(self.names, self.classes, task).to(self.device)
+            # dense logits: the metrics get the top-1 class of each pixel, taken here with
+            # max(1) (torchmetrics' own argmax over dim 1 of (B, C, H, W) costs 7x more on a
+            # CPU; the same indices: the first maximal class either way), unless a metric
+            # needs the scores themselves (average precision)
+            self.labels = task == "segmentation" and "map" not in self.names
         target = target.long() if not target.is_floating_point() else target.int()
-        self.metrics.update(logits.float(), target)
+        self.metrics.update(logits.float().max(1).indices if self.labels else logits.float(),
+                            target)
 
     def compute(self) -> dict[str, float]:
         if self.metrics is None:
@@ -367,7 +374,10 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     test_every : the test split is evaluated at every epoch whose validation score is a new
         best (of any run), at the last epoch and every ``test_every`` epochs; 1 (default) draws
         the whole test curve in the history, a larger value saves the evaluations the scores
-        do not need (the history's test columns are then empty at the other epochs).
+        do not need (the history's test columns are then empty at the other epochs).  0: only
+        at the last epoch and, once training has ended, at each run's best-validation state
+        (kept in memory anyway for the checkpoint): the same scores as any other value, with
+        the fewest test passes (a test column only at the last epoch).
     on_epoch : called with each history row (a dict; one per run for a stack) after its epoch.
     """
     if not isinstance(optim, OptimConfig):
@@ -380,8 +390,8 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"metrics must be a non-empty list of {METRICS}, got {list(metrics)!r}")
-    if isinstance(test_every, bool) or not isinstance(test_every, int) or test_every < 1:
-        raise ValueError(f"test_every must be a positive int, got {test_every!r}")
+    if isinstance(test_every, bool) or not isinstance(test_every, int) or test_every < 0:
+        raise ValueError(f"test_every must be an int >= 0, got {test_every!r}")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
                                  or patience < 1):
         raise ValueError(f"patience must be a positive int or None, got {patience!r}")
@@ -414,8 +424,8 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
                if val_loader is not None else None)
         since = track.since_best_after(epoch, val)
         stop = patience is not None and val is not None and min(since) >= patience
-        wanted = (stop or epoch == epochs - 1 or (epoch + 1) % test_every == 0
-                  or track.improves(val))
+        wanted = (stop or epoch == epochs - 1
+                  or (test_every > 0 and ((epoch + 1) % test_every == 0 or track.improves(val))))
         test, correct = (_evaluate(method.student, test_loader, method.student_inputs,
                                    correct=True, **evaluate_kw)
                          if test_loader is not None and wanted else (None, None))
@@ -427,6 +437,10 @@ def fit(method, train_loader: DataLoader, val_loader: DataLoader | None,
                 on_epoch(dict(row))
         if stop:
             break
+    if test_loader is not None and test_every == 0:
+        track.test_best_states(lambda: _evaluate(method.student, test_loader,
+                                                 method.student_inputs, correct=True,
+                                                 **evaluate_kw))
     method.eval()
     states = {k: _cpu(v) for k, v in method.state_dict().items()}
     states["best_student"] = track.best_state()
@@ -572,6 +586,28 @@ class _Selection:
         if self.runs is None:
             return self._state[0]
         return merge_runs(self._state)
+
+    def test_best_states(self, evaluate: Callable[[], tuple]) -> None:
+        """Fill in the test scores (and per-item correctness) of every run whose best
+        validation epoch was not tested (``fit(test_every=0)``): the student is evaluated by
+        ``evaluate()`` (:func:`_evaluate` on the test split) with the best states loaded, then
+        given back its last epoch's state."""
+        self.best_state()  # runs without a finite validation score: their last epoch
+        todo = [r for r in range(len(self._best)) if not self._test[r]]
+        if not todo:
+            return
+        last = _cpu_state(self.student)
+        best = self._state[0] if self.runs is None else merge_runs(self._state)
+        self.student.load_state_dict(best)
+        try:
+            test, correct = evaluate()
+        finally:
+            self.student.load_state_dict(last)
+        test = [test] if self.runs is None else test
+        correct = ([None] * len(self._best) if correct is None
+                   else [correct] if self.runs is None else list(correct))
+        for r in todo:
+            self._test[r], self._correct[r] = dict(test[r]), correct[r]
 
     def _one(self, values):
         return values[0] if self.runs is None else list(values)

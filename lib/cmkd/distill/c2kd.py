@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cmkd.distill import _softmax as rows
 from cmkd.distill._shapes import check_logits, check_reduction, check_target
 from cmkd.distill.dist import dist_terms
 from cmkd.distill.dkd import non_target_logits
@@ -57,8 +58,8 @@ def kl_towards(logits: torch.Tensor, target_logits: torch.Tensor,
                temperature: float = 1.0) -> torch.Tensor:
     """Per-sample ``T^2 KL(softmax(b / T) || softmax(a / T))`` with b = ``target_logits``
     detached: moves ``a`` towards ``b``.  (..., batch, C) -> (..., batch)."""
-    log_p = F.log_softmax(target_logits.detach() / temperature, -1)
-    log_q = F.log_softmax(logits / temperature, -1)
+    log_p = rows.log_softmax(target_logits.detach() / temperature)
+    log_q = rows.log_softmax(logits / temperature)
     return (log_p.exp() * (log_p - log_q)).sum(-1) * temperature**2
 
 
@@ -159,8 +160,7 @@ def c2kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor
     l1, l2, l3 = lambdas
 
     def ce(z):
-        return F.cross_entropy(z.flatten(0, -2), target.flatten(), reduction="none"
-                               ).view(target.shape).mean(-1)
+        return rows.cross_entropy(z.flatten(0, -2), target.flatten()).view(target.shape).mean(-1)
 
     zero = student_logits.new_zeros(student_logits.shape[:-2])
     out = {"ce_student": ce(student_logits),

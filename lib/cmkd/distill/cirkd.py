@@ -24,13 +24,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cmkd.distill import _softmax as rows
 from cmkd.metrics.task import IGNORE_INDEX
 
 
 def _kl_rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """KL(softmax(teacher) || softmax(student)) of each row (last dimension)."""
-    log_q = F.log_softmax(student_logits, -1)
-    log_p = F.log_softmax(teacher_logits, -1)
+    log_q = rows.log_softmax(student_logits)
+    log_p = rows.log_softmax(teacher_logits)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 

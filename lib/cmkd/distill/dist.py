@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from cmkd.distill import _softmax as rows
 from cmkd.distill._shapes import (
     check_logits,
     check_pair,
@@ -76,8 +77,8 @@ def dist_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, be
     """The building block of :func:`dist_loss` on (..., batch, C) logits -> (...), teacher used
     as given (C2KD's crossmodal term calls it on non-target logits)."""
     check_pair(student_logits, teacher_logits)
-    ps = torch.softmax(student_logits / temperature, -1)
-    pt = torch.softmax(teacher_logits / temperature, -1)
+    ps = rows.softmax(student_logits / temperature)
+    pt = rows.softmax(teacher_logits / temperature)
     inter_each = 1 - pearson(ps, pt, -1)  # (..., batch)
     if weights is None:
         inter = inter_each.mean(-1)

@@ -9,8 +9,8 @@ non-target classes).  DKD Eq. (5): ``KD = TCKD + (1 - p_T^t) NCKD``; DKD reweigh
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from cmkd.distill import _softmax as rows
 from cmkd.distill._shapes import (
     check_logits,
     check_pair,
@@ -65,8 +65,8 @@ def tckd_nckd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
     t2 = temperature**2
     tckd = _kl_logp(binary_log_probs(teacher_logits, target, temperature),
                     binary_log_probs(student_logits, target, temperature)) * t2
-    log_q_t = F.log_softmax(non_target_logits(teacher_logits, target) / temperature, -1)
-    log_q_s = F.log_softmax(non_target_logits(student_logits, target) / temperature, -1)
+    log_q_t = rows.log_softmax(non_target_logits(teacher_logits, target) / temperature)
+    log_q_s = rows.log_softmax(non_target_logits(student_logits, target) / temperature)
     nckd = _kl_logp(log_q_t, log_q_s) * t2
     return tckd, nckd
 

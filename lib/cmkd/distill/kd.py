@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cmkd.distill import _softmax as rows
 from cmkd.distill._shapes import (
     REDUCTIONS,
     check_logits,
@@ -55,8 +56,12 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor |
         raise ValueError(f"temperature must be > 0, got {temperature}")
     check_reduction(reduction, KD_REDUCTIONS)
     teacher = maybe_detach(teacher, detach_teacher)
-    log_p_s = F.log_softmax(student / temperature, dim=class_dim)
-    log_p_t = F.log_softmax(teacher / temperature, dim=class_dim)
+    if class_dim == -1:
+        log_p_s = rows.log_softmax(student / temperature)
+        log_p_t = rows.log_softmax(teacher / temperature)
+    else:
+        log_p_s = F.log_softmax(student / temperature, dim=class_dim)
+        log_p_t = F.log_softmax(teacher / temperature, dim=class_dim)
     per_sample = (log_p_t.exp() * (log_p_t - log_p_s)).sum(class_dim) * temperature**2
     if reduction == "elementwise_mean":
         return per_sample.mean(-1) / student.shape[class_dim]

@@ -10,8 +10,8 @@ normalised to sum to 1).  Defaults gamma = 1.5, T = 1.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from cmkd.distill import _softmax as rows
 from cmkd.distill._shapes import (
     check_logits,
     check_pair,
@@ -30,11 +30,11 @@ def nkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target
     as given: callers detach it (:func:`nkd_loss` does unless told otherwise)."""
     check_pair(student_logits, teacher_logits, target)
     idx = target.unsqueeze(-1)
-    log_ps_t = F.log_softmax(student_logits, -1).gather(-1, idx).squeeze(-1)
-    pt_t = torch.softmax(teacher_logits, -1).gather(-1, idx).squeeze(-1)
+    log_ps_t = rows.log_softmax(student_logits).gather(-1, idx).squeeze(-1)
+    pt_t = rows.softmax(teacher_logits).gather(-1, idx).squeeze(-1)
     target_term = -pt_t * log_ps_t
-    log_qs = F.log_softmax(non_target_logits(student_logits, target) / temperature, -1)
-    qt = torch.softmax(non_target_logits(teacher_logits, target) / temperature, -1)
+    log_qs = rows.log_softmax(non_target_logits(student_logits, target) / temperature)
+    qt = rows.softmax(non_target_logits(teacher_logits, target) / temperature)
     non_target = -(qt * log_qs).sum(-1) * temperature**2
     return target_term, non_target
 

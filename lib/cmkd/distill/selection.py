@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cmkd.distill import _softmax as rows
 from cmkd.metrics.krc import kendall_tau
 
 FILTERS = ("krc", "cosine", "pearson", "gradcos", "none")
@@ -39,7 +40,7 @@ def filter_scores(teacher_logits: torch.Tensor, student_logits: torch.Tensor, ki
     if kind == "gradcos":
         if target is None:
             raise ValueError("the 'gradcos' filter needs the target labels")
-        ps, pt = torch.softmax(student_logits, -1), torch.softmax(teacher_logits, -1)
+        ps, pt = rows.softmax(student_logits), rows.softmax(teacher_logits)
         onehot = F.one_hot(target, ps.shape[-1]).to(ps.dtype)
         return F.cosine_similarity(ps - pt, ps - onehot, dim=-1)
     raise ValueError(f"filter must be one of {FILTERS}, got {kind!r}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cmkd.distill import _softmax as rows
 from cmkd.distill._shapes import check_logits, check_reduction, check_target, maybe_detach, reduce
 from cmkd.distill.kd import kd_loss
 
@@ -66,8 +67,8 @@ def shake_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tenso
                                     for z in (student, teacher, shadow))
 
     def ce(z):
-        return reduce(F.cross_entropy(z.flatten(0, -2), target.flatten(), reduction="none"
-                                      ).view(target.shape), reduction)
+        return reduce(rows.cross_entropy(z.flatten(0, -2), target.flatten()).view(target.shape),
+                      reduction)
 
     kw = dict(temperature=temperature, reduction=reduction, runs=runs)
     out = {"ce_student": ce(student),

@@ -241,7 +241,8 @@ class Job:
         initialised from its seed, its data are ``dataset_options`` updated with its own (e.g.
         another draw or setting); ``seed`` then seeds what the runs share (the batch order).
     test_every : the test split is evaluated every ``test_every`` epochs, at the last one and
-        where validation improves (:func:`cmkd.engine.fit`); 1 (default): the whole test curve.
+        where validation improves (:func:`cmkd.engine.fit`); 1 (default): the whole test curve;
+        0: only at the last epoch and at the best-validation state, after training.
     patience : early stopping (:func:`cmkd.engine.fit`): training ends once validation has
         not improved for ``patience`` epochs (every run of a stack); None (default): ``epochs``
         epochs are trained.
@@ -301,7 +302,7 @@ class Job:
         put("batch_size", _positive_int(self.batch_size, "batch_size"))
         put("seed", _positive_int(self.seed, "seed", 0))
         put("workers", _positive_int(self.workers, "workers", 0))
-        put("test_every", _positive_int(self.test_every, "test_every"))
+        put("test_every", _positive_int(self.test_every, "test_every", 0))
         if self.patience is not None:
             put("patience", _positive_int(self.patience, "patience"))
         if not isinstance(self.device, str) or (self.device not in DEVICES
