@@ -123,8 +123,10 @@ class Config:
                                         "epoch cap; C2KD) or constant", choices=SCHEDULES))
     patience: int = field(metadata=spec("early stopping: epochs without a validation gain "
                                         "(0: none, every job trains to its epoch cap)", low=0))
-    test_every: int = field(metadata=spec("test split evaluated every this many epochs (and "
-                                          "where validation improves, and at the end)", low=1))
+    test_every: int = field(metadata=spec(
+        "test split evaluated every this many epochs (and where validation improves, and at "
+        "the end); 0: only at the last epoch and at the best-validation state, after training",
+        low=0))
     method_hparams: dict = field(metadata=spec(
         "hyperparameters per method or preset over the registry's defaults",
         validate=registry.check_method_hparams))
@@ -341,8 +343,35 @@ def _training(config: Config, row, job: Job, cache) -> dict:
     return out
 
 
+#: CPU seconds per epoch of a job relative to a no-KD student's (default profile, batch 32,
+#: one thread): students by method, teachers by network; SHAKE, NKD and DIST from batch 8
+EPOCH_COST = {"c2kd_dist": 3.1, "c2kd": 2.8, "shake": 1.8, "nkd": 1.75, "cirkd": 1.7,
+              "kd": 1.5, "dist": 1.35, "nokd": 1.0,
+              MFH_TEACHERS["sagate"]: 1.8, MFH_TEACHERS["cen"]: 1.6,
+              MFH_TEACHERS["general"]: 1.1}
+
+
+def job_cost(job: Job) -> float:
+    """A job's expected CPU time in no-KD student epochs (:data:`EPOCH_COST` x epochs)."""
+    name = job.model if job.kind == "teacher" else job.method
+    return EPOCH_COST.get(name, 1.0) * job.epochs
+
+
+def _train(config: Config, cache, executor, progress: bool) -> pd.DataFrame:
+    """Train every job of :func:`grid` and :func:`mfh_grid` (cached jobs are not rerun) in one
+    call, teachers then students, the most expensive first within each (:func:`job_cost`), so
+    that the workers run out of work together; the result rows, keyed by ``key``."""
+    jobs = [c["job"] for c in grid(config)] + [c["job"] for c in mfh_grid(config)]
+    teachers = {j.teacher.key: j.teacher for j in jobs if j.teacher is not None}
+    ordered = (sorted(teachers.values(), key=job_cost, reverse=True)
+               + sorted(jobs, key=job_cost, reverse=True))
+    return run_jobs(ordered, executor=_executor(config, executor), cache=cache,
+                    progress=progress)
+
+
 def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
-    """Train every job of :func:`grid` (teachers first; cached jobs are not rerun).
+    """Train every job of :func:`grid` and of :func:`mfh_grid` (:func:`_train`; cached jobs
+    are not rerun); the rows of :func:`grid`'s jobs (:func:`run_mfh` reads the others).
 
     Returns one row per (pair, direction, method, seed): miou (test mIoU at the best validation
     epoch, %), teacher_miou, teacher_end_miou (C2KD trains its teacher), and how the job and
@@ -353,9 +382,7 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
     preflight(config)
     start = time.perf_counter()
     cells = grid(config)
-    rows = run_jobs([c["job"] for c in cells], executor=_executor(config, executor),
-                    cache=cache, progress=progress)
-    by_key = {r.key: r for r in rows.itertuples()}
+    by_key = {r.key: r for r in _train(config, cache, executor, progress).itertuples()}
     out = []
     for c in cells:
         r = by_key[c["job"].key]
@@ -373,18 +400,17 @@ def run(config: Config, cache=None, executor=None, progress: bool = True) -> pd.
 
 
 def run_mfh(config: Config, cache=None, executor=None, progress: bool = True) -> pd.DataFrame:
-    """Train every job of :func:`mfh_grid` (cached jobs, e.g. Table 4's no-KD RGB student, are
-    not rerun).  One row per (role, seed): role, seed, teacher (None for no KD), miou (the
-    student's test mIoU at its best validation epoch, %), teacher_miou (the teacher's, on its
+    """Train every job of :func:`mfh_grid` (with :func:`grid`'s, :func:`_train`: after
+    :func:`run` all of them are cached and nothing is rerun).  One row per (role, seed): role,
+    seed, teacher (None for no KD), miou (the student's test mIoU at its best validation
+    epoch, %), teacher_miou (the teacher's, on its
     evaluation input: RGB + D for the multimodal teachers, D for the depth and the
     modality-general ones), and how the job and its teacher trained (:func:`_training`)."""
     preflight(config)
     cells = mfh_grid(config)
     if not cells:
         return pd.DataFrame(columns=["role", "seed", "teacher", "miou", "teacher_miou"])
-    rows = run_jobs([c["job"] for c in cells], executor=_executor(config, executor),
-                    cache=cache, progress=progress)
-    by_key = {r.key: r for r in rows.itertuples()}
+    by_key = {r.key: r for r in _train(config, cache, executor, progress).itertuples()}
     out = []
     for c in cells:
         r = by_key[c["job"].key]
