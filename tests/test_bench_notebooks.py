@@ -72,3 +72,22 @@ def test_rows_come_from_the_manifests_of_the_profile(tmp_path, monkeypatch):
     # 04 and 05 were never published on this profile
     assert rows["default: issue 18: notebooks 04 and 05 together <= 10 min"]["why"] == \
         "not run on this profile"
+
+
+def test_jobs_trained_counts_jobs_stored_during_the_run_refreshed_ones_too(tmp_path,
+                                                                           monkeypatch):
+    """A manifest's jobs_trained: cache folders whose marker says they were stored since the run
+    began - a job trained again under its old key (--refresh-jobs) counts, one from before does
+    not, nor a temporary folder still being written."""
+    from cmkd import reproduce
+    from cmkd.jobs.cache import MARKER, TMP_PREFIX
+
+    monkeypatch.setenv("CMKD_CACHE", str(tmp_path))
+    began = 1_000_000.0
+    for name, finished in [("old", began - 5), ("refreshed", began + 1), ("new", began + 2),
+                           (TMP_PREFIX + "busy", began + 3)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / MARKER).write_text(json.dumps({"finished": finished}))
+    (tmp_path / "unfinished").mkdir()  # no marker: an interrupted store
+    assert reproduce._jobs_stored_since(began) == 2
+    assert reproduce._jobs_stored_since(began + 10) == 0

@@ -817,27 +817,40 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _cache_entries() -> int | None:
-    """Folders in the job cache (None when it cannot be listed)."""
-    from cmkd.jobs.cache import cache_dir
+def _jobs_stored_since(since: float) -> int | None:
+    """Job-cache folders stored at or after the Unix time ``since`` (their marker's 'finished'
+    time): jobs trained for the first time and jobs trained again (``--refresh-jobs``, which
+    replaces a folder under the same key); None when the cache cannot be listed."""
+    from cmkd.jobs.cache import MARKER, TMP_PREFIX, cache_dir
 
     try:
         folder = cache_dir()
-        return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.exists() else 0
+        if not folder.exists():
+            return 0
+        stored = 0
+        for path in folder.iterdir():
+            marker = path / MARKER
+            if path.name.startswith(TMP_PREFIX) or not marker.is_file():
+                continue
+            try:
+                finished = float(json.loads(marker.read_text()).get("finished", 0))
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+            stored += finished >= since
+        return stored
     except OSError:
         return None
 
 
-def _cost(cpu_before: float, entries_before: int | None) -> dict:
+def _cost(cpu_before: float, since: float) -> dict:
     """What a notebook's run cost, for its manifest (``make bench ONLY=notebooks`` reads it):
     ``cpu_seconds`` of its processes (user + system: the machine's load does not inflate it, as
-    it does the wall time), ``jobs_trained`` (new job-cache folders during the run: 0 when every
-    job came from the cache; another process filling the same cache at once counts too) and the
-    machine's ``load_average`` (1, 5, 15 minutes) at the end."""
-    entries = _cache_entries()
-    trained = (None if entries is None or entries_before is None
-               else max(0, entries - entries_before))
-    return {"cpu_seconds": round(_children_cpu() - cpu_before, 1), "jobs_trained": trained,
+    it does the wall time), ``jobs_trained`` (job-cache folders stored since the run began,
+    :func:`_jobs_stored_since`: 0 when every job came from the cache; another process filling
+    the same cache at once counts too) and the machine's ``load_average`` (1, 5, 15 minutes)
+    at the end."""
+    return {"cpu_seconds": round(_children_cpu() - cpu_before, 1),
+            "jobs_trained": _jobs_stored_since(since),
             "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -862,7 +875,7 @@ def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None
     # invalidated first: whatever happens from here, a rerun redoes this notebook
     _write(state_path, json.dumps({"inputs": digest, "ok": False, "running": True}) + "\n")
     staging = out / ".staging" / nb
-    start, cpu, entries = time.perf_counter(), _children_cpu(), _cache_entries()
+    start, cpu, began = time.perf_counter(), _children_cpu(), time.time()
     try:
         try:
             _run_one(root, profile, nb, params, staging)
@@ -871,7 +884,7 @@ def _one(root: Path, profile: str, nb: str, params: dict, overrides: dict | None
                 if (staging / RUN_FILE).is_file() else {}
             provenance = dict(environment(root, params.get("device")),
                               wall_seconds=round(seconds, 1), **run,
-                              **_cost(cpu, entries))
+                              **_cost(cpu, began))
             if _refreshing():
                 provenance["refresh_jobs"] = True
             if _executor_record() is not None:

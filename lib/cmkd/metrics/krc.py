@@ -4,10 +4,10 @@
 The official C2KD code calls ``scipy.stats.kendalltau`` (tau-b) once per sample in a Python loop;
 here every row of a (batch, classes) pair is done at once as a tensor program, on any device.
 
-Two exact methods: 'pairs' compares all class pairs at once (O(C^2) memory and work per row, few
-tensor operations: fastest for small C and on GPUs); 'merge' sorts and counts discordant pairs
-with a vectorised merge sort (Knight's O(C log C) algorithm, as scipy does it, over all rows at
-once: the faster one for many classes on a CPU).
+Two exact methods: 'pairs' compares every class pair i < j at once (O(C^2) memory and work per
+row, few tensor operations: fastest for small C and on GPUs); 'merge' sorts and counts discordant
+pairs with a vectorised merge sort (Knight's O(C log C) algorithm, as scipy does it, over all
+rows at once: the faster one for many classes on a CPU).
 """
 
 from __future__ import annotations
@@ -31,17 +31,18 @@ def _pairs(x: torch.Tensor, y: torch.Tensor, ties: bool = True) -> tuple[torch.T
     handled here (torch.sign(nan) is 0): the caller masks such rows.
     """
     rows, classes = x.shape
+    first, second = torch.triu_indices(classes, classes, 1, device=x.device)  # the pairs i < j
     chunk = CHUNK_ELEMENTS if x.device.type == "cpu" else CHUNK_ELEMENTS_DEVICE
-    step = max(1, chunk // (classes * classes))
+    step = max(1, chunk // max(1, first.numel()))
     out = []
     for i in range(0, rows, step):
         xs, ys = x[i:i + step], y[i:i + step]
-        sx = torch.sign(xs.unsqueeze(-1) - xs.unsqueeze(-2))  # (r, C, C)
-        sy = torch.sign(ys.unsqueeze(-1) - ys.unsqueeze(-2))
-        s = (sx * sy).sum((-1, -2)) / 2
-        if ties:  # zeros off the diagonal, each pair counted twice
-            n1 = ((sx == 0).sum((-1, -2)) - classes) / 2
-            n2 = ((sy == 0).sum((-1, -2)) - classes) / 2
+        sx = torch.sign(xs[:, first] - xs[:, second])  # (r, C (C - 1) / 2)
+        sy = torch.sign(ys[:, first] - ys[:, second])
+        s = (sx * sy).sum(-1)
+        if ties:
+            n1 = (sx == 0).sum(-1)
+            n2 = (sy == 0).sum(-1)
             out.append((s, n1.to(s.dtype), n2.to(s.dtype)))
         else:
             out.append((s,))
