@@ -214,7 +214,7 @@ report.claims(seg.all_claims(runs, mfh))
 #   0.5 points; the table above lists each job's gain, and a claim resting on a run that had not
 #   converged is undecided. At teachers 20 / students 16 epochs 20 of the 40 jobs met the rule
 #   and three seed-0 students never left the majority class; the savings above paid for
-#   teachers 36 / students 26 (347 s): 36 of 40 converge, every student among them. Batch 16
+#   teachers 36 / students 26 (342-357 s): 36 of 40 converge, every student among them. Batch 16
 #   instead (twice the steps per epoch) was measured too: at 20 / 16 epochs it took 330 s and
 #   only 15 jobs converged - the networks learn more from each epoch, so they keep rising
 #   longer. Teachers 44 (362 s, over the budget) still left 3 runs short.
